@@ -1,0 +1,202 @@
+/**
+ * The agent: runs every tracked table on a schedule, tables in parallel under a limit, runs never
+ * overlapping. A tick never throws; one table's failure never stops the others.
+ */
+import cron, { type ScheduledTask } from 'node-cron';
+import pLimit from 'p-limit';
+import type pg from 'pg';
+
+import type { AgentConfig } from '../shared/config/agent-config.js';
+import { ConfigError, ErrorCode, TidemarkError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { formatTableName, parseTableName, type TableName, type TableSummary } from '../shared/protocol.js';
+import type { AgentMetrics } from './agent-metrics.js';
+import { PgLocalDatabase } from './local-database.js';
+import { HttpRemote } from './remote-client.js';
+import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
+
+export interface TableStatus {
+  table: string;
+  local: { rowCount: number; maxVersion: string | null; horizon: string } | null;
+  remote: TableSummary | null;
+  quarantined: { key: string[]; version: string; error: string; attempts: number }[];
+  error: string | null;
+}
+
+export interface TickResult {
+  startedAt: Date;
+  tables: TableRunResult[];
+  /** True when every table converged. */
+  converged: boolean;
+}
+
+export class Agent {
+  private readonly sync: TableSync;
+  private running: Promise<TickResult> | null = null;
+  private task: ScheduledTask | null = null;
+  private firstTick = true;
+
+  private constructor(
+    private readonly config: Readonly<AgentConfig>,
+    readonly local: PgLocalDatabase,
+    readonly remote: HttpRemote,
+    private readonly metrics: AgentMetrics,
+    private readonly log: Logger,
+  ) {
+    this.sync = new TableSync({
+      local,
+      remote,
+      metrics,
+      log,
+      settings: {
+        tuner: {
+          targetSeconds: config.batch.targetSeconds,
+          minRows: config.batch.minRows,
+          maxRows: config.batch.maxRows,
+          minBytes: config.batch.minBytes,
+          maxBytes: config.batch.maxBytes,
+          initialBytes: config.batch.initialBytes,
+        },
+        batchTimeoutSeconds: config.batch.timeoutSeconds,
+        runBudgetSeconds: config.runBudgetSeconds,
+        verificationPeriodHours: config.verification.periodHours,
+        intervalSeconds: intervalSeconds(config.schedule),
+        quarantine: config.quarantine,
+      },
+    });
+  }
+
+  /** Installs the local state schema and reads the agent's persistent id. */
+  static async create(config: Readonly<AgentConfig>, pool: pg.Pool, metrics: AgentMetrics, log: Logger): Promise<Agent> {
+    if (!cron.validate(config.schedule)) throw new ConfigError(`invalid configuration: schedule: ${JSON.stringify(config.schedule)} is not a cron expression`);
+    const local = new PgLocalDatabase(pool);
+    await local.installStateSchema();
+    const agentId = await local.agentId();
+    const remote = new HttpRemote({
+      serverUrl: config.serverUrl,
+      clientId: config.clientId,
+      databaseId: config.databaseId.toLowerCase(),
+      apiKey: config.apiKey,
+      agentId,
+      gzip: config.gzip,
+    });
+    return new Agent(config, local, remote, metrics, log.child({ agentId }));
+  }
+
+  /** The configured tables, or every tracked one. */
+  async tables(): Promise<TableName[]> {
+    if (this.config.tables?.length) return this.config.tables.map((t) => parseTableName(t));
+    return this.local.listTracked();
+  }
+
+  /** One run over every table. Never throws. */
+  async tick(options: Partial<RunOptions> & { tables?: TableName[] } = {}): Promise<TickResult> {
+    const startedAt = new Date();
+    let tables: TableName[];
+    try {
+      tables = options.tables ?? (await this.tables());
+    } catch (e) {
+      const code = e instanceof TidemarkError ? e.code : ErrorCode.DB_UNAVAILABLE;
+      this.log.error({ code, error: (e as Error).message }, 'cannot list tables');
+      return { startedAt, tables: [], converged: false };
+    }
+    if (tables.length === 0) this.log.warn({}, 'no tracked tables; run tidemark track TABLE');
+    const checkCount = options.checkCount ?? this.firstTick;
+    this.firstTick = false;
+    const limit = pLimit(this.config.concurrency);
+    const results = await Promise.all(
+      tables.map((t) =>
+        limit(() =>
+          this.sync.run(t, {
+            checkCount,
+            ...(options.verifyAll !== undefined ? { verifyAll: options.verifyAll } : {}),
+            ...(options.dryRun !== undefined ? { dryRun: options.dryRun } : {}),
+          }),
+        ),
+      ),
+    );
+    const converged = results.length > 0 && results.every((r) => r.converged);
+    this.log.info({ tables: results.length, converged, durationMs: Date.now() - startedAt.getTime() }, 'tick done');
+    return { startedAt, tables: results, converged };
+  }
+
+  /** `tidemark verify`: whole-table comparison of each table, repaired unless dryRun. */
+  async verify(options: { dryRun: boolean; tables?: TableName[] }): Promise<TableRunResult[]> {
+    const tables = options.tables ?? (await this.tables());
+    const limit = pLimit(this.config.concurrency);
+    return Promise.all(tables.map((t) => limit(() => this.sync.verify(t, options.dryRun))));
+  }
+
+  /** `tidemark status`: local and remote figures per table, with quarantined rows. */
+  async status(): Promise<TableStatus[]> {
+    const tables = await this.tables();
+    return Promise.all(
+      tables.map(async (name): Promise<TableStatus> => {
+        const label = formatTableName(name);
+        const out: TableStatus = { table: label, local: null, remote: null, quarantined: [], error: null };
+        try {
+          const table = await this.local.describe(name);
+          const snap = await this.local.openSnapshot(table);
+          try {
+            out.local = { rowCount: await snap.count(), maxVersion: (await snap.stats()).maxVersion, horizon: snap.snapshot.xmin };
+          } finally {
+            await snap.close();
+          }
+          out.quarantined = (await this.local.quarantined(name, false)).map((q) => ({ key: q.key, version: q.version, error: q.error, attempts: q.attempts }));
+          out.remote = await this.remote.summary(name);
+        } catch (e) {
+          out.error = e instanceof TidemarkError ? `${e.message} [${e.code}]` : String(e);
+        }
+        return out;
+      }),
+    );
+  }
+
+  /** Runs a tick unless one is in flight (then the tick is skipped and counted). */
+  async tickOnce(): Promise<TickResult | null> {
+    if (this.running) {
+      this.metrics.runsSkipped.inc();
+      this.log.warn({}, 'previous run still going; tick skipped');
+      return null;
+    }
+    this.running = this.tick();
+    try {
+      return await this.running;
+    } finally {
+      this.running = null;
+    }
+  }
+
+  /** Starts the schedule, with a first run right away. */
+  start(): void {
+    this.task = cron.schedule(this.config.schedule, async () => {
+      await this.tickOnce();
+    });
+    void this.tickOnce();
+    this.log.info({ schedule: this.config.schedule, tables: this.config.tables ?? 'all tracked' }, 'agent started');
+  }
+
+  /** Stops the schedule and waits for the run in flight. */
+  async stop(): Promise<void> {
+    if (this.task) await this.task.destroy();
+    this.task = null;
+    if (this.running) await this.running;
+  }
+
+  describeTables(results: TableRunResult[]): string[] {
+    return results.map((r) => formatTableName(parseTableName(r.table)));
+  }
+}
+
+/** Seconds between two runs of a cron schedule (for sizing verification slices). */
+export function intervalSeconds(schedule: string): number {
+  try {
+    const task = cron.createTask(schedule, () => {});
+    const [a, b] = task.getNextRuns(2);
+    void task.destroy();
+    if (a && b) return Math.max(1, (b.getTime() - a.getTime()) / 1000);
+  } catch {
+    // invalid schedules are reported by Agent.create
+  }
+  return 60;
+}

@@ -1,0 +1,447 @@
+/**
+ * One run of one table (DESIGN.md, One run, per table), in one local snapshot:
+ *   declare the table (the server checks the schema and returns its summary; this also renews the lease)
+ *   retry quarantined rows that are due
+ *   upload rows the remote may lack: versions >= its settled xmax, or in its in-progress list
+ *   delete remote rows above the local max version (a restored backup, deleted top rows)
+ *   settle: tell the server the snapshot's horizon
+ *   compare counts when deletes may have happened, and bisect to the rows if they differ
+ *   verify the next slice of the table (rolling verification), or all of it on a requested resync
+ */
+import { ErrorCode, TidemarkError, toError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { type Bound, formatTableName, type KeyRange, type TableName, type TableSummary } from '../shared/protocol.js';
+import type { AgentMetrics } from './agent-metrics.js';
+import { BatchTuner, type TunerLimits } from './batch-tuner.js';
+import type { LocalSnapshot, LocalTable, PgLocalDatabase } from './local-database.js';
+import { DEFAULT_DIFF, type DiffReport, diffRange, type RowDiff } from './manifest-diff.js';
+import type { HttpRemote } from './remote-client.js';
+import { Uploader, type UploadStats } from './uploader.js';
+
+export interface TableSyncSettings {
+  tuner: TunerLimits;
+  batchTimeoutSeconds: number;
+  runBudgetSeconds: number;
+  verificationPeriodHours: number;
+  /** Seconds between runs, for sizing verification slices. */
+  intervalSeconds: number;
+  quarantine: { retryBaseSeconds: number; retryMaxSeconds: number };
+}
+
+export interface TableSyncDeps {
+  local: PgLocalDatabase;
+  remote: HttpRemote;
+  metrics: AgentMetrics;
+  log: Logger;
+  settings: TableSyncSettings;
+}
+
+export interface RunOptions {
+  /** Compare counts even if the delete counter did not move (first run, `sync --once`). */
+  checkCount: boolean;
+  /** Verify the whole table now ('hash'), as `tidemark verify` does. */
+  verifyAll?: boolean;
+  /** With verifyAll: report differences, repair nothing. */
+  dryRun?: boolean;
+}
+
+export interface TableRunResult {
+  table: string;
+  converged: boolean;
+  rowsUploaded: number;
+  rowsDeleted: number;
+  quarantined: number;
+  localCount: number | null;
+  remoteCount: number;
+  localMaxVersion: string | null;
+  remoteMaxVersion: string | null;
+  durationSeconds: number;
+  /** Differences found by a verification or a count check (verify, resync, deletes). */
+  diff?: DiffReport;
+  error?: { code: string; message: string };
+}
+
+const KEY_CHUNK = 5000;
+const MIN_SLICE_ROWS = 1000;
+
+function big(v: string | null | undefined): bigint | null {
+  return v === null || v === undefined ? null : BigInt(v);
+}
+
+export class TableSync {
+  /** When local and remote last matched (agent clock), for lag without a modified column. */
+  private lastMatched = new Map<string, number>();
+
+  constructor(private readonly d: TableSyncDeps) {}
+
+  private tuners = new Map<string, BatchTuner>();
+
+  private async tuner(name: TableName): Promise<BatchTuner> {
+    const label = formatTableName(name);
+    let t = this.tuners.get(label);
+    if (!t) {
+      t = new BatchTuner(this.d.settings.tuner, await this.d.local.recentBatches(name, 50));
+      this.tuners.set(label, t);
+    }
+    return t;
+  }
+
+  async run(name: TableName, options: RunOptions): Promise<TableRunResult> {
+    const label = formatTableName(name);
+    const started = performance.now();
+    const deadline = Date.now() + this.d.settings.runBudgetSeconds * 1000;
+    const { metrics } = this.d;
+    const log = this.d.log.child({ table: label });
+    const result: TableRunResult = {
+      table: label,
+      converged: false,
+      rowsUploaded: 0,
+      rowsDeleted: 0,
+      quarantined: 0,
+      localCount: null,
+      remoteCount: 0,
+      localMaxVersion: null,
+      remoteMaxVersion: null,
+      durationSeconds: 0,
+    };
+    try {
+      await this.runInner(name, options, deadline, result, log);
+      if (result.converged) {
+        metrics.lastSuccess.set({ table: label }, Date.now() / 1000);
+        this.lastMatched.set(label, Date.now());
+      }
+    } catch (e) {
+      const err = toError(e);
+      const code = e instanceof TidemarkError ? e.code : ErrorCode.INTERNAL;
+      result.error = { code, message: err.message };
+      metrics.syncErrors.inc({ table: label, code });
+      log.warn({ code, error: err.message }, 'table run failed');
+    } finally {
+      result.durationSeconds = (performance.now() - started) / 1000;
+      metrics.runDuration.observe({ table: label }, result.durationSeconds);
+    }
+    return result;
+  }
+
+  private async runInner(name: TableName, options: RunOptions, deadline: number, result: TableRunResult, log: Logger): Promise<void> {
+    const { local, remote, metrics, settings } = this.d;
+    const label = result.table;
+    const table = await local.describe(name);
+    let summary = await remote.declare(name, table.declaration);
+    const snap = await local.openSnapshot(table);
+    try {
+      const { snapshot } = snap;
+      const stats = await snap.stats();
+      const localMax = stats.maxVersion;
+      result.localMaxVersion = localMax;
+      const tuner = await this.tuner(name);
+      const uploader = new Uploader({
+        table,
+        local,
+        remote,
+        tuner,
+        metrics,
+        log,
+        timeoutMs: settings.batchTimeoutSeconds * 1000,
+        quarantine: settings.quarantine,
+        deadline,
+      });
+      const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
+      // The xid counter never goes back, except when the database itself went back (a restored
+      // backup): then nothing the remote settled can be trusted, and the whole table is verified.
+      const restored = BigInt(snapshot.xmin) < BigInt(summary.settledVersion);
+      if (restored)
+        log.warn({ localHorizon: snapshot.xmin, remoteSettled: summary.settledVersion }, 'local database went back in time; verifying the whole table');
+
+      let complete = true;
+      // 1. Quarantined rows whose retry is due.
+      result.quarantined = await this.retryQuarantine(table, snap, uploader, result);
+
+      // 2. Upload what the remote may lack.
+      for (const range of uploadRanges(summary)) {
+        if (Date.now() > deadline) {
+          complete = false;
+          break;
+        }
+        const s = await uploader.upload(await snap.copyOut(range));
+        this.addUpload(result, s);
+        complete &&= s.complete;
+      }
+
+      // 3. Remote rows above the local max version cannot exist locally.
+      const remoteMax = big(summary.maxVersion);
+      if (remoteMax !== null && (localMax === null || remoteMax > BigInt(localMax))) {
+        const del = await remote.delete(name, localMax === null ? { all: true } : { aboveVersion: localMax });
+        result.rowsDeleted += del.rowsDeleted;
+        metrics.rowsDeleted.inc({ table: label, reason: 'above_version' }, del.rowsDeleted);
+        summary = del.summary;
+      }
+
+      // 4. Settle the horizon (only once every visible row above it is up).
+      if (complete) {
+        const maxModified = await stats.maxModifiedSince(summary.settledXmax ?? summary.settledVersion);
+        const settled = await remote.upload(name, Buffer.alloc(0), {
+          settle: { settledVersion: snapshot.xmin, settledXmax: snapshot.xmax, settledXip: snapshot.xip },
+          maxModified,
+          timeoutMs: settings.batchTimeoutSeconds * 1000,
+        });
+        summary = settled.summary;
+      }
+
+      // 5. Counts, when rows may have been deleted; bisection when they differ.
+      const deletes = await local.deleteCounter(name);
+      const state = await local.tableState(name);
+      const deletesMoved = state.lastDeleteCount !== deletes.deletes || state.lastStatsIdentity !== deletes.identity;
+      const fullVerify = resync || restored || options.verifyAll === true;
+      if (complete && !fullVerify && (options.checkCount || deletesMoved)) {
+        result.localCount = await snap.count();
+        if (result.localCount !== summary.rowCount) {
+          log.info({ localCount: result.localCount, remoteCount: summary.rowCount }, 'counts differ; bisecting');
+          const diff = await diffRange(snap, remote, { lower: null, upper: null }, { ...DEFAULT_DIFF, mode: 'count' });
+          summary = await this.repair(table, snap, uploader, diff, 'manifest', result);
+          result.diff = diff;
+        }
+        await local.saveTableState(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
+      }
+
+      // 6. Whole-table verification (resync, restore, `verify`), or the next rolling slice.
+      if (complete && fullVerify) {
+        summary = await this.verifyAll(table, snap, uploader, resync ? 'resync' : 'manifest', options, result);
+        if (!options.dryRun) await local.saveTableState(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
+      } else if (complete && settings.verificationPeriodHours > 0 && Date.now() < deadline) {
+        summary = (await this.verifySlice(table, snap, uploader, result)) ?? summary;
+      }
+
+      // Convergence: everything up, nothing quarantined, and the remote holds what the snapshot holds.
+      if (result.localCount === null) result.localCount = await snap.count();
+      result.remoteCount = summary.rowCount;
+      result.remoteMaxVersion = summary.maxVersion;
+      const quarantined = await local.quarantineCount(name);
+      metrics.quarantinedRows.set({ table: label }, quarantined);
+      result.quarantined = quarantined;
+      result.converged = complete && quarantined === 0 && result.localCount === summary.rowCount && (summary.maxVersion ?? null) === (localMax ?? null);
+      if (!complete) result.error = { code: ErrorCode.RUN_INCOMPLETE, message: `run budget of ${settings.runBudgetSeconds} s used up; continuing next run` };
+      this.updateLag(table, summary, localMax, result.converged, stats);
+      log.info(
+        {
+          rowsUploaded: result.rowsUploaded,
+          rowsDeleted: result.rowsDeleted,
+          quarantined,
+          localCount: result.localCount,
+          remoteCount: result.remoteCount,
+          converged: result.converged,
+        },
+        'table synced',
+      );
+    } finally {
+      await snap.close();
+    }
+  }
+
+  /**
+   * `tidemark verify`: compares the whole table now (hash mode) and repairs the differences, or with
+   * dryRun only reports them. Nothing else of a run happens (no upload from the horizon, no settle).
+   */
+  async verify(name: TableName, dryRun: boolean): Promise<TableRunResult> {
+    const label = formatTableName(name);
+    const started = performance.now();
+    const result: TableRunResult = {
+      table: label,
+      converged: false,
+      rowsUploaded: 0,
+      rowsDeleted: 0,
+      quarantined: 0,
+      localCount: null,
+      remoteCount: 0,
+      localMaxVersion: null,
+      remoteMaxVersion: null,
+      durationSeconds: 0,
+    };
+    try {
+      const { local, remote, settings } = this.d;
+      const table = await local.describe(name);
+      let summary = dryRun ? await remote.summary(name) : await remote.declare(name, table.declaration);
+      const snap = await local.openSnapshot(table);
+      try {
+        const uploader = new Uploader({
+          table,
+          local,
+          remote,
+          tuner: await this.tuner(name),
+          metrics: this.d.metrics,
+          log: this.d.log,
+          timeoutMs: settings.batchTimeoutSeconds * 1000,
+          quarantine: settings.quarantine,
+          deadline: Number.POSITIVE_INFINITY,
+        });
+        summary = await this.verifyAll(table, snap, uploader, 'manifest', { checkCount: false, verifyAll: true, dryRun }, result);
+        result.localCount = await snap.count();
+        result.localMaxVersion = (await snap.stats()).maxVersion;
+        result.remoteCount = summary.rowCount;
+        result.remoteMaxVersion = summary.maxVersion;
+        const d = result.diff;
+        const differences = d ? d.missing.length + d.extra.length + d.changed.length : 0;
+        result.converged = dryRun ? differences === 0 : result.localCount === summary.rowCount;
+      } finally {
+        await snap.close();
+      }
+    } catch (e) {
+      const code = e instanceof TidemarkError ? e.code : ErrorCode.INTERNAL;
+      result.error = { code, message: toError(e).message };
+    }
+    result.durationSeconds = (performance.now() - started) / 1000;
+    return result;
+  }
+
+  private addUpload(result: TableRunResult, s: UploadStats): void {
+    result.rowsUploaded += s.rows;
+  }
+
+  private updateLag(table: LocalTable, summary: TableSummary, localMax: string | null, converged: boolean, _stats: unknown): void {
+    const label = formatTableName(table.name);
+    const lm = big(localMax) ?? 0n;
+    const rm = big(summary.maxVersion) ?? 0n;
+    this.d.metrics.versionLag.set({ table: label }, Number(lm > rm ? lm - rm : 0n));
+    if (converged) {
+      this.d.metrics.lagSeconds.set({ table: label }, 0);
+      return;
+    }
+    const since = this.lastMatched.get(label);
+    this.d.metrics.lagSeconds.set({ table: label }, since === undefined ? 0 : (Date.now() - since) / 1000);
+  }
+
+  private async retryQuarantine(table: LocalTable, snap: LocalSnapshot, uploader: Uploader, result: TableRunResult): Promise<number> {
+    const due = await this.d.local.quarantined(table.name, true);
+    if (due.length === 0) return 0;
+    const keys = due.map((q) => q.key);
+    const applied: string[][] = [];
+    for (let i = 0; i < keys.length; i += KEY_CHUNK) {
+      const chunk = keys.slice(i, i + KEY_CHUNK);
+      const s = await uploader.upload(await snap.copyOutKeys(chunk), { collectKeys: true });
+      this.addUpload(result, s);
+      applied.push(...(s.appliedKeys ?? []));
+    }
+    // Released: rows the server took, and rows that no longer exist locally (nothing left to send).
+    const present = new Set((await snap.rowsByKeys(keys)).map((k) => JSON.stringify(k)));
+    const appliedSet = new Set(applied.map((k) => JSON.stringify(k)));
+    const release = keys.filter((k) => appliedSet.has(JSON.stringify(k)) || !present.has(JSON.stringify(k)));
+    await this.d.local.releaseQuarantine(table.name, release);
+    if (release.length) this.d.log.info({ table: formatTableName(table.name), rows: release.length }, 'quarantined rows resolved');
+    return due.length - release.length;
+  }
+
+  /** Uploads missing and changed rows, deletes extra ones (by key and version). */
+  private async repair(
+    table: LocalTable,
+    snap: LocalSnapshot,
+    uploader: Uploader,
+    diff: RowDiff,
+    reason: 'manifest' | 'resync',
+    result: TableRunResult,
+  ): Promise<TableSummary> {
+    const { remote, metrics } = this.d;
+    const label = formatTableName(table.name);
+    let summary: TableSummary | null = null;
+    if (diff.missing.length || diff.changed.length || diff.extra.length)
+      metrics.manifestMismatches.inc({ table: label }, diff.missing.length + diff.changed.length + diff.extra.length);
+    for (let i = 0; i < diff.extra.length; i += KEY_CHUNK) {
+      const del = await remote.delete(table.name, { keys: diff.extra.slice(i, i + KEY_CHUNK) });
+      result.rowsDeleted += del.rowsDeleted;
+      metrics.rowsDeleted.inc({ table: label, reason }, del.rowsDeleted);
+      summary = del.summary;
+    }
+    const keys = [...diff.missing, ...diff.changed];
+    for (let i = 0; i < keys.length; i += KEY_CHUNK) {
+      const s = await uploader.upload(await snap.copyOutKeys(keys.slice(i, i + KEY_CHUNK)));
+      this.addUpload(result, s);
+    }
+    return keys.length || !summary ? remote.summary(table.name) : summary;
+  }
+
+  private async verifyAll(
+    table: LocalTable,
+    snap: LocalSnapshot,
+    uploader: Uploader,
+    reason: 'manifest' | 'resync',
+    options: RunOptions,
+    result: TableRunResult,
+  ): Promise<TableSummary> {
+    const { remote } = this.d;
+    const isResync = reason === 'resync';
+    let lastReport = 0;
+    const report = async (progress: number): Promise<void> => {
+      if (!isResync || Date.now() - lastReport < 1000) return;
+      lastReport = Date.now();
+      await remote.reportResync(table.name, { status: 'running', progress, rowsRepaired: 0 });
+    };
+    if (isResync) await remote.reportResync(table.name, { status: 'running', progress: 0, rowsRepaired: 0 });
+    try {
+      let pendingReport: Promise<void> = Promise.resolve();
+      const diff = await diffRange(
+        snap,
+        remote,
+        { lower: null, upper: null },
+        {
+          ...DEFAULT_DIFF,
+          mode: 'hash',
+          onProgress: (p) => {
+            this.d.metrics.verificationProgress.set({ table: result.table }, p);
+            pendingReport = pendingReport.then(() => report(p)).catch(() => {});
+          },
+        },
+      );
+      await pendingReport;
+      result.diff = diff;
+      let summary = await remote.summary(table.name);
+      if (!options.dryRun) summary = await this.repair(table, snap, uploader, diff, reason, result);
+      const repaired = diff.missing.length + diff.changed.length + diff.extra.length;
+      if (isResync) summary = await remote.reportResync(table.name, { status: 'done', progress: 1, rowsRepaired: repaired });
+      return summary;
+    } catch (e) {
+      if (isResync)
+        await remote.reportResync(table.name, { status: 'failed', progress: 0, rowsRepaired: 0, error: toError(e).message.slice(0, 4000) }).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Verifies the next slice of the rolling pass (hash mode), sized so a pass takes the configured period. */
+  private async verifySlice(table: LocalTable, snap: LocalSnapshot, uploader: Uploader, result: TableRunResult): Promise<TableSummary | null> {
+    const { local, settings, metrics } = this.d;
+    const state = await local.tableState(table.name);
+    const estimate = Math.max(await snap.estimatedRows(), 1);
+    const runsPerPass = Math.max(1, (settings.verificationPeriodHours * 3600) / settings.intervalSeconds);
+    const sliceRows = Math.max(MIN_SLICE_ROWS, Math.ceil(estimate / runsPerPass));
+    const lower: Bound | null = state.verifyCursor;
+    const range: KeyRange = { lower, upper: null };
+    const end = await snap.nthBound(range, sliceRows);
+    const slice: KeyRange = { lower, upper: end };
+    const diff = await diffRange(snap, this.d.remote, slice, { ...DEFAULT_DIFF, mode: 'hash' });
+    let summary: TableSummary | null = null;
+    if (diff.missing.length || diff.changed.length || diff.extra.length) {
+      this.d.log.warn(
+        { table: result.table, missing: diff.missing.length, changed: diff.changed.length, extra: diff.extra.length },
+        'verification found differences',
+      );
+      summary = await this.repair(table, snap, uploader, diff, 'manifest', result);
+    }
+    const done = end === null;
+    const rowsDone = done ? 0 : state.verifyRowsDone + sliceRows;
+    await local.saveTableState(table.name, {
+      verifyCursor: end,
+      verifyPassStartedAt: done || !state.verifyPassStartedAt ? new Date() : state.verifyPassStartedAt,
+      verifyRowsDone: rowsDone,
+    });
+    metrics.verificationProgress.set({ table: result.table }, done ? 1 : Math.min(1, rowsDone / estimate));
+    return summary;
+  }
+}
+
+/** Versions the remote may lack: >= its settled xmax, or in-progress when it settled. */
+export function uploadRanges(summary: TableSummary): KeyRange[] {
+  const from = summary.settledXmax ?? summary.settledVersion;
+  const ranges: KeyRange[] = summary.settledXip
+    .filter((x) => BigInt(x) < BigInt(from))
+    .map((x) => ({ lower: { version: x, key: null }, upper: { version: (BigInt(x) + 1n).toString(), key: null } }));
+  ranges.push({ lower: { version: from, key: null }, upper: null });
+  return ranges;
+}

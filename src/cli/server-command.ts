@@ -1,0 +1,28 @@
+import type { Command } from 'commander';
+import { startServer } from '../server/start-server.js';
+import { loadServerConfig } from '../shared/config/server-config.js';
+import { logger, untilSignal } from './common.js';
+
+export function serverCommand(program: Command): void {
+  program
+    .command('server')
+    .description('run the multi-tenant REST server over the cloud PostgreSQL database')
+    .option('--config <file>', 'YAML config file (see config/server.example.yaml)')
+    .option('--database <url>', 'cloud database URL (env TIDEMARK_DATABASE_URL)')
+    .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080; env TIDEMARK_LISTEN)')
+    .option('--admin-key <key>', 'admin API key, 16+ characters (env TIDEMARK_ADMIN_KEY)')
+    .option('--max-body-bytes <n>', 'largest upload body accepted (default 64 MiB)')
+    .option('--log-level <level>', 'debug, info, warn, error or silent')
+    .action(async (flags: { config?: string; database?: string; listen?: string; adminKey?: string; maxBodyBytes?: string; logLevel?: string }) => {
+      const config = loadServerConfig({
+        file: flags.config ?? process.env.TIDEMARK_CONFIG,
+        env: process.env,
+        flags: { databaseUrl: flags.database, listen: flags.listen, adminKey: flags.adminKey, maxBodyBytes: flags.maxBodyBytes, logLevel: flags.logLevel },
+      });
+      const log = logger(config.logLevel, 'info', 1);
+      const server = await startServer(config, log);
+      const signal = await untilSignal();
+      log.info({ signal }, 'shutting down');
+      await server.close();
+    });
+}

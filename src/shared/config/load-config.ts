@@ -1,0 +1,115 @@
+import { readFileSync } from 'node:fs';
+
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+
+import { ConfigError } from '../errors.js';
+
+/** Inputs of a config load; all of it is passed in, so loading is pure and testable. */
+export interface ConfigSources {
+  /** Path of a YAML file, or undefined. */
+  file?: string | undefined;
+  /** The process environment (only TIDEMARK_* names are read). */
+  env: Readonly<Record<string, string | undefined>>;
+  /** Values from CLI flags, already shaped like the config (undefined means "not given"). */
+  flags: Record<string, unknown>;
+}
+
+/** Maps an environment variable to a config path, e.g. TIDEMARK_API_KEY -> ['apiKey']. */
+export type EnvMap = Readonly<Record<string, readonly string[]>>;
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function merge(base: Obj, over: Obj): Obj {
+  const out: Obj = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) continue;
+    out[k] = isObj(v) && isObj(out[k]) ? merge(out[k] as Obj, v) : v;
+  }
+  return out;
+}
+
+function setPath(target: Obj, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const p of path.slice(0, -1)) {
+    if (!isObj(node[p])) node[p] = {};
+    node = node[p] as Obj;
+  }
+  node[path[path.length - 1] as string] = value;
+}
+
+/** Secrets in files are written `{ env: TIDEMARK_X }`; only the TIDEMARK_ prefix resolves. */
+function resolveEnvRefs(v: unknown, env: ConfigSources['env'], path: string, errors: string[]): unknown {
+  if (isObj(v)) {
+    const keys = Object.keys(v);
+    if (keys.length === 1 && keys[0] === 'env' && typeof v.env === 'string') {
+      if (!v.env.startsWith('TIDEMARK_')) {
+        errors.push(`${path}: only TIDEMARK_* variables can be referenced, not ${v.env}`);
+        return undefined;
+      }
+      const value = env[v.env];
+      if (value === undefined) errors.push(`${path}: environment variable ${v.env} is not set`);
+      return value;
+    }
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolveEnvRefs(x, env, path ? `${path}.${k}` : k, errors)]));
+  }
+  if (Array.isArray(v)) return v.map((x, i) => resolveEnvRefs(x, env, `${path}[${i}]`, errors));
+  return v;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null) {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+/**
+ * defaults (in the schema) < file < TIDEMARK_* env < flags. Returns a deep-frozen config, or throws
+ * one ConfigError listing every bad path.
+ */
+export function loadConfig<S extends z.ZodType>(schema: S, envMap: EnvMap, sources: ConfigSources): Readonly<z.output<S>> {
+  const errors: string[] = [];
+  let fromFile: Obj = {};
+  if (sources.file) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`cannot read config file ${sources.file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(text);
+    } catch (e) {
+      throw new ConfigError(`config file ${sources.file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    }
+    if (parsed != null && !isObj(parsed)) throw new ConfigError(`config file ${sources.file} must hold a mapping`);
+    fromFile = (resolveEnvRefs(parsed ?? {}, sources.env, '', errors) as Obj) ?? {};
+  }
+  const fromEnv: Obj = {};
+  for (const [name, path] of Object.entries(envMap)) {
+    const value = sources.env[name];
+    if (value !== undefined && value !== '') setPath(fromEnv, path, value);
+  }
+  const merged = merge(merge(fromFile, fromEnv), sources.flags);
+  const result = schema.safeParse(merged);
+  if (!result.success) {
+    for (const issue of result.error.issues) errors.push(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  if (errors.length || !result.success) throw new ConfigError(`invalid configuration: ${errors.join('; ')}`);
+  return deepFreeze(result.data);
+}
+
+/** Parses `host:port` / `[::1]:port`; port 0 picks a free one. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) throw new ConfigError(`invalid listen address ${JSON.stringify(text)}: use HOST:PORT`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}

@@ -1,0 +1,40 @@
+import { z } from 'zod';
+
+import { type ConfigSources, type EnvMap, loadConfig } from './load-config.js';
+
+export const SERVER_DEFAULTS = {
+  listen: '127.0.0.1:8080',
+  maxBodyBytes: 64 * 1024 * 1024,
+  leaseSeconds: 300,
+  poolMax: 20,
+} as const;
+
+export const serverConfigSchema = z.object({
+  /** The cloud database holding replica tables and tidemark's catalog. */
+  databaseUrl: z.string().min(1),
+  /** HOST:PORT to listen on. */
+  listen: z.string().default(SERVER_DEFAULTS.listen),
+  /** Key of the admin API (register, resync, tenants). At least 16 characters. */
+  adminKey: z.string().min(16, 'at least 16 characters'),
+  /** Largest upload body accepted, in bytes (after gzip decompression too). */
+  maxBodyBytes: z.coerce.number().int().min(1024).default(SERVER_DEFAULTS.maxBodyBytes),
+  /** Seconds an agent's lease on its database lasts after its last write. */
+  leaseSeconds: z.coerce.number().positive().default(SERVER_DEFAULTS.leaseSeconds),
+  /** Connections to the cloud database. */
+  poolMax: z.coerce.number().int().min(2).default(SERVER_DEFAULTS.poolMax),
+  logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+});
+
+export type ServerConfig = z.output<typeof serverConfigSchema>;
+
+export const SERVER_ENV: EnvMap = {
+  TIDEMARK_DATABASE_URL: ['databaseUrl'],
+  TIDEMARK_LISTEN: ['listen'],
+  TIDEMARK_ADMIN_KEY: ['adminKey'],
+  TIDEMARK_MAX_BODY_BYTES: ['maxBodyBytes'],
+  TIDEMARK_LOG_LEVEL: ['logLevel'],
+};
+
+export function loadServerConfig(sources: ConfigSources): Readonly<ServerConfig> {
+  return loadConfig(serverConfigSchema, SERVER_ENV, sources);
+}

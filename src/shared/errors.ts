@@ -1,0 +1,102 @@
+/**
+ * Every error tidemark raises carries one of these codes. The JSDoc of each says what an operator
+ * should do; the README lists them too.
+ */
+export const ErrorCode = {
+  /** Configuration is missing or invalid. Fix the listed keys (file, TIDEMARK_* env or flags). */
+  CONFIG_INVALID: 'TM_CONFIG_INVALID',
+  /** The local table does not exist. Check the name (schema.table) and the search_path. */
+  SOURCE_TABLE_MISSING: 'TM_SOURCE_TABLE_MISSING',
+  /** The local table has no primary key and no key columns were configured. Add a primary key, or set keyColumns. */
+  SOURCE_TABLE_NO_KEY: 'TM_SOURCE_TABLE_NO_KEY',
+  /** The table is not tracked yet. Run `tidemark track TABLE` against the local database. */
+  SOURCE_TABLE_NOT_TRACKED: 'TM_SOURCE_TABLE_NOT_TRACKED',
+  /** A table name could not be parsed. Use schema.table, quoting parts that need it ("My Schema"."a.b"). */
+  TABLE_NAME_INVALID: 'TM_TABLE_NAME_INVALID',
+  /** A column type cannot be replicated (only plain type names are accepted). Exclude the table or change the type. */
+  COLUMN_TYPE_UNSUPPORTED: 'TM_COLUMN_TYPE_UNSUPPORTED',
+  /** Authentication failed: missing or unknown API key. Use the key printed by `tidemark register`. */
+  AUTH_UNAUTHENTICATED: 'TM_AUTH_UNAUTHENTICATED',
+  /** The key is valid but bound to another client or database. Check --client and --database-id. */
+  AUTH_FORBIDDEN: 'TM_AUTH_FORBIDDEN',
+  /** The table is not declared for this database on the server. The agent declares it on its next run. */
+  REPLICA_TABLE_UNKNOWN: 'TM_REPLICA_TABLE_UNKNOWN',
+  /** The local schema differs from the replica's. Align the schemas (the message names the columns). */
+  REPLICA_SCHEMA_MISMATCH: 'TM_REPLICA_SCHEMA_MISMATCH',
+  /** Another agent holds this database's lease. Stop the other agent, or wait for the lease to expire. */
+  LEASE_HELD: 'TM_LEASE_HELD',
+  /** The server rejected the rows (bad COPY data or a constraint). The rows are quarantined; see `tidemark status`. */
+  UPLOAD_REJECTED: 'TM_UPLOAD_REJECTED',
+  /** The request body is larger than the server accepts. The agent shrinks its batches by itself. */
+  PAYLOAD_TOO_LARGE: 'TM_PAYLOAD_TOO_LARGE',
+  /** The request is malformed. This is a bug in the caller; report it. */
+  REQUEST_INVALID: 'TM_REQUEST_INVALID',
+  /** Something was not found (client, database, route). Check the identifiers. */
+  NOT_FOUND: 'TM_NOT_FOUND',
+  /** The server could not be reached or answered 5xx. The run is retried on the next tick. */
+  SERVER_UNAVAILABLE: 'TM_SERVER_UNAVAILABLE',
+  /** A request timed out. Retried with a smaller batch; check the link if it persists. */
+  TIMEOUT: 'TM_TIMEOUT',
+  /** The database refused the credentials. Fix the connection string or password; retried with a long backoff. */
+  DB_AUTH_FAILED: 'TM_DB_AUTH_FAILED',
+  /** The database is unreachable or restarting. Retried on the next tick. */
+  DB_UNAVAILABLE: 'TM_DB_UNAVAILABLE',
+  /** A transient database conflict (serialization failure, deadlock). Retried automatically. */
+  DB_CONFLICT: 'TM_DB_CONFLICT',
+  /** An unexpected database error. Read the message; report it if it is not about your data. */
+  DB_ERROR: 'TM_DB_ERROR',
+  /** The table did not converge within the run's time budget. It continues on the next tick. */
+  RUN_INCOMPLETE: 'TM_RUN_INCOMPLETE',
+  /** An internal invariant was broken: a bug. Report it with the log line. */
+  INTERNAL: 'TM_INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class TidemarkError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Invalid configuration: the process exits 78 (EX_CONFIG). */
+export class ConfigError extends TidemarkError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.CONFIG_INVALID, message, options);
+  }
+}
+
+/** A request the peer must not repeat as is (4xx). `status` is the HTTP status. */
+export class ProtocolError extends TidemarkError {
+  constructor(
+    code: ErrorCode,
+    readonly status: number,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(code, message, options);
+  }
+}
+
+/** Worth retrying later: network, 5xx, transient database conditions. */
+export class RetryableError extends TidemarkError {}
+
+/** A broken invariant: a bug in tidemark. */
+export class InvariantError extends TidemarkError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.INTERNAL, message, options);
+  }
+}
+
+export function toError(e: unknown): Error {
+  if (e instanceof Error) return e;
+  return new Error(typeof e === 'string' ? e : JSON.stringify(e));
+}
+
+export function invariant(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new InvariantError(message);
+}

@@ -1,0 +1,147 @@
+/**
+ * Test fixtures: databases cloned per test, an in-process server on 127.0.0.1:0, registered tenants
+ * and agents. Each implements Symbol.asyncDispose: `await using db = await createDatabase('local')`.
+ */
+import { randomBytes } from 'node:crypto';
+
+import pg from 'pg';
+import { inject } from 'vitest';
+
+import { Agent } from '../../src/agent/agent.js';
+import { type AgentMetrics, createAgentMetrics } from '../../src/agent/agent-metrics.js';
+import type { PgLocalDatabase } from '../../src/agent/local-database.js';
+import { adminRequest } from '../../src/cli/admin-client.js';
+import { startServer } from '../../src/server/start-server.js';
+import { type AgentConfigInput, loadAgentConfig } from '../../src/shared/config/agent-config.js';
+import { loadServerConfig, type ServerConfig } from '../../src/shared/config/server-config.js';
+import { silentLogger } from '../../src/shared/logger.js';
+import type { RegisterResult } from '../../src/shared/protocol.js';
+
+const SERVER_TEMPLATE = 'tidemark_server_template';
+
+export interface TestDatabase extends AsyncDisposable {
+  name: string;
+  url: string;
+  pool: pg.Pool;
+  /** Runs SQL and returns rows. */
+  query<R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
+}
+
+function baseUrl(): string {
+  return inject('pgBaseUrl');
+}
+
+export async function createDatabase(kind: 'local' | 'server'): Promise<TestDatabase> {
+  const name = `tm_${kind}_${randomBytes(5).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: `${baseUrl()}postgres` });
+  await admin.connect();
+  await admin.query(kind === 'server' ? `create database ${name} template ${SERVER_TEMPLATE}` : `create database ${name}`);
+  await admin.end();
+  const url = `${baseUrl()}${name}`;
+  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  pool.on('error', () => {});
+  return {
+    name,
+    url,
+    pool,
+    query: async <R extends pg.QueryResultRow>(sql: string, params: unknown[] = []) => (await pool.query<R>(sql, params)).rows,
+    async [Symbol.asyncDispose]() {
+      await pool.end();
+      const a = new pg.Client({ connectionString: `${baseUrl()}postgres` });
+      await a.connect();
+      await a.query(`drop database if exists ${name} with (force)`);
+      await a.end();
+    },
+  };
+}
+
+export interface TestServer extends AsyncDisposable {
+  url: string;
+  adminKey: string;
+  db: TestDatabase;
+  register(clientId: string, name?: string): Promise<RegisterResult>;
+}
+
+export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
+  const db = await createDatabase('server');
+  const adminKey = `admin-${randomBytes(12).toString('hex')}`;
+  const config = loadServerConfig({ env: {}, flags: { databaseUrl: db.url, listen: '127.0.0.1:0', adminKey, logLevel: 'silent', ...overrides } });
+  const server = await startServer(config, silentLogger);
+  return {
+    url: server.url,
+    adminKey,
+    db,
+    register: (clientId, name = 'test') => adminRequest<RegisterResult>(server.url, adminKey, 'POST', `/v1/admin/customers/${clientId}/databases`, { name }),
+    async [Symbol.asyncDispose]() {
+      await server.close();
+      await db[Symbol.asyncDispose]();
+    },
+  };
+}
+
+export interface TestAgent extends AsyncDisposable {
+  agent: Agent;
+  metrics: AgentMetrics;
+  local: PgLocalDatabase;
+  pool: pg.Pool;
+}
+
+export async function startTestAgent(
+  local: TestDatabase,
+  server: { url: string },
+  reg: RegisterResult,
+  overrides: Partial<AgentConfigInput> = {},
+): Promise<TestAgent> {
+  const config = loadAgentConfig({
+    env: {},
+    flags: {
+      databaseUrl: local.url,
+      serverUrl: server.url,
+      clientId: reg.clientId,
+      databaseId: reg.databaseId,
+      apiKey: reg.apiKey,
+      logLevel: 'silent',
+      verification: { periodHours: 0 },
+      ...overrides,
+    },
+  });
+  const pool = new pg.Pool({ connectionString: local.url, max: 8 });
+  pool.on('error', () => {});
+  const metrics = createAgentMetrics();
+  const agent = await Agent.create(config, pool, metrics, silentLogger);
+  return {
+    agent,
+    metrics,
+    local: agent.local,
+    pool,
+    async [Symbol.asyncDispose]() {
+      await agent.stop();
+      await pool.end();
+    },
+  };
+}
+
+/** Rows of a table as sorted JSON lines (for exact comparisons across databases). */
+export async function dumpRows(db: TestDatabase, table: string, options: { where?: string; exclude?: string[] } = {}): Promise<string[]> {
+  const exclude = new Set(['tidemark_client_id', 'tidemark_database_id', ...(options.exclude ?? [])]);
+  const cols = await db.query<{ attname: string }>(
+    `select attname from pg_attribute where attrelid = $1::regclass and attnum > 0 and not attisdropped order by attname`,
+    [table],
+  );
+  const list = cols.map((c) => c.attname).filter((c) => !exclude.has(c));
+  const select = list.map((c) => `${pg.escapeIdentifier(c)}::text as ${pg.escapeIdentifier(c)}`).join(', ');
+  const rows = await db.query(`select ${select} from ${table} ${options.where ? `where ${options.where}` : ''}`);
+  return rows.map((r) => JSON.stringify(r)).sort();
+}
+
+export function seededRandom(seed: number): () => number {
+  // mulberry32
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
