@@ -3,7 +3,7 @@
  * the admin key, health and metrics. Handlers validate input, resolve the tenant and call the store.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline, type Readable, Transform, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -254,11 +254,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       if (Number.isFinite(declared) && declared > options.maxBodyBytes)
         throw new ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, 413, `body of ${declared} bytes is larger than the ${options.maxBodyBytes} accepted`);
       const q = parse(settleSchema, req.query, 'query');
-      const raw = req.body as NodeJS.ReadableStream;
-      let stream = raw.pipe(byteLimit(options.maxBodyBytes, (n) => metrics.payloadBytes.inc(n)));
-      if (req.headers['content-encoding'] === 'gzip') stream = stream.pipe(createGunzip()).pipe(byteLimit(options.maxBodyBytes));
-      else if (req.headers['content-encoding'] && req.headers['content-encoding'] !== 'identity')
-        throw new ProtocolError(ErrorCode.REQUEST_INVALID, 415, 'content-encoding must be gzip or identity');
+      const encoding = req.headers['content-encoding'] ?? 'identity';
+      if (encoding !== 'gzip' && encoding !== 'identity') throw new ProtocolError(ErrorCode.REQUEST_INVALID, 415, 'content-encoding must be gzip or identity');
+      const raw = req.body as Readable;
+      const counted = byteLimit(options.maxBodyBytes, (n) => metrics.payloadBytes.inc(n));
+      // pipeline() forwards a failure anywhere in the chain to its last stream, which the store reads.
+      const stream = encoding === 'gzip' ? pipeline(raw, counted, createGunzip(), byteLimit(options.maxBodyBytes), () => {}) : pipeline(raw, counted, () => {});
       const settle =
         q.settledVersion !== undefined
           ? { settledVersion: q.settledVersion, settledXmax: q.settledXmax ?? q.settledVersion, settledXip: q.settledXip ? q.settledXip.split(',') : [] }
