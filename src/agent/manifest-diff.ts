@@ -114,12 +114,14 @@ export async function diffRange(snap: LocalSnapshot, remote: HttpRemote, whole: 
     level = next;
   }
 
+  // Remote row pages go 4 at a time; the local snapshot is one connection, so its queries take turns.
   const limit = pLimit(4);
+  const localTurn = pLimit(1);
   await Promise.all(
     rowRanges.map((p) =>
       limit(async () => {
         const [localRows, remoteRows] = await Promise.all([
-          allRows((r, n) => snap.rows(r, options.mode, n), p.range),
+          allRows((r, n) => localTurn(() => snap.rows(r, options.mode, n)), p.range),
           allRows(async (r, n) => {
             report.roundTrips++;
             const a = await remote.manifest(table, { mode: options.mode, rows: { range: r, limit: n } });
