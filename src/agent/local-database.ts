@@ -606,15 +606,15 @@ export class LocalSnapshot {
     });
     values.push(n + 1);
     // An index-only scan that stops after n + 1 rows; the last of them is the bound.
-    const { rows } = await this.client.query<{ v: string; k: string[]; rn: string }>(
-      /* sql */ `select v, k, rn::text from (
+    const { rows } = await this.client.query<{ v: string; k: string[]; position: string }>(
+      /* sql */ `select v, k, rn::text as position from (
          select ${ident(VERSION_COLUMN)}::text as v, ${keyTextSql(shape)} as k, row_number() over () as rn
            from (select * from ${shape.table} where ${cond} order by ${orderSql(shape)} limit $${values.length}::bigint) t) s
-        order by rn desc limit 1`,
+        order by s.rn desc limit 1`,
       values,
     );
     const row = rows[0];
-    return row && Number(row.rn) === n + 1 ? { version: row.v, key: row.k } : null;
+    return row && Number(row.position) === n + 1 ? { version: row.v, key: row.k } : null;
   }
 
   /** The planner's estimate of the table's rows (pg_class.reltuples), for sizing verification slices. */

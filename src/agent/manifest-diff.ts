@@ -135,6 +135,20 @@ export async function diffRange(snap: LocalSnapshot, remote: HttpRemote, whole: 
     ),
   );
   options.onProgress?.(1);
+  return mergeMoved(report);
+}
+
+/**
+ * A row whose version differs between the sides sits in different (version, key) ranges, so it is
+ * seen as missing in one range and extra in another: it is one changed row (the upload replaces it).
+ */
+function mergeMoved(report: DiffReport): DiffReport {
+  const missing = new Set(report.missing.map((k) => JSON.stringify(k)));
+  const moved = new Set(report.extra.map((e) => JSON.stringify(e.key)).filter((k) => missing.has(k)));
+  if (moved.size === 0) return report;
+  report.missing = report.missing.filter((k) => !moved.has(JSON.stringify(k)));
+  report.extra = report.extra.filter((e) => !moved.has(JSON.stringify(e.key)));
+  for (const k of moved) report.changed.push(JSON.parse(k) as string[]);
   return report;
 }
 

@@ -154,6 +154,11 @@ export class HttpRemote {
     return this.request('POST', this.url(table, '/manifest'), JSON.stringify(request), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
 
+  /** Has the server recompute the table's count and max version from its rows. */
+  recount(table: TableName): Promise<TableSummary> {
+    return this.request('POST', this.url(table, '/recount'), '{}', { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
+  }
+
   reportResync(table: TableName, report: ResyncReport): Promise<TableSummary> {
     return this.request('PUT', this.url(table, '/resync'), JSON.stringify(report), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }

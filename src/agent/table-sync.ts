@@ -200,6 +200,8 @@ export class TableSync {
           const diff = await diffRange(snap, remote, { lower: null, upper: null }, { ...DEFAULT_DIFF, mode: 'count' });
           summary = await this.repair(table, snap, uploader, diff, 'manifest', result);
           result.diff = diff;
+          // Rows agree but counts do not: the replica was edited behind tidemark's back; refresh its figures.
+          if (summary.rowCount !== result.localCount) summary = await remote.recount(name);
         }
         await local.saveTableState(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
       }
@@ -393,7 +395,11 @@ export class TableSync {
       await pendingReport;
       result.diff = diff;
       let summary = await remote.summary(table.name);
-      if (!options.dryRun) summary = await this.repair(table, snap, uploader, diff, reason, result);
+      if (!options.dryRun) {
+        await this.repair(table, snap, uploader, diff, reason, result);
+        // A full pass is the moment to refresh the server's O(1) figures from its rows.
+        summary = await remote.recount(table.name);
+      }
       const repaired = diff.missing.length + diff.changed.length + diff.extra.length;
       if (isResync) summary = await remote.reportResync(table.name, { status: 'done', progress: 1, rowsRepaired: repaired });
       return summary;
@@ -418,6 +424,7 @@ export class TableSync {
     const diff = await diffRange(snap, this.d.remote, slice, { ...DEFAULT_DIFF, mode: 'hash' });
     let summary: TableSummary | null = null;
     if (diff.missing.length || diff.changed.length || diff.extra.length) {
+      result.diff = diff;
       this.d.log.warn(
         { table: result.table, missing: diff.missing.length, changed: diff.changed.length, extra: diff.extra.length },
         'verification found differences',

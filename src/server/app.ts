@@ -288,6 +288,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return store.manifest(tenant, table, parse(manifestSchema, req.body, 'manifest request') as ManifestRequest);
   });
 
+  app.post<{ Params: TenantParams }>(`${tablePath}/recount`, async (req) => {
+    const { tenant, table } = await authenticate(req);
+    await lease(req, tenant);
+    return store.recount(tenant, table);
+  });
+
   app.put<{ Params: TenantParams; Body: unknown }>(`${tablePath}/resync`, async (req) => {
     const { tenant, table } = await authenticate(req);
     await lease(req, tenant);

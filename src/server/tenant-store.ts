@@ -557,6 +557,29 @@ export class PgTenantStore {
     });
   }
 
+  /**
+   * Recomputes the state row's count and max version from the rows (an index-only count of the
+   * tenant's rows). Called by the agent after a full verification, and when counts differ although
+   * no row does: someone edited the replica behind tidemark's back and the O(1) figures drifted.
+   */
+  async recount(tenant: Tenant, table: TableName): Promise<TableSummary> {
+    return withTransaction(this.pool, async (client) => {
+      const { shape } = await this.requireReplica(client, tenant, table);
+      await this.enterTenant(client, tenant);
+      await this.lockState(client, tenant, table);
+      const v = ident(VERSION_COLUMN);
+      await client.query(
+        /* sql */ `
+        update tidemark.table_state s
+           set row_count = r.n, max_version = r.max_version, updated_at = now()
+          from (select count(*) as n, max(${v}) as max_version from ${shape.table} where ${this.tenantWhere()}) r
+         where s.client_id = $1::text and s.database_id = $2::uuid and s.schema_name = $3::text and s.table_name = $4::text`,
+        [tenant.clientId, tenant.databaseId, table.schema, table.name],
+      );
+      return this.readState(client, tenant, table);
+    });
+  }
+
   /** Counts and hashes of ranges, or the rows of one range: one read-only snapshot, set-based queries. */
   async manifest(tenant: Tenant, table: TableName, request: ManifestRequest): Promise<ManifestResponse> {
     return withTransaction(
