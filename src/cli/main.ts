@@ -1,57 +1,14 @@
 #!/usr/bin/env node
 /**
- * The `tidemark` command: the composition root. Only this folder reads argv and env, and only this
- * file exits the process.
+ * The `tidemark` command: the composition root. Only cli/ reads argv and env, and only this file
+ * exits the process.
  */
-import { Command, CommanderError } from 'commander';
-
-import { TIDEMARK_VERSION } from '../shared/metrics/build-info.js';
-import { agentCommands } from './agent-commands.js';
-import { describeError, EXIT_USAGE } from './common.js';
-import { configCommand } from './config-command.js';
-import { demoCommand } from './demo-command.js';
-import { inspectCommands } from './inspect-commands.js';
-import { registerCommand } from './register-command.js';
-import { serverCommand } from './server-command.js';
-import { trackCommand } from './track-command.js';
-
-export function buildProgram(): Command {
-  const program = new Command()
-    .name('tidemark')
-    .description('Keeps a per-customer cloud copy of on-premises PostgreSQL tables.')
-    .version(TIDEMARK_VERSION)
-    .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(`tidemark: ${text.replace(/^error: /, '').trim()}\n`) });
-  serverCommand(program);
-  registerCommand(program);
-  trackCommand(program);
-  agentCommands(program);
-  inspectCommands(program);
-  configCommand(program);
-  demoCommand(program);
-  for (const cmd of program.commands) cmd.exitOverride();
-  return program;
-}
-
-async function main(): Promise<void> {
-  try {
-    await buildProgram().parseAsync(process.argv);
-    process.exitCode = 0;
-  } catch (e) {
-    if (e instanceof CommanderError) {
-      // --help and --version end here with code 0; usage errors were already printed by commander.
-      process.exitCode = e.exitCode === 0 ? 0 : EXIT_USAGE;
-      return;
-    }
-    const { line, exitCode } = describeError(e);
-    process.stderr.write(`tidemark: ${line}\n`);
-    process.exitCode = exitCode;
-  }
-}
+import { describeError } from './common.js';
+import { runCli } from './program.js';
 
 process.on('unhandledRejection', (e) => {
   process.stderr.write(`tidemark: unexpected error: ${describeError(e).line}\n`);
   process.exit(70);
 });
 
-await main();
+await runCli(process.argv);

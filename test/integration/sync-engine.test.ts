@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
+import { freePort } from '../../src/cli/free-port.js';
 import { createDatabase, dumpRows, startTestAgent, startTestServer } from '../support/fixtures.js';
 
 const TYPES_TABLE = /* sql */ `
@@ -173,7 +174,7 @@ describe('sync engine', () => {
     await local.query(`create table items (id int primary key)`);
     await local.query(`insert into items select generate_series(1, 10)`);
     const reg = await server.register('acme');
-    await using agent = await startTestAgent(local, { url: 'http://127.0.0.1:9' }, reg);
+    await using agent = await startTestAgent(local, { url: `http://127.0.0.1:${await freePort()}` }, reg);
     await agent.local.track('items');
     const result = await agent.agent.tick();
     expect(result.converged).toBe(false);

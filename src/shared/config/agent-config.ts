@@ -96,6 +96,14 @@ export const AGENT_ENV: EnvMap = {
   TIDEMARK_LOG_LEVEL: ['logLevel'],
 };
 
+const AGENT_HINTS = {
+  databaseUrl: '--database or TIDEMARK_DATABASE_URL',
+  serverUrl: '--server or TIDEMARK_SERVER_URL',
+  clientId: '--client or TIDEMARK_CLIENT_ID',
+  databaseId: '--database-id or TIDEMARK_DATABASE_ID',
+  apiKey: '--api-key or TIDEMARK_API_KEY',
+};
+
 export function loadAgentConfig(sources: ConfigSources): Readonly<AgentConfig> {
-  return loadConfig(agentConfigSchema, AGENT_ENV, sources);
+  return loadConfig(agentConfigSchema, AGENT_ENV, sources, AGENT_HINTS);
 }

@@ -61,6 +61,15 @@ function resolveEnvRefs(v: unknown, env: ConfigSources['env'], path: string, err
   return v;
 }
 
+function getPath(value: unknown, path: readonly PropertyKey[]): unknown {
+  let node = value;
+  for (const p of path) {
+    if (!isObj(node)) return undefined;
+    node = node[String(p)];
+  }
+  return node;
+}
+
 function deepFreeze<T>(v: T): T {
   if (typeof v === 'object' && v !== null) {
     for (const x of Object.values(v)) deepFreeze(x);
@@ -73,7 +82,13 @@ function deepFreeze<T>(v: T): T {
  * defaults (in the schema) < file < TIDEMARK_* env < flags. Returns a deep-frozen config, or throws
  * one ConfigError listing every bad path.
  */
-export function loadConfig<S extends z.ZodType>(schema: S, envMap: EnvMap, sources: ConfigSources): Readonly<z.output<S>> {
+export function loadConfig<S extends z.ZodType>(
+  schema: S,
+  envMap: EnvMap,
+  sources: ConfigSources,
+  /** Where a user can set a key, e.g. `--database or TIDEMARK_DATABASE_URL`, by config path. */
+  hints: Readonly<Record<string, string>> = {},
+): Readonly<z.output<S>> {
   const errors: string[] = [];
   let fromFile: Obj = {};
   if (sources.file) {
@@ -100,7 +115,12 @@ export function loadConfig<S extends z.ZodType>(schema: S, envMap: EnvMap, sourc
   const merged = merge(merge(fromFile, fromEnv), sources.flags);
   const result = schema.safeParse(merged);
   if (!result.success) {
-    for (const issue of result.error.issues) errors.push(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    for (const issue of result.error.issues) {
+      const path = issue.path.join('.') || '(root)';
+      const missing = issue.code === 'invalid_type' && getPath(merged, issue.path) === undefined;
+      const hint = hints[path];
+      errors.push(missing ? `${path} is required${hint ? ` (${hint})` : ''}` : `${path}: ${issue.message}`);
+    }
   }
   if (errors.length || !result.success) throw new ConfigError(`invalid configuration: ${errors.join('; ')}`);
   return deepFreeze(result.data);

@@ -36,5 +36,8 @@ export const SERVER_ENV: EnvMap = {
 };
 
 export function loadServerConfig(sources: ConfigSources): Readonly<ServerConfig> {
-  return loadConfig(serverConfigSchema, SERVER_ENV, sources);
+  return loadConfig(serverConfigSchema, SERVER_ENV, sources, {
+    databaseUrl: '--database or TIDEMARK_DATABASE_URL',
+    adminKey: '--admin-key or TIDEMARK_ADMIN_KEY',
+  });
 }

@@ -1,0 +1,47 @@
+/** The `tidemark` program: every command, and how a run ends (exit code, one-line error). */
+import { Command, CommanderError } from 'commander';
+
+import { TIDEMARK_VERSION } from '../shared/metrics/build-info.js';
+import { agentCommands } from './agent-commands.js';
+import { describeError, EXIT_USAGE } from './common.js';
+import { configCommand } from './config-command.js';
+import { demoCommand } from './demo-command.js';
+import { inspectCommands } from './inspect-commands.js';
+import { registerCommand } from './register-command.js';
+import { serverCommand } from './server-command.js';
+import { trackCommand } from './track-command.js';
+
+export function buildProgram(): Command {
+  const program = new Command()
+    .name('tidemark')
+    .description('Keeps a per-customer cloud copy of on-premises PostgreSQL tables.')
+    .version(TIDEMARK_VERSION)
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(`tidemark: ${text.replace(/^error: /, '').trim()}\n`) });
+  serverCommand(program);
+  registerCommand(program);
+  trackCommand(program);
+  agentCommands(program);
+  inspectCommands(program);
+  configCommand(program);
+  demoCommand(program);
+  for (const cmd of program.commands) cmd.exitOverride();
+  return program;
+}
+
+/** Runs the CLI with these arguments; sets process.exitCode. */
+export async function runCli(argv: readonly string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync([...argv]);
+    process.exitCode = 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version end here with code 0; usage errors were already printed by commander.
+      process.exitCode = e.exitCode === 0 ? 0 : EXIT_USAGE;
+      return;
+    }
+    const { line, exitCode } = describeError(e);
+    process.stderr.write(`tidemark: ${line}\n`);
+    process.exitCode = exitCode;
+  }
+}
