@@ -1,0 +1,136 @@
+import { describe, expect, it } from 'vitest';
+
+import { compareRows, cut, type RowDiff } from '../../src/agent/manifest-diff.js';
+import { uploadRanges } from '../../src/agent/table-sync.js';
+import { ident, isSafeTypeName, qualified } from '../../src/shared/pg.js';
+import { formatTableName, parseTableName, type TableSummary } from '../../src/shared/protocol.js';
+import { decodeCopyField, leadingCopyFields, positionalBinder, type RowShape, rangeSql } from '../../src/shared/row-shape.js';
+
+describe('table names', () => {
+  it('round-trip hostile names through their text form', () => {
+    for (const t of [
+      { schema: 'public', name: 'items' },
+      { schema: 'Wé"ird', name: 'a.b' },
+      { schema: 'Other Schema', name: 'Mixed.Case' },
+      { schema: 's', name: '"' },
+      { schema: 'UPPER', name: 'x y' },
+    ]) {
+      expect(parseTableName(formatTableName(t))).toEqual(t);
+    }
+    expect(formatTableName({ schema: 'Wé"ird', name: 'a.b' })).toBe('"Wé""ird"."a.b"');
+  });
+
+  it('folds unquoted names to lower case and defaults the schema', () => {
+    expect(parseTableName('Items')).toEqual({ schema: 'public', name: 'items' });
+    expect(parseTableName('Sales.Orders')).toEqual({ schema: 'sales', name: 'orders' });
+  });
+
+  it('rejects malformed names', () => {
+    for (const bad of ['', '.', 'a.', '.b', 'a.b.c', '"unterminated', 'a b', '"a"x']) expect(() => parseTableName(bad), bad).toThrow(/invalid table name/);
+  });
+});
+
+describe('SQL safety', () => {
+  it('quotes identifiers, each part separately, never splitting on dots', () => {
+    expect(ident('a"b')).toBe('"a""b"');
+    expect(qualified('Wé"ird', 'a.b')).toBe('"Wé""ird"."a.b"');
+  });
+
+  it('accepts only plain type names', () => {
+    for (const ok of [
+      'integer',
+      'character varying(20)',
+      'numeric(10,2)',
+      'timestamp(3) with time zone',
+      'text[]',
+      'public.citext',
+      'double precision',
+      'bit varying(5)[]',
+    ])
+      expect(isSafeTypeName(ok), ok).toBe(true);
+    for (const bad of ['integer); drop table x; --', '"quoted"', 'int;', 'text -- comment', "text'", 'a(1)(2)', 'int[]; select'])
+      expect(isSafeTypeName(bad), bad).toBe(false);
+  });
+
+  it('builds (version, key) range predicates with parameters and byte-order collation for text keys', () => {
+    const shape: RowShape = {
+      table: qualified('public', 't'),
+      columns: [
+        { name: 'tidemark_version', type: 'bigint', notNull: true },
+        { name: 'a', type: 'text', notNull: true },
+        { name: 'b', type: 'integer', notNull: true },
+      ],
+      keyColumns: ['a', 'b'],
+      collatableKeys: new Set(['a']),
+    };
+    const params: unknown[] = [];
+    const sql = rangeSql(shape, { lower: { version: '5', key: ["x'); drop", '1'] }, upper: { version: '9', key: null } }, positionalBinder(params));
+    expect(sql).toBe('("tidemark_version", "a" collate "C", "b") >= ($1::bigint, $2::text, $3::integer) and "tidemark_version" < $4::bigint');
+    expect(params).toEqual(['5', "x'); drop", '1', '9']);
+  });
+});
+
+describe('COPY text', () => {
+  it('decodes escapes and NULL', () => {
+    expect(decodeCopyField('\\N')).toBeNull();
+    expect(decodeCopyField('a\\tb\\nc\\\\d\\re')).toBe('a\tb\nc\\d\re');
+    expect(decodeCopyField('\\101\\x42')).toBe('AB');
+    expect(decodeCopyField('héllo')).toBe('héllo');
+    expect(leadingCopyFields('7\tkey\\twith tab\trest\tmore', 2)).toEqual(['7', 'key\twith tab']);
+  });
+});
+
+describe('bisection helpers', () => {
+  it('cuts a range at boundaries into contiguous half-open ranges', () => {
+    const b1 = { version: '1', key: ['a'] };
+    const b2 = { version: '2', key: ['b'] };
+    expect(cut({ lower: null, upper: null }, [b1, b2])).toEqual([
+      { lower: null, upper: b1 },
+      { lower: b1, upper: b2 },
+      { lower: b2, upper: null },
+    ]);
+    expect(cut({ lower: b1, upper: null }, [])).toEqual([{ lower: b1, upper: null }]);
+  });
+
+  it('compares rows into missing, extra and changed', () => {
+    const into: RowDiff = { missing: [], extra: [], changed: [] };
+    compareRows(
+      [
+        [['1'], '10', 'h1'],
+        [['2'], '10', 'h2'],
+        [['3'], '11', 'h3'],
+      ],
+      [
+        [['2'], '10', 'other'],
+        [['3'], '11', 'h3'],
+        [['4'], '9', 'h4'],
+      ],
+      into,
+    );
+    expect(into).toEqual({ missing: [['1']], extra: [{ key: ['4'], version: '9' }], changed: [['2']] });
+  });
+});
+
+describe('upload ranges (safe horizon)', () => {
+  const base: TableSummary = {
+    table: 'public.t',
+    rowCount: 0,
+    maxVersion: null,
+    settledVersion: '0',
+    settledXmax: null,
+    settledXip: [],
+    maxModified: null,
+    updatedAt: null,
+    resync: null,
+  };
+  it('uploads everything at first', () => {
+    expect(uploadRanges(base)).toEqual([{ lower: { version: '0', key: null }, upper: null }]);
+  });
+  it('asks only for versions at or above the settled xmax, plus the transactions then in progress', () => {
+    expect(uploadRanges({ ...base, settledVersion: '100', settledXmax: '120', settledXip: ['100', '115'] })).toEqual([
+      { lower: { version: '100', key: null }, upper: { version: '101', key: null } },
+      { lower: { version: '115', key: null }, upper: { version: '116', key: null } },
+      { lower: { version: '120', key: null }, upper: null },
+    ]);
+  });
+});
