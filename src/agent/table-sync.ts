@@ -10,6 +10,7 @@
  */
 import { ErrorCode, TidemarkError, toError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { classifyPgError } from '../shared/pg.js';
 import { type Bound, formatTableName, type KeyRange, type TableName, type TableSummary } from '../shared/protocol.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import { BatchTuner, type TunerLimits } from './batch-tuner.js';
@@ -112,7 +113,7 @@ export class TableSync {
       }
     } catch (e) {
       const err = toError(e);
-      const code = e instanceof TidemarkError ? e.code : ErrorCode.INTERNAL;
+      const code = errorCodeOf(e);
       result.error = { code, message: err.message };
       metrics.syncErrors.inc({ table: label, code });
       log.warn({ code, error: err.message }, 'table run failed');
@@ -288,8 +289,7 @@ export class TableSync {
         await snap.close();
       }
     } catch (e) {
-      const code = e instanceof TidemarkError ? e.code : ErrorCode.INTERNAL;
-      result.error = { code, message: toError(e).message };
+      result.error = { code: errorCodeOf(e), message: toError(e).message };
     }
     result.durationSeconds = (performance.now() - started) / 1000;
     return result;
@@ -441,6 +441,13 @@ export class TableSync {
     metrics.verificationProgress.set({ table: result.table }, done ? 1 : Math.min(1, rowsDone / estimate));
     return summary;
   }
+}
+
+/** A bounded label for a failure: tidemark's own code, the class of a database error, or TM_INTERNAL. */
+function errorCodeOf(e: unknown): ErrorCode {
+  if (e instanceof TidemarkError) return e.code;
+  const c = classifyPgError(e);
+  return c.sqlstate === undefined ? ErrorCode.INTERNAL : c.code;
 }
 
 /** Versions the remote may lack: >= its settled xmax, or in-progress when it settled. */

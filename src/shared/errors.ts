@@ -37,11 +37,11 @@ export const ErrorCode = {
   SERVER_UNAVAILABLE: 'TM_SERVER_UNAVAILABLE',
   /** A request timed out. Retried with a smaller batch; check the link if it persists. */
   TIMEOUT: 'TM_TIMEOUT',
-  /** The database refused the credentials. Fix the connection string or password; retried with a long backoff. */
+  /** The database refused the credentials. Fix the connection string or password; retried on the next run. */
   DB_AUTH_FAILED: 'TM_DB_AUTH_FAILED',
   /** The database is unreachable or restarting. Retried on the next tick. */
   DB_UNAVAILABLE: 'TM_DB_UNAVAILABLE',
-  /** A transient database conflict (serialization failure, deadlock). Retried automatically. */
+  /** A transient database conflict (serialization failure, deadlock). Retried on the next run. */
   DB_CONFLICT: 'TM_DB_CONFLICT',
   /** An unexpected database error. Read the message; report it if it is not about your data. */
   DB_ERROR: 'TM_DB_ERROR',
