@@ -134,15 +134,16 @@ export function createAgentMetrics(tables: readonly string[] = []): AgentMetrics
     }),
     runsSkipped: new Counter({ name: MetricName.agentRunsSkippedTotal, help: 'Ticks skipped because the previous run was still going.', registers: r }),
   };
-  // Counters start at 0 for every configured table so that rate() works from the first scrape.
-  for (const table of tables) {
-    m.rowsUploaded.inc({ table }, 0);
-    m.bytesUploaded.inc({ table }, 0);
-    m.skipAheads.inc({ table }, 0);
-    m.manifestMismatches.inc({ table }, 0);
-    m.rowsCompared.inc({ table }, 0);
-    for (const reason of ['above_version', 'manifest', 'resync']) m.rowsDeleted.inc({ table, reason }, 0);
-    m.quarantinedRows.set({ table }, 0);
-  }
+  for (const table of tables) initTableMetrics(m, table);
   return m;
+}
+
+/** Counters start at 0 for every table, so that rate() sees their first increase. Idempotent. */
+export function initTableMetrics(m: AgentMetrics, table: string): void {
+  m.rowsUploaded.inc({ table }, 0);
+  m.bytesUploaded.inc({ table }, 0);
+  m.skipAheads.inc({ table }, 0);
+  m.manifestMismatches.inc({ table }, 0);
+  m.rowsCompared.inc({ table }, 0);
+  for (const reason of ['above_version', 'manifest', 'resync']) m.rowsDeleted.inc({ table, reason }, 0);
 }

@@ -79,6 +79,8 @@ export interface TableStateRow {
   verifyCursor: Bound | null;
   verifyPassStartedAt: Date | null;
   verifyRowsDone: number;
+  /** When local and remote last matched. */
+  lastSuccessAt: Date | null;
 }
 
 const STATE_SCHEMA_SQL = /* sql */ `
@@ -110,8 +112,10 @@ const STATE_SCHEMA_SQL = /* sql */ `
     verify_cursor jsonb,
     verify_pass_started_at timestamptz,
     verify_rows_done bigint not null default 0,
+    last_success_at timestamptz,
     primary key (schema_name, table_name)
   );
+  alter table tidemark.table_state add column if not exists last_success_at timestamptz;
   create table if not exists tidemark.batch_history (
     id bigint generated always as identity primary key,
     schema_name text not null,
@@ -360,8 +364,9 @@ export class PgLocalDatabase {
       verify_cursor: Bound | null;
       verify_pass_started_at: Date | null;
       verify_rows_done: string;
+      last_success_at: Date | null;
     }>(
-      /* sql */ `select last_delete_count::text, last_stats_identity, verify_cursor, verify_pass_started_at, verify_rows_done::text
+      /* sql */ `select last_delete_count::text, last_stats_identity, verify_cursor, verify_pass_started_at, verify_rows_done::text, last_success_at
          from tidemark.table_state where schema_name = $1::text and table_name = $2::text`,
       [table.schema, table.name],
     );
@@ -372,6 +377,7 @@ export class PgLocalDatabase {
       verifyCursor: r?.verify_cursor ?? null,
       verifyPassStartedAt: r?.verify_pass_started_at ?? null,
       verifyRowsDone: Number(r?.verify_rows_done ?? 0),
+      lastSuccessAt: r?.last_success_at ?? null,
     };
   }
 
@@ -397,6 +403,14 @@ export class PgLocalDatabase {
         s.lastDeleteCount !== undefined,
         s.verifyCursor !== undefined,
       ],
+    );
+  }
+
+  async markSuccess(table: TableName, at: Date): Promise<void> {
+    await this.pool.query(
+      /* sql */ `insert into tidemark.table_state (schema_name, table_name, last_success_at) values ($1::text, $2::text, $3::timestamptz)
+       on conflict (schema_name, table_name) do update set last_success_at = excluded.last_success_at`,
+      [table.schema, table.name, at],
     );
   }
 

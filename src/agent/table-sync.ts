@@ -12,10 +12,10 @@ import { ErrorCode, TidemarkError, toError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { classifyPgError } from '../shared/pg.js';
 import { type Bound, formatTableName, type KeyRange, type TableName, type TableSummary } from '../shared/protocol.js';
-import type { AgentMetrics } from './agent-metrics.js';
+import { type AgentMetrics, initTableMetrics } from './agent-metrics.js';
 import { BatchTuner, type TunerLimits } from './batch-tuner.js';
 import type { LocalSnapshot, LocalTable, PgLocalDatabase } from './local-database.js';
-import { DEFAULT_DIFF, type DiffReport, diffRange, type RowDiff } from './manifest-diff.js';
+import { DEFAULT_DIFF, type DiffOptions, type DiffReport, diffRange, type RowDiff } from './manifest-diff.js';
 import type { HttpRemote } from './remote-client.js';
 import { Uploader, type UploadStats } from './uploader.js';
 
@@ -71,7 +71,11 @@ function big(v: string | null | undefined): bigint | null {
 
 export class TableSync {
   /** When local and remote last matched (agent clock), for lag without a modified column. */
-  private lastMatched = new Map<string, number>();
+  private readonly lastMatched = new Map<string, number>();
+  /** When this process first ran each table: lag's origin until the table first converges. */
+  private readonly firstSeen = new Map<string, number>();
+  /** Lag measured from the modified-time column in the last run, when the table has one. */
+  private readonly modifiedLag = new Map<string, number | null>();
 
   constructor(private readonly d: TableSyncDeps) {}
 
@@ -105,11 +109,15 @@ export class TableSync {
       remoteMaxVersion: null,
       durationSeconds: 0,
     };
+    initTableMetrics(metrics, label);
     try {
+      await this.restoreLastMatched(name, label);
       await this.runInner(name, options, deadline, result, log);
       if (result.converged) {
-        metrics.lastSuccess.set({ table: label }, Date.now() / 1000);
-        this.lastMatched.set(label, Date.now());
+        const now = new Date();
+        metrics.lastSuccess.set({ table: label }, now.getTime() / 1000);
+        this.lastMatched.set(label, now.getTime());
+        await this.d.local.markSuccess(name, now);
       }
     } catch (e) {
       const err = toError(e);
@@ -120,8 +128,51 @@ export class TableSync {
     } finally {
       result.durationSeconds = (performance.now() - started) / 1000;
       metrics.runDuration.observe({ table: label }, result.durationSeconds);
+      this.updateLag(label, result);
     }
     return result;
+  }
+
+  /** After a restart, lag and last success continue from the time kept in the local database. */
+  private async restoreLastMatched(name: TableName, label: string): Promise<void> {
+    if (!this.firstSeen.has(label)) this.firstSeen.set(label, Date.now());
+    if (this.lastMatched.has(label)) return;
+    const { lastSuccessAt } = await this.d.local.tableState(name);
+    if (lastSuccessAt) {
+      this.lastMatched.set(label, lastSuccessAt.getTime());
+      this.d.metrics.lastSuccess.set({ table: label }, lastSuccessAt.getTime() / 1000);
+    }
+  }
+
+  /**
+   * Lag in seconds: 0 when converged; else local minus remote max modified time (tables tracked with
+   * a modified column), else the time since both last matched (or since the agent first tried).
+   * Updated after every run, failed ones included, so a failing table's lag grows.
+   */
+  private updateLag(label: string, result: TableRunResult): void {
+    const { metrics } = this.d;
+    const lm = big(result.localMaxVersion);
+    const rm = big(result.remoteMaxVersion);
+    if (lm !== null) metrics.versionLag.set({ table: label }, Number(lm > (rm ?? 0n) ? lm - (rm ?? 0n) : 0n));
+    if (result.converged) {
+      metrics.lagSeconds.set({ table: label }, 0);
+      return;
+    }
+    const byModified = this.modifiedLag.get(label);
+    if (byModified !== undefined && byModified !== null) {
+      metrics.lagSeconds.set({ table: label }, byModified);
+      return;
+    }
+    const since = this.lastMatched.get(label) ?? this.firstSeen.get(label) ?? Date.now();
+    metrics.lagSeconds.set({ table: label }, Math.max(0, (Date.now() - since) / 1000));
+  }
+
+  /** Bisection with its figures counted in the metrics. */
+  private async diff(snap: LocalSnapshot, range: KeyRange, options: DiffOptions): Promise<DiffReport> {
+    const report = await diffRange(snap, this.d.remote, range, options);
+    const table = formatTableName(snap.table.name);
+    this.d.metrics.rowsCompared.inc({ table }, report.rowsCompared);
+    return report;
   }
 
   private async runInner(name: TableName, options: RunOptions, deadline: number, result: TableRunResult, log: Logger): Promise<void> {
@@ -154,6 +205,13 @@ export class TableSync {
       if (restored)
         log.warn({ localHorizon: snapshot.xmin, remoteSettled: summary.settledVersion }, 'local database went back in time; verifying the whole table');
 
+      // Lag from the modified-time column: the newest local change against the newest on the server.
+      const localModified = await stats.maxModifiedSince(summary.settledXmax ?? summary.settledVersion);
+      this.modifiedLag.set(
+        label,
+        localModified && summary.maxModified ? Math.max(0, (Date.parse(localModified) - Date.parse(summary.maxModified)) / 1000) : null,
+      );
+
       let complete = true;
       // 1. Quarantined rows whose retry is due.
       result.quarantined = await this.retryQuarantine(table, snap, uploader, result);
@@ -180,10 +238,9 @@ export class TableSync {
 
       // 4. Settle the horizon (only once every visible row above it is up).
       if (complete) {
-        const maxModified = await stats.maxModifiedSince(summary.settledXmax ?? summary.settledVersion);
         const settled = await remote.upload(name, Buffer.alloc(0), {
           settle: { settledVersion: snapshot.xmin, settledXmax: snapshot.xmax, settledXip: snapshot.xip },
-          maxModified,
+          maxModified: localModified,
           timeoutMs: settings.batchTimeoutSeconds * 1000,
         });
         summary = settled.summary;
@@ -198,7 +255,7 @@ export class TableSync {
         result.localCount = await snap.count();
         if (result.localCount !== summary.rowCount) {
           log.info({ localCount: result.localCount, remoteCount: summary.rowCount }, 'counts differ; bisecting');
-          const diff = await diffRange(snap, remote, { lower: null, upper: null }, { ...DEFAULT_DIFF, mode: 'count' });
+          const diff = await this.diff(snap, { lower: null, upper: null }, { ...DEFAULT_DIFF, mode: 'count' });
           summary = await this.repair(table, snap, uploader, diff, 'manifest', result);
           result.diff = diff;
           // Rows agree but counts do not: the replica was edited behind tidemark's back; refresh its figures.
@@ -224,7 +281,6 @@ export class TableSync {
       result.quarantined = quarantined;
       result.converged = complete && quarantined === 0 && result.localCount === summary.rowCount && (summary.maxVersion ?? null) === (localMax ?? null);
       if (!complete) result.error = { code: ErrorCode.RUN_INCOMPLETE, message: `run budget of ${settings.runBudgetSeconds} s used up; continuing next run` };
-      this.updateLag(table, summary, localMax, result.converged, stats);
       log.info(
         {
           rowsUploaded: result.rowsUploaded,
@@ -299,19 +355,6 @@ export class TableSync {
     result.rowsUploaded += s.rows;
   }
 
-  private updateLag(table: LocalTable, summary: TableSummary, localMax: string | null, converged: boolean, _stats: unknown): void {
-    const label = formatTableName(table.name);
-    const lm = big(localMax) ?? 0n;
-    const rm = big(summary.maxVersion) ?? 0n;
-    this.d.metrics.versionLag.set({ table: label }, Number(lm > rm ? lm - rm : 0n));
-    if (converged) {
-      this.d.metrics.lagSeconds.set({ table: label }, 0);
-      return;
-    }
-    const since = this.lastMatched.get(label);
-    this.d.metrics.lagSeconds.set({ table: label }, since === undefined ? 0 : (Date.now() - since) / 1000);
-  }
-
   private async retryQuarantine(table: LocalTable, snap: LocalSnapshot, uploader: Uploader, result: TableRunResult): Promise<number> {
     const due = await this.d.local.quarantined(table.name, true);
     if (due.length === 0) return 0;
@@ -379,9 +422,8 @@ export class TableSync {
     if (isResync) await remote.reportResync(table.name, { status: 'running', progress: 0, rowsRepaired: 0 });
     try {
       let pendingReport: Promise<void> = Promise.resolve();
-      const diff = await diffRange(
+      const diff = await this.diff(
         snap,
-        remote,
         { lower: null, upper: null },
         {
           ...DEFAULT_DIFF,
@@ -421,7 +463,7 @@ export class TableSync {
     const range: KeyRange = { lower, upper: null };
     const end = await snap.nthBound(range, sliceRows);
     const slice: KeyRange = { lower, upper: end };
-    const diff = await diffRange(snap, this.d.remote, slice, { ...DEFAULT_DIFF, mode: 'hash' });
+    const diff = await this.diff(snap, slice, { ...DEFAULT_DIFF, mode: 'hash' });
     let summary: TableSummary | null = null;
     if (diff.missing.length || diff.changed.length || diff.extra.length) {
       result.diff = diff;

@@ -19,14 +19,7 @@ export function createServerMetrics(sources: {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   registerBuildInfo(registry, 'server');
-  new Gauge({
-    name: MetricName.serverActiveTenants,
-    help: 'Registered databases (tenants).',
-    registers: [registry],
-    async collect() {
-      this.set(await sources.activeTenants());
-    },
-  });
+  // Pool figures are read first: the tenant count below checks out a connection while it runs.
   new Gauge({
     name: MetricName.serverDbPoolConnections,
     help: 'Cloud database pool connections by state (total, idle, waiting clients).',
@@ -37,6 +30,14 @@ export function createServerMetrics(sources: {
       this.set({ state: 'total' }, s.total);
       this.set({ state: 'idle' }, s.idle);
       this.set({ state: 'waiting' }, s.waiting);
+    },
+  });
+  new Gauge({
+    name: MetricName.serverActiveTenants,
+    help: 'Registered databases (tenants).',
+    registers: [registry],
+    async collect() {
+      this.set(await sources.activeTenants());
     },
   });
   const rowsDeleted = new Counter({

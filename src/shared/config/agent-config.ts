@@ -20,6 +20,7 @@ export const AGENT_DEFAULTS = {
   verificationPeriodHours: 24,
   quarantineRetryBaseSeconds: 60,
   quarantineRetryMaxSeconds: 3600,
+  metricsListen: '127.0.0.1:9465',
 } as const;
 
 const intFrom = (min: number) => z.coerce.number().int().min(min);
@@ -44,8 +45,8 @@ export const agentConfigSchema = z
     concurrency: intFrom(1).default(AGENT_DEFAULTS.concurrency),
     /** Seconds a table's run may take before it yields to the next tick. */
     runBudgetSeconds: z.coerce.number().positive().default(AGENT_DEFAULTS.runBudgetSeconds),
-    /** HOST:PORT of the agent's /metrics, or empty for none. */
-    metricsListen: z.string().default(''),
+    /** HOST:PORT of the agent's /metrics (served by `tidemark agent`), or empty for none. */
+    metricsListen: z.string().default(AGENT_DEFAULTS.metricsListen),
     /** Compress uploads with gzip (worth it on slow links, not on fast ones). */
     gzip: z.coerce.boolean().default(false),
     logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
