@@ -1,0 +1,259 @@
+/**
+ * Part 1, the engine: a first full sync of a large table by `tidemark sync --once` (a child
+ * process, its peak RSS sampled), against the raw pipe `COPY (select ...) TO STDOUT | COPY ... FROM
+ * STDIN` into a table with the replica's key and indexes; then an incremental sync of 10k updated rows.
+ */
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import pg from 'pg';
+import copyStreams from 'pg-copy-streams';
+
+import { startEmbeddedCluster } from '../../src/cli/embedded-cluster.js';
+import {
+  agentArgs,
+  type BenchOptions,
+  clusterCpu,
+  fingerprint,
+  ITEMS_DDL,
+  itemsInsert,
+  log,
+  mb,
+  PROFILE_DIR,
+  ProcSampler,
+  postmasterPid,
+  procStat,
+  type Results,
+  rate,
+  runCli,
+  StatementLog,
+  secs,
+  spawnCli,
+  sql,
+  startServerChild,
+  summariseProfile,
+  withClient,
+} from './support.js';
+
+const PART = 'engine';
+const UPDATED_ROWS = 10_000;
+
+/** Generates the table in slices (one transaction each, so one version per slice once tracked). */
+export async function generateItems(url: string, rows: number): Promise<void> {
+  await sql(url, ITEMS_DDL);
+  const slice = 250_000;
+  for (let lo = 1; lo <= rows; lo += slice) await sql(url, itemsInsert('bench_items', lo, Math.min(rows, lo + slice - 1)));
+  await sql(url, 'vacuum analyze bench_items');
+}
+
+/** The raw pipe: local COPY out straight into a cloud table shaped like the replica. */
+async function rawPipe(
+  localUrl: string,
+  cloudUrl: string,
+  tenant: { clientId: string; databaseId: string },
+  pgPid: number | null,
+): Promise<{ seconds: number; bytes: number; pgCpu: number }> {
+  await sql(
+    cloudUrl,
+    /* sql */ `
+    drop schema if exists pipe cascade;
+    create schema pipe;
+    create table pipe.bench_items (
+      tidemark_client_id text not null,
+      tidemark_database_id uuid not null,
+      tidemark_version bigint not null,
+      id bigint not null,
+      account int not null,
+      amount numeric(12,2) not null,
+      note text not null,
+      created_at timestamptz not null,
+      primary key (tidemark_client_id, tidemark_database_id, id)
+    );
+    create index on pipe.bench_items (tidemark_client_id, tidemark_database_id, tidemark_version, id);
+    checkpoint;`,
+  );
+  const src = new pg.Client({ connectionString: localUrl });
+  const dst = new pg.Client({ connectionString: cloudUrl });
+  await src.connect();
+  await dst.connect();
+  try {
+    let bytes = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        bytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    const client = pg.escapeLiteral(tenant.clientId);
+    const database = pg.escapeLiteral(tenant.databaseId);
+    const pg0 = clusterCpu(pgPid);
+    const t0 = performance.now();
+    await pipeline(
+      src.query(copyStreams.to(`copy (select ${client}, ${database}, tidemark_version, id, account, amount, note, created_at from bench_items) to stdout`)),
+      counter,
+      dst.query(copyStreams.from('copy pipe.bench_items from stdin')),
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    // Before the connections close: their backends' CPU is counted while they live.
+    return { seconds, bytes, pgCpu: clusterCpu(pgPid) - pg0 };
+  } finally {
+    await src.end();
+    await dst.end();
+  }
+}
+
+interface SyncRun {
+  seconds: number;
+  peakRssBytes: number;
+  agentCpu: number;
+  serverCpu: number;
+  pgCpu: number;
+  stdout: string;
+}
+
+async function timedSync(args: string[], serverPid: number, pgPid: number | null, profileName: string | undefined): Promise<SyncRun> {
+  const server0 = procStat(serverPid)?.cpu ?? Number.NaN;
+  const pg0 = clusterCpu(pgPid);
+  const run = spawnCli(['sync', '--once', ...args], { profileName });
+  const sampler = new ProcSampler(run.pid);
+  const r = await run.done;
+  sampler.stop();
+  if (r.code !== 0) throw new Error(`tidemark sync --once exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+  // Let the postmaster reap the agent's backends, so their CPU shows in its children's time.
+  await sleep(300);
+  return {
+    seconds: r.seconds,
+    peakRssBytes: sampler.peakRssBytes,
+    agentCpu: sampler.cpuSeconds,
+    serverCpu: (procStat(serverPid)?.cpu ?? Number.NaN) - server0,
+    pgCpu: clusterCpu(pgPid) - pg0,
+    stdout: r.stdout.trim(),
+  };
+}
+
+function cpuLine(run: SyncRun): string {
+  return `CPU s: agent ${run.agentCpu.toFixed(1)}, server ${run.serverCpu.toFixed(1)}, postgres ${run.pgCpu.toFixed(1)} (wall ${run.seconds.toFixed(1)} s, 2 cores)`;
+}
+
+/** Back to "never synced": no local history or state, no remote rows or state. */
+async function resetSync(localUrl: string, cloudUrl: string): Promise<void> {
+  await sql(localUrl, `delete from tidemark.batch_history; delete from tidemark.table_state; delete from tidemark.quarantine`);
+  await sql(cloudUrl, `truncate public.bench_items; delete from tidemark.table_state; checkpoint`);
+}
+
+export async function engineBench(options: BenchOptions, results: Results): Promise<void> {
+  const rows = options.rows;
+  const reps = options.quick ? 1 : options.reps;
+  log(`engine: starting an embedded PostgreSQL (${rows.toLocaleString('en-US')} rows, best of ${reps})`);
+  const statements = new StatementLog();
+  const cluster = await startEmbeddedCluster({ onLog: statements.onLog });
+  const work = mkdtempSync(join(tmpdir(), 'tidemark-bench-'));
+  const stops: (() => Promise<void>)[] = [];
+  try {
+    await cluster.createDatabase('bench_local');
+    await cluster.createDatabase('bench_cloud');
+    const localUrl = cluster.url('bench_local');
+    const cloudUrl = cluster.url('bench_cloud');
+    const pgPid = await postmasterPid(localUrl);
+
+    let t0 = performance.now();
+    await generateItems(localUrl, rows);
+    log(`engine: generated ${rows} rows in ${secs((performance.now() - t0) / 1000)}`);
+    t0 = performance.now();
+    await runCli(['track', 'public.bench_items', '--database', localUrl]);
+    await sql(localUrl, 'vacuum analyze bench_items');
+    log(`engine: tracked in ${secs((performance.now() - t0) / 1000)}`);
+    const localPrint = await fingerprint(localUrl, 'bench_items');
+
+    const server = await startServerChild(cloudUrl, { profileName: options.profile ? 'engine-server' : undefined });
+    stops.push(() => server.stop());
+    const reg = await server.register('acme', 'bench site');
+    const tenantWhere = `tidemark_database_id = '${reg.databaseId}'`;
+    const config = join(work, 'agent.yaml');
+    // A run's budget (50 s by default) would split a large first sync over several runs; this measures one.
+    writeFileSync(config, 'runBudgetSeconds: 3600\n');
+    const args = [...agentArgs(localUrl, server.url, reg), '--config', config];
+
+    // Interleaved repetitions, best of each: the raw pipe into a table with the replica's key and
+    // indexes, then tidemark's first sync from empty with the agent as a child process.
+    let pipe: { seconds: number; bytes: number; pgCpu: number } | null = null;
+    let first: SyncRun | null = null;
+    let peakRss = 0;
+    for (let rep = 0; rep < reps; rep++) {
+      await sql(localUrl, 'checkpoint');
+      const p = await rawPipe(localUrl, cloudUrl, reg, pgPid);
+      log(
+        `engine: raw pipe ${rate(rows, p.seconds)} (${secs(p.seconds)}, ${mb(p.bytes)} COPY text, ${(p.bytes / rows).toFixed(0)} B/row; postgres CPU ${p.pgCpu.toFixed(1)} s)`,
+      );
+      if (!pipe || p.seconds < pipe.seconds) pipe = p;
+      await sql(cloudUrl, 'drop schema pipe cascade; checkpoint');
+
+      if (rep > 0) await resetSync(localUrl, cloudUrl);
+      // Every statement's duration goes to the server log, grouped below: where PostgreSQL's time goes.
+      if (rep === 0) await statements.enable(localUrl);
+      const f = await timedSync(args, server.pid, pgPid, options.profile && rep === 0 ? 'engine-agent-first' : undefined);
+      if (rep === 0) await statements.disable(localUrl);
+      log(`engine: first sync ${rate(rows, f.seconds)} (${secs(f.seconds)}), peak agent RSS ${mb(f.peakRssBytes)}; ${f.stdout}`);
+      log(`engine: first sync ${cpuLine(f)}`);
+      const [batches] = await sql<{ n: string; bytes: string; max_bytes: string; secs: string }>(
+        localUrl,
+        `select count(*)::text as n, sum(bytes)::text as bytes, max(bytes)::text as max_bytes, sum(duration_seconds)::numeric(10,2)::text as secs
+           from tidemark.batch_history where outcome = 'ok'`,
+      );
+      if (batches)
+        log(
+          `engine: ${batches.n} batches, ${mb(Number(batches.bytes))} sent (largest ${mb(Number(batches.max_bytes))}), ${batches.secs} s inside upload requests`,
+        );
+      if (rep === 0)
+        log(`engine: first sync, PostgreSQL time by statement (database: statement; wall time, COPY waits on its peer):\n${statements.top(12).join('\n')}`);
+      const remotePrint = await fingerprint(cloudUrl, 'public.bench_items', tenantWhere);
+      if (remotePrint !== localPrint) results.fail(`engine: replica differs from local after the first sync (${localPrint} vs ${remotePrint})`);
+      if (!first || f.seconds < first.seconds) first = f;
+      peakRss = Math.max(peakRss, f.peakRssBytes);
+    }
+    if (!pipe || !first) throw new Error('no repetition ran');
+
+    results.ratio(PART, 'first sync throughput vs raw COPY pipe', rate(rows, first.seconds), rate(rows, pipe.seconds), pipe.seconds / first.seconds, '>= 0.6');
+    results.add({ part: PART, metric: 'first sync peak agent RSS (VmHWM)', value: mb(peakRss), target: '< 200 MiB', met: peakRss < 200 * 1024 * 1024 });
+    results.add({
+      part: PART,
+      metric: 'first sync CPU s agent/server/postgres',
+      value: `${first.agentCpu.toFixed(1)}/${first.serverCpu.toFixed(1)}/${first.pgCpu.toFixed(1)}`,
+      baseline: `-/-/${pipe.pgCpu.toFixed(1)}`,
+    });
+
+    // An incremental run: 10k scattered rows updated in one transaction.
+    const updated = Math.min(UPDATED_ROWS, rows);
+    await withClient(localUrl, async (c) => {
+      // i -> 1 + (i * 829348951) mod rows is a bijection when rows has no prime factor but 2 and 5: scattered, distinct ids.
+      const r = await c.query(
+        `update bench_items set amount = amount + 1, note = 'updated ' || id where id in (select distinct 1 + ((i::bigint * 829348951) % ${rows}) from generate_series(1, ${updated}) i)`,
+      );
+      log(`engine: updated ${r.rowCount} rows`);
+    });
+    await sql(localUrl, 'checkpoint');
+    const second = await timedSync(args, server.pid, pgPid, options.profile ? 'engine-agent-second' : undefined);
+    log(`engine: incremental sync ${rate(updated, second.seconds)} (${secs(second.seconds)}); ${second.stdout}`);
+    log(`engine: incremental sync ${cpuLine(second)}`);
+    const [l2, r2] = [await fingerprint(localUrl, 'bench_items'), await fingerprint(cloudUrl, 'public.bench_items', tenantWhere)];
+    if (l2 !== r2) results.fail(`engine: replica differs from local after the incremental sync`);
+    results.add({ part: PART, metric: `incremental sync of ${updated} updated rows`, value: `${secs(second.seconds)}, ${rate(updated, second.seconds)}` });
+
+    await server.stop();
+    if (options.profile) {
+      for (const name of ['engine-agent-first', 'engine-server']) {
+        const path = join(PROFILE_DIR, `${name}.cpuprofile`);
+        if (!existsSync(path)) continue;
+        log(`engine: top self time in ${path}:\n${summariseProfile(path).join('\n')}`);
+      }
+    }
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+    await cluster.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
