@@ -175,7 +175,8 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
     const tenantWhere = `tidemark_database_id = '${reg.databaseId}'`;
     const config = join(work, 'agent.yaml');
     // A run's budget (50 s by default) would split a large first sync over several runs; this measures one.
-    writeFileSync(config, 'runBudgetSeconds: 3600\n');
+    writeFileSync(config, `runBudgetSeconds: 3600\n${options.agentYaml}\n`);
+    if (options.agentYaml) log(`engine: agent config adds ${JSON.stringify(options.agentYaml)}`);
     const args = [...agentArgs(localUrl, server.url, reg), '--config', config];
 
     // Interleaved repetitions, best of each: the raw pipe into a table with the replica's key and

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- engine|tuner|verify ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--quick] [--profile] [--no-baseline]`
+ * `npm run bench [-- engine|tuner|verify ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]`
  *
  * Prints tidemark's figures as ratios against baselines measured in the same run (never asserting
  * timings), then one results table. Exits non-zero only when data came out wrong. See README.md.
@@ -18,14 +18,23 @@ type Part = keyof typeof PARTS;
 
 function usage(message: string): never {
   process.stderr.write(
-    `${message}\nusage: main.js [engine|tuner|verify ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--quick] [--profile] [--no-baseline]\n`,
+    `${message}\nusage: main.js [engine|tuner|verify ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]\n`,
   );
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): { parts: Part[]; options: BenchOptions } {
   const parts: Part[] = [];
-  const options: BenchOptions = { rows: 1_000_000, tunerRows: 200_000, profile: false, quick: false, noBaseline: false, reps: 2, versions: 1000 };
+  const options: BenchOptions = {
+    rows: 1_000_000,
+    tunerRows: 200_000,
+    profile: false,
+    quick: false,
+    noBaseline: false,
+    reps: 2,
+    versions: 1000,
+    agentYaml: '',
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     const num = (min = 1000): number => {
@@ -39,6 +48,7 @@ function parseArgs(argv: string[]): { parts: Part[]; options: BenchOptions } {
     else if (a === '--tuner-rows') options.tunerRows = num();
     else if (a === '--reps') options.reps = num(1);
     else if (a === '--versions') options.versions = num(1);
+    else if (a === '--agent-yaml') options.agentYaml = argv[++i] ?? usage('--agent-yaml needs YAML text');
     else if (a === '--profile') options.profile = true;
     else if (a === '--quick') options.quick = true;
     else if (a === '--no-baseline') options.noBaseline = true;

@@ -46,6 +46,8 @@ export interface BenchOptions {
   noBaseline: boolean;
   /** Versions the verification table's rows are spread over (1: all at version 0, as rows from before tracking). */
   versions: number;
+  /** YAML lines appended to the engine agent's config file, e.g. 'batch: {maxBytes: 8388608}'. */
+  agentYaml: string;
   /** Repetitions of the engine's first sync and raw pipe (best of each is kept). */
   reps: number;
 }

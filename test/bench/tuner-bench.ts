@@ -63,7 +63,7 @@ interface RunResult {
 
 function describeHistory(history: BatchRow[]): string {
   const cell = (b: BatchRow, i: number): string =>
-    `#${i + 1} ${kib(b.bytes)}${b.outcome === 'ok' ? `/${b.duration_seconds.toFixed(2)}s` : ` x ${b.error_class ?? b.outcome}`}`;
+    `#${i + 1} ${kib(b.bytes)}${b.bytes < 16 * K ? ` (${b.rows} rows)` : ''}${b.outcome === 'ok' ? `/${b.duration_seconds.toFixed(2)}s` : ` x ${b.error_class ?? b.outcome}`}`;
   const cells = history.map(cell);
   const shown = cells.length > 60 ? [...cells.slice(0, 45), `... ${cells.length - 55} more ...`, ...cells.slice(-10)] : cells;
   const lines: string[] = [];
