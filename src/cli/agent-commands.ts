@@ -55,28 +55,33 @@ export function agentCommands(program: Command): void {
       .command('agent')
       .description('run the agent on a schedule (every minute by default) until Ctrl-C')
       .option('--schedule <cron>', "cron expression (default '* * * * *'; env TIDEMARK_SCHEDULE)")
-      .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here (env TIDEMARK_METRICS_LISTEN)'),
-  ).action(async (flags: AgentFlags) => {
-    const config = agentConfigFrom(flags, process.env);
-    const log = logger(config.logLevel, 'info', 1);
-    const pool = localPool(config.databaseUrl, log, 'tidemark-agent');
+      .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here (default 127.0.0.1:9465; env TIDEMARK_METRICS_LISTEN)'),
+  ).action(runAgent);
+}
+
+/** `tidemark agent`: the schedule, /metrics, until SIGINT or SIGTERM. */
+export async function runAgent(flags: AgentFlags): Promise<void> {
+  const config = agentConfigFrom(flags, process.env);
+  const log = logger(config.logLevel, 'info', 1);
+  const pool = localPool(config.databaseUrl, log, 'tidemark-agent');
+  try {
+    const metrics = createAgentMetrics(config.tables ?? []);
+    const agent = await Agent.create(config, pool, metrics, log);
+    const lock = await agent.local.lockAgent();
+    if (!lock) throw new TidemarkError(ErrorCode.LEASE_HELD, 'another tidemark agent is running against this local database');
     try {
-      const metrics = createAgentMetrics(config.tables ?? []);
-      const agent = await Agent.create(config, pool, metrics, log);
-      const lock = await agent.local.lockAgent();
-      if (!lock) throw new TidemarkError(ErrorCode.LEASE_HELD, 'another tidemark agent is running against this local database');
-      const metricsServer = config.metricsListen
-        ? await serveMetrics(metrics.registry, parseListen(config.metricsListen).host, parseListen(config.metricsListen).port)
-        : null;
+      const listen = config.metricsListen ? parseListen(config.metricsListen) : null;
+      const metricsServer = listen ? await serveMetrics(metrics.registry, listen.host, listen.port) : null;
       if (metricsServer) log.info({ url: metricsServer.url }, 'metrics listening');
       agent.start();
       const signal = await untilSignal();
       log.info({ signal }, 'stopping after the run in flight');
       await agent.stop();
       await metricsServer?.close();
-      await lock.release();
     } finally {
-      await pool.end();
+      await lock.release();
     }
-  });
+  } finally {
+    await pool.end();
+  }
 }

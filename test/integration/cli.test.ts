@@ -29,7 +29,7 @@ function tidemark(args: string[], env: Record<string, string> = {}): Promise<Run
   });
 }
 
-const COMMANDS = ['server', 'register', 'track', 'untrack', 'sync', 'agent', 'status', 'verify', 'resync', 'config check', 'demo'];
+const COMMANDS = ['server', 'register', 'track', 'untrack', 'sync', 'agent', 'status', 'verify', 'resync', 'config check', 'demo', 'start'];
 
 describe('tidemark CLI', () => {
   it('has --help on every command', async () => {
