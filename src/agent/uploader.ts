@@ -1,12 +1,30 @@
 /**
  * Turns a COPY text stream into upload batches of the tuned size, one request in flight while the
- * next batch fills. A failing batch is retried smaller; a batch that still fails at the minimum
- * size is skipped ahead (its rows quarantined with the server's error); rows the server rejects for
- * their content are isolated by halving, so one bad row never holds back its neighbours.
+ * next batch fills. Batches are cut at row boundaries within the tuner's limits (a batch exceeds the
+ * bytes limit only when its single row does), so a learned body-size limit is never overshot. The
+ * next batch is cut only once the one in flight is done, at the limits that one left.
+ *
+ * Failures, by class (remote-client.ts):
+ *  - too large, timeout, server error (about the size): the batch goes back to the head of the
+ *    stream and is cut again at the tuner's new, smaller limits and at most half its rows (until
+ *    that many rows are through), so what is left of it joins the rows that follow, and batches that
+ *    keep failing shrink to single rows in log2(rows) steps. A single row that still fails is
+ *    skipped ahead: quarantined with the server's error (too large at once; timeout or server error
+ *    once a later batch succeeds, which shows the server is up and the row is at fault; meanwhile
+ *    batches are single rows). Eight single rows failing in a row with nothing succeeding in between
+ *    mean the server is failing, not the rows: the upload stops with that error, quarantining none
+ *    of them, and the next run starts again from the remote's settled version. Past the run's
+ *    deadline no batch starts (the upload reports itself incomplete);
+ *  - rejected (400, bad rows): halved by rows until the bad rows stand alone, then quarantined, so
+ *    one bad row never holds back its neighbours; the size is left alone;
+ *  - network (server unreachable): two quick retries of the same batch, then the run fails;
+ *  - conflict, auth, other client errors: the run fails.
+ * Every request is recorded in tidemark.batch_history, which is pruned after each upload.
  */
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { ErrorCode, TidemarkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { formatTableName } from '../shared/protocol.js';
 import { leadingCopyFields } from '../shared/row-shape.js';
@@ -39,8 +57,21 @@ export interface UploadStats {
   appliedKeys?: string[][];
 }
 
+/** State of one upload() call. */
+interface UploadContext {
+  stats: UploadStats;
+  /** Single rows that failed for a transient reason, waiting for a success to prove the server is up. */
+  suspects: { buf: Buffer; error: RemoteError }[];
+  /** Requests recorded in the batch history. */
+  recorded: number;
+}
+
 const NEWLINE = 0x0a;
 const NETWORK_RETRIES = 2;
+/** Pause before cutting again a batch that timed out or met a server error (a struggling server gets a moment). */
+const RETRY_PAUSE_MS = 100;
+/** Single rows failing in a row, with no success between, that mean the server (not the rows) is failing. */
+const MAX_SUSPECTS = 8;
 
 function countRows(buf: Buffer): number {
   let n = 0;
@@ -48,25 +79,19 @@ function countRows(buf: Buffer): number {
   return n;
 }
 
-/** Splits COPY text into pieces of at most `rows` rows and `bytes` bytes (at least one row each). */
-function splitRows(buf: Buffer, rows: number, bytes: number): Buffer[] {
-  const pieces: Buffer[] = [];
-  let start = 0;
+/**
+ * Where to cut the first batch of `buf`: the end of the last complete row within `rows` rows and
+ * `bytes` bytes, or of the first row if it alone is larger. 0 when `buf` holds no complete row.
+ */
+function cutPoint(buf: Buffer, rows: number, bytes: number): number {
+  let end = 0;
   let n = 0;
-  let i = buf.indexOf(NEWLINE);
-  while (i !== -1) {
+  for (let i = buf.indexOf(NEWLINE); i !== -1 && n < rows; i = buf.indexOf(NEWLINE, i + 1)) {
+    if (n > 0 && i + 1 > bytes) break;
+    end = i + 1;
     n++;
-    const end = i + 1;
-    const next = buf.indexOf(NEWLINE, end);
-    if (n >= rows || end - start >= bytes || next === -1 || next + 1 - start > bytes) {
-      pieces.push(buf.subarray(start, end));
-      start = end;
-      n = 0;
-    }
-    i = next;
   }
-  if (start < buf.length) pieces.push(buf.subarray(start));
-  return pieces;
+  return end;
 }
 
 export class Uploader {
@@ -89,8 +114,9 @@ export class Uploader {
     });
   }
 
-  private async sendOnce(buf: Buffer, rows: number, stats: UploadStats): Promise<void> {
+  private async sendOnce(buf: Buffer, rows: number, ctx: UploadContext): Promise<void> {
     const { remote, table, tuner, metrics, local } = this.d;
+    const { stats } = ctx;
     const started = performance.now();
     try {
       await remote.upload(table.name, buf, { timeoutMs: this.d.timeoutMs });
@@ -99,6 +125,7 @@ export class Uploader {
       metrics.batchDuration.observe({ table: this.label, outcome: 'ok' }, seconds);
       metrics.rowsUploaded.inc({ table: this.label }, rows);
       metrics.bytesUploaded.inc({ table: this.label }, buf.length);
+      ctx.recorded++;
       await local.recordBatch(table.name, { rows, bytes: buf.length, durationSeconds: seconds, outcome: 'ok', errorClass: null });
       stats.rows += rows;
       stats.bytes += buf.length;
@@ -108,9 +135,10 @@ export class Uploader {
       const seconds = (performance.now() - started) / 1000;
       if (e instanceof RemoteError) {
         const outcome = e.errorClass === 'rejected' ? 'rejected' : 'failed';
-        tuner.failure(rows, buf.length, e.errorClass);
+        tuner.failure(rows, buf.length, e.errorClass, seconds);
         metrics.batchDuration.observe({ table: this.label, outcome }, seconds);
         metrics.batchFailures.inc({ table: this.label, error_class: e.errorClass });
+        ctx.recorded++;
         await local.recordBatch(table.name, { rows, bytes: buf.length, durationSeconds: seconds, outcome, errorClass: e.errorClass });
       }
       throw e;
@@ -121,84 +149,166 @@ export class Uploader {
     }
   }
 
-  private async skipAhead(buf: Buffer, error: RemoteError, stats: UploadStats): Promise<void> {
+  private async skipAhead(buf: Buffer, error: RemoteError, ctx: UploadContext): Promise<void> {
     const ids = this.rowIds(buf);
     const { quarantine } = this.d;
     await this.d.local.quarantine(this.d.table.name, ids, `${error.code}: ${error.message}`, quarantine.retryBaseSeconds, quarantine.retryMaxSeconds);
     this.d.metrics.skipAheads.inc({ table: this.label });
-    stats.quarantined += ids.length;
+    ctx.stats.quarantined += ids.length;
     this.d.log.warn({ table: this.label, rows: ids.length, errorClass: error.errorClass, code: error.code }, 'batch quarantined');
   }
 
-  /** Sends one batch; on failure retries it in smaller pieces, down to skip-ahead. */
-  private async send(buf: Buffer, stats: UploadStats, networkAttempt = 0): Promise<void> {
+  /** Quarantines the suspects: a success has shown that the server is up, so those rows are at fault. */
+  private async releaseSuspects(ctx: UploadContext): Promise<void> {
+    const suspects = ctx.suspects.splice(0);
+    for (const s of suspects) await this.skipAhead(s.buf, s.error, ctx);
+  }
+
+  /**
+   * Sends one batch. 'resend' means it failed for its size and must be cut smaller (it holds more
+   * than one row); every other outcome is settled here: applied, quarantined, or thrown.
+   */
+  private async attempt(buf: Buffer, ctx: UploadContext): Promise<'done' | 'resend'> {
     const rows = countRows(buf);
-    if (rows === 0) return;
-    try {
-      await this.sendOnce(buf, rows, stats);
-    } catch (e) {
-      if (!(e instanceof RemoteError)) throw e;
-      if (e.errorClass === 'network') {
-        // The server is away: retrying smaller would not help. A couple of quick tries, then the run fails.
-        if (networkAttempt >= NETWORK_RETRIES) throw e;
-        await sleep(250 * 2 ** networkAttempt);
-        return this.send(buf, stats, networkAttempt + 1);
+    if (rows === 0) return 'done';
+    for (let networkAttempt = 0; ; networkAttempt++) {
+      try {
+        await this.sendOnce(buf, rows, ctx);
+        if (ctx.suspects.length > 0) await this.releaseSuspects(ctx);
+        return 'done';
+      } catch (e) {
+        if (!(e instanceof RemoteError)) throw e;
+        switch (e.errorClass) {
+          case 'network':
+            // The server is away: retrying smaller would not help. A couple of quick tries, then the run fails.
+            if (networkAttempt >= NETWORK_RETRIES) throw e;
+            await sleep(250 * 2 ** networkAttempt);
+            continue;
+          case 'rejected':
+            // The content is at fault: halve until the bad rows stand alone, then quarantine them.
+            if (rows === 1) await this.skipAhead(buf, e, ctx);
+            else await this.sendHalves(buf, rows, ctx);
+            return 'done';
+          case 'too_large':
+            if (rows > 1) return 'resend';
+            await this.skipAhead(buf, e, ctx);
+            return 'done';
+          case 'timeout':
+          case 'server_error':
+            if (rows > 1) {
+              await sleep(RETRY_PAUSE_MS);
+              return 'resend';
+            }
+            ctx.suspects.push({ buf, error: e });
+            if (ctx.suspects.length >= MAX_SUSPECTS) {
+              ctx.suspects.length = 0;
+              throw e;
+            }
+            return 'done';
+          default:
+            throw e; // auth, conflict (lease, schema), client errors: the run stops
+        }
       }
-      if (e.errorClass === 'rejected') {
-        // The content is at fault: halve until the bad rows stand alone, then quarantine them.
-        if (rows === 1) return this.skipAhead(buf, e, stats);
-        const half = Math.ceil(rows / 2);
-        for (const piece of splitRows(buf, half, Number.MAX_SAFE_INTEGER)) await this.send(piece, stats);
-        return;
-      }
-      if (e.errorClass === 'timeout' || e.errorClass === 'too_large' || e.errorClass === 'server_error') {
-        if (rows === 1 || this.d.tuner.atMinimum(rows, buf.length)) return this.skipAhead(buf, e, stats);
-        const size = this.d.tuner.size;
-        const pieces = splitRows(buf, Math.min(size.rows, Math.ceil(rows / 2)), Math.min(size.bytes, Math.ceil(buf.length / 2)));
-        await sleep(100);
-        for (const piece of pieces) await this.send(piece, stats);
-        return;
-      }
-      throw e; // auth, conflict (lease, schema), client errors: the run stops
     }
   }
 
-  /** Uploads a COPY text stream; resolves when every row is applied or quarantined. */
+  /** Sends `buf` in two halves by rows, each halved again while it fails for its size. */
+  private async sendHalves(buf: Buffer, rows: number, ctx: UploadContext): Promise<void> {
+    const half = Math.ceil(rows / 2);
+    for (let rest = buf; rest.length > 0; ) {
+      const end = cutPoint(rest, half, Number.POSITIVE_INFINITY) || rest.length;
+      const piece = rest.subarray(0, end);
+      if ((await this.attempt(piece, ctx)) === 'resend') await this.sendHalves(piece, countRows(piece), ctx);
+      rest = rest.subarray(end);
+    }
+  }
+
+  /** Uploads a COPY text stream; resolves when every row is applied or quarantined (or the deadline passed). */
   async upload(stream: Readable, options: { collectKeys?: boolean } = {}): Promise<UploadStats> {
     const stats: UploadStats = { rows: 0, bytes: 0, batches: 0, quarantined: 0, complete: true, ...(options.collectKeys ? { appliedKeys: [] } : {}) };
+    const ctx: UploadContext = { stats, suspects: [], recorded: 0 };
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let pendingRows = 0;
-    let inflight: Promise<void> | null = null;
-    const flush = async (): Promise<void> => {
-      const buf = Buffer.concat(pending, pendingBytes);
-      pending = [];
-      pendingBytes = 0;
-      pendingRows = 0;
-      if (inflight) await inflight;
-      inflight = this.send(buf, stats);
+    let inflight: { batch: Buffer; rows: number; outcome: Promise<'done' | 'resend'> } | null = null;
+    /**
+     * Halves of batches that failed for their size: until `rows` more rows are through (applied or
+     * quarantined), a batch holds at most `maxRows`, whatever the tuner allows. Like a recursion
+     * over halves, it finds a failing row in log2(rows) steps even when the tuner is at its minimum.
+     */
+    let halves: { maxRows: number; rows: number }[] = [];
+    const maxRows = (): number => Math.min(ctx.suspects.length > 0 ? 1 : Number.POSITIVE_INFINITY, ...halves.map((h) => h.maxRows));
+    const sendNext = (): void => {
+      const all = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
+      const size = this.d.tuner.size;
+      const end = cutPoint(all, Math.min(size.rows, maxRows()), size.bytes);
+      const batch = all.subarray(0, end);
+      const rest = all.subarray(end);
+      const rows = countRows(batch);
+      pending = rest.length > 0 ? [rest] : [];
+      pendingBytes = rest.length;
+      pendingRows -= rows;
+      const outcome = this.attempt(batch, ctx);
       // Surface a failure at the next await without an unhandled rejection meanwhile.
-      inflight.catch(() => {});
+      outcome.catch(() => {});
+      inflight = { batch, rows, outcome };
+    };
+    /** Waits for the batch in flight; one that failed for its size goes back to the head of the stream. */
+    const settle = async (): Promise<void> => {
+      if (!inflight) return;
+      const { batch, rows, outcome } = inflight;
+      inflight = null;
+      if ((await outcome) === 'done') {
+        for (const h of halves) h.rows -= rows;
+        halves = halves.filter((h) => h.rows > 0);
+        return;
+      }
+      pending.unshift(batch);
+      pendingBytes += batch.length;
+      pendingRows += rows;
+      halves.push({ maxRows: Math.ceil(rows / 2), rows });
+    };
+    /**
+     * Sends batches while the pending rows fill one; at the end of the stream (`final`), until all
+     * are applied or quarantined. Reading goes on while a batch is in flight. False when the
+     * deadline stopped it.
+     */
+    const drain = async (final: boolean): Promise<boolean> => {
+      for (;;) {
+        const size = this.d.tuner.size;
+        const full = pendingRows > 0 && (pendingRows >= Math.min(size.rows, maxRows()) || pendingBytes >= size.bytes);
+        if (inflight) {
+          if (!full && !final) return true;
+          await settle();
+          continue;
+        }
+        if (pendingRows === 0 || (!full && !final)) return true;
+        if (Date.now() > this.d.deadline) return false;
+        sendNext();
+      }
     };
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         pending.push(chunk);
         pendingBytes += chunk.length;
         pendingRows += countRows(chunk);
-        const size = this.d.tuner.size;
-        if ((pendingRows >= size.rows || pendingBytes >= size.bytes) && chunk[chunk.length - 1] === NEWLINE) {
-          await flush();
-          if (Date.now() > this.d.deadline) {
-            stats.complete = false;
-            break;
-          }
+        if (!(await drain(false))) {
+          stats.complete = false;
+          break;
         }
       }
-      if (stats.complete && pendingBytes > 0) await flush();
-      if (inflight) await inflight;
+      if (stats.complete && !(await drain(true))) stats.complete = false;
+      await settle(); // in flight when the deadline stopped the upload
+      // COPY text ends every row with a newline: anything left would be a row cut short.
+      if (stats.complete && pendingBytes > 0)
+        throw new TidemarkError(ErrorCode.INTERNAL, `COPY stream of ${this.label} ended inside a row (${pendingBytes} bytes after the last newline)`);
+      // Single rows that failed at the end, after the server last answered: quarantine rather than
+      // block the table forever (fewer than MAX_SUSPECTS, or the upload would have stopped).
+      if (ctx.suspects.length > 0) await this.releaseSuspects(ctx);
     } finally {
       if (!stream.destroyed) stream.destroy();
     }
+    if (ctx.recorded > 0) await this.d.local.pruneHistory(this.d.table.name);
     return stats;
   }
 }
