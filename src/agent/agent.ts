@@ -176,11 +176,12 @@ export class Agent {
     this.log.info({ schedule: this.config.schedule, tables: this.config.tables ?? 'all tracked' }, 'agent started');
   }
 
-  /** Stops the schedule and waits for the run in flight. */
+  /** Stops the schedule, waits for the run in flight, and closes kept-alive connections to the server. */
   async stop(): Promise<void> {
     if (this.task) await this.task.destroy();
     this.task = null;
     if (this.running) await this.running;
+    this.remote.close();
   }
 
   describeTables(results: TableRunResult[]): string[] {

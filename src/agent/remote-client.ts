@@ -2,6 +2,8 @@
  * The agent's only access to the server: the table routes of the wire protocol over HTTP(S).
  * Failures become typed errors whose `errorClass` (a bounded label) drives retries and metrics.
  */
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { gzipSync } from 'node:zlib';
 
 import { ErrorCode, ProtocolError, RetryableError, TidemarkError } from '../shared/errors.js';
@@ -53,6 +55,8 @@ export interface RemoteOptions {
 export interface UploadOptions {
   settle?: SettleParams | undefined;
   maxModified?: string | null | undefined;
+  /** The remote holds none of these rows: insert without the upsert (409 TM_UPLOAD_CONFLICT if wrong). */
+  insertOnly?: boolean | undefined;
   timeoutMs: number;
 }
 
@@ -60,6 +64,8 @@ const JSON_TIMEOUT_MS = 120_000;
 
 export class HttpRemote {
   private readonly base: string;
+  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
+  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 16 });
   /** Bytes sent and requests made, for verification reports and benchmarks. */
   readonly traffic = { requests: 0, bytesSent: 0, bytesReceived: 0 };
 
@@ -73,35 +79,25 @@ export class HttpRemote {
   }
 
   private async request<T>(method: string, url: string, body: Buffer | string | undefined, headers: Record<string, string>, timeoutMs: number): Promise<T> {
-    let res: Response;
     this.traffic.requests++;
-    this.traffic.bytesSent += body ? Buffer.byteLength(body) : 0;
+    const payload = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body) : body;
+    this.traffic.bytesSent += payload?.length ?? 0;
+    let res: { status: number; text: string };
     try {
-      res = await fetch(url, {
-        method,
-        headers: { authorization: `Bearer ${this.options.apiKey}`, [HEADER_AGENT_ID]: this.options.agentId, ...headers },
-        ...(body !== undefined ? { body } : {}),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
+      res = await this.send(method, url, payload, headers, timeoutMs);
     } catch (e) {
-      const err = e as { name?: string; cause?: { code?: string; message?: string } };
+      const err = e as { name?: string; code?: string; message?: string };
       if (err.name === 'TimeoutError' || err.name === 'AbortError')
         throw new RemoteError(ErrorCode.TIMEOUT, 'timeout', null, `${method} ${url} timed out after ${timeoutMs} ms`, { cause: e });
-      throw new RemoteError(
-        ErrorCode.SERVER_UNAVAILABLE,
-        'network',
-        null,
-        `server unreachable at ${this.base}: ${err.cause?.code ?? err.cause?.message ?? String(e)}`,
-        {
-          cause: e,
-        },
-      );
+      throw new RemoteError(ErrorCode.SERVER_UNAVAILABLE, 'network', null, `server unreachable at ${this.base}: ${err.code ?? err.message ?? String(e)}`, {
+        cause: e,
+      });
     }
-    const text = await res.text();
+    const { status: s, text } = res;
     this.traffic.bytesReceived += Buffer.byteLength(text);
-    if (res.ok) return JSON.parse(text) as T;
+    if (s >= 200 && s < 300) return JSON.parse(text) as T;
     let code: ErrorCode = ErrorCode.INTERNAL;
-    let message = `${method} ${url} answered ${res.status}`;
+    let message = `${method} ${url} answered ${s}`;
     try {
       const parsed = JSON.parse(text) as ErrorBody;
       code = parsed.error.code as ErrorCode;
@@ -109,7 +105,6 @@ export class HttpRemote {
     } catch {
       // not a tidemark error body (a proxy's page): keep the status line
     }
-    const s = res.status;
     const cls: ErrorClass =
       s === 413
         ? 'too_large'
@@ -124,6 +119,52 @@ export class HttpRemote {
                 : 'client_error';
     if (cls === 'server_error') throw new RemoteError(ErrorCode.SERVER_UNAVAILABLE, cls, s, `server error ${s}: ${message}`);
     throw new RemoteError(code, cls, s, message);
+  }
+
+  /**
+   * One HTTP exchange with node:http(s): the body Buffer is written as is (fetch would copy it), and
+   * connections are kept alive between batches.
+   */
+  private send(
+    method: string,
+    url: string,
+    body: Buffer | undefined,
+    headers: Record<string, string>,
+    timeoutMs: number,
+  ): Promise<{ status: number; text: string }> {
+    const target = new URL(url);
+    const secure = target.protocol === 'https:';
+    const request = secure ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = request(
+        target,
+        {
+          method,
+          agent: secure ? this.httpsAgent : this.httpAgent,
+          headers: {
+            authorization: `Bearer ${this.options.apiKey}`,
+            [HEADER_AGENT_ID]: this.options.agentId,
+            ...headers,
+            ...(body ? { 'content-length': String(body.length) } : {}),
+          },
+          signal: AbortSignal.timeout(timeoutMs),
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  /** Closes kept-alive connections. */
+  close(): void {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
   }
 
   declare(table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
@@ -143,6 +184,7 @@ export class HttpRemote {
       if (options.settle.settledXip.length) q.set('settledXip', options.settle.settledXip.join(','));
     }
     if (options.maxModified) q.set('maxModified', options.maxModified);
+    if (options.insertOnly) q.set('insertOnly', 'true');
     const headers: Record<string, string> = { 'content-type': COPY_CONTENT_TYPE };
     let body = rows;
     if (this.options.gzip && rows.length > 0) {

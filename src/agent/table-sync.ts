@@ -216,13 +216,15 @@ export class TableSync {
       // 1. Quarantined rows whose retry is due.
       result.quarantined = await this.retryQuarantine(table, snap, uploader, result);
 
-      // 2. Upload what the remote may lack.
+      // 2. Upload what the remote may lack. A remote that holds none of the table's rows (the first
+      // sync) takes plain inserts, cheaper than upserts.
+      const remoteEmpty = summary.rowCount === 0 && summary.maxVersion === null;
       for (const range of uploadRanges(summary)) {
         if (Date.now() > deadline) {
           complete = false;
           break;
         }
-        const s = await uploader.upload(await snap.copyOut(range));
+        const s = await uploader.upload(await snap.copyOut(range), { insertOnly: remoteEmpty });
         this.addUpload(result, s);
         complete &&= s.complete;
       }

@@ -18,7 +18,8 @@
  *  - rejected (400, bad rows): halved by rows until the bad rows stand alone, then quarantined, so
  *    one bad row never holds back its neighbours; the size is left alone;
  *  - network (server unreachable): two quick retries of the same batch, then the run fails;
- *  - conflict, auth, other client errors: the run fails.
+ *  - conflict: an insert-only batch that met existing rows is re-sent as an upsert (and the rest of
+ *    the upload too); a lease or schema conflict fails the run, as do auth and other client errors.
  * Every request is recorded in tidemark.batch_history, which is pruned after each upload.
  */
 import type { Readable } from 'node:stream';
@@ -64,6 +65,8 @@ interface UploadContext {
   suspects: { buf: Buffer; error: RemoteError }[];
   /** Requests recorded in the batch history. */
   recorded: number;
+  /** Send batches as plain inserts (the remote held none of the table's rows); off after a conflict. */
+  insertOnly: boolean;
 }
 
 const NEWLINE = 0x0a;
@@ -119,7 +122,7 @@ export class Uploader {
     const { stats } = ctx;
     const started = performance.now();
     try {
-      await remote.upload(table.name, buf, { timeoutMs: this.d.timeoutMs });
+      await remote.upload(table.name, buf, { timeoutMs: this.d.timeoutMs, insertOnly: ctx.insertOnly });
       const seconds = (performance.now() - started) / 1000;
       tuner.success(rows, buf.length, seconds);
       metrics.batchDuration.observe({ table: this.label, outcome: 'ok' }, seconds);
@@ -205,8 +208,16 @@ export class Uploader {
               throw e;
             }
             return 'done';
+          case 'conflict':
+            // An insert-only batch met existing rows (re-sent after a lost answer): the same batch as an upsert.
+            if (e.code === ErrorCode.UPLOAD_CONFLICT && ctx.insertOnly) {
+              ctx.insertOnly = false;
+              networkAttempt--;
+              continue;
+            }
+            throw e; // lease or schema: the run stops
           default:
-            throw e; // auth, conflict (lease, schema), client errors: the run stops
+            throw e; // auth, client errors: the run stops
         }
       }
     }
@@ -224,9 +235,9 @@ export class Uploader {
   }
 
   /** Uploads a COPY text stream; resolves when every row is applied or quarantined (or the deadline passed). */
-  async upload(stream: Readable, options: { collectKeys?: boolean } = {}): Promise<UploadStats> {
+  async upload(stream: Readable, options: { collectKeys?: boolean; insertOnly?: boolean } = {}): Promise<UploadStats> {
     const stats: UploadStats = { rows: 0, bytes: 0, batches: 0, quarantined: 0, complete: true, ...(options.collectKeys ? { appliedKeys: [] } : {}) };
-    const ctx: UploadContext = { stats, suspects: [], recorded: 0 };
+    const ctx: UploadContext = { stats, suspects: [], recorded: 0, insertOnly: options.insertOnly === true };
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let pendingRows = 0;

@@ -44,6 +44,7 @@ export function agentCommands(program: Command): void {
         if (!result.converged) throw new ExitError(EXIT_FAILURE, `${result.tables.filter((t) => !t.converged).length} table(s) did not converge`);
       } finally {
         await lock.release();
+        await agent.stop();
       }
     } finally {
       await pool.end();

@@ -25,7 +25,12 @@ async function withAgent<T>(flags: AgentFlags, fn: (agent: Agent) => Promise<T>)
   const log = logger(flags.logLevel, 'warn', 2);
   const pool = localPool(config.databaseUrl, log, 'tidemark-cli');
   try {
-    return await fn(await Agent.create(config, pool, createAgentMetrics(), log));
+    const agent = await Agent.create(config, pool, createAgentMetrics(), log);
+    try {
+      return await fn(agent);
+    } finally {
+      await agent.stop();
+    }
   } finally {
     await pool.end();
   }

@@ -68,6 +68,7 @@ const settleSchema = z.object({
     .regex(/^(\d{1,20}(,\d{1,20})*)?$/)
     .optional(),
   maxModified: z.iso.datetime({ offset: true }).optional(),
+  insertOnly: z.enum(['true', 'false']).optional(),
 });
 
 function parse<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
@@ -267,6 +268,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       const result = await store.upload(tenant, table, stream, {
         ...(settle ? { settle } : {}),
         ...(q.maxModified ? { maxModified: q.maxModified } : {}),
+        insertOnly: q.insertOnly === 'true',
       });
       metrics.rowsIngested.inc(result.rowsReceived);
       return reply.send(result);

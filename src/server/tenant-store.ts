@@ -55,9 +55,13 @@ export function generateApiKey(): string {
   return `tmk_${randomBytes(32).toString('base64url')}`;
 }
 
-/** 22xxx data exceptions (bad COPY text, bad values), 23xxx integrity (check, not null, unique), 21000 duplicate keys in a batch. */
+/**
+ * Errors caused by the rows themselves: 22xxx data exceptions (bad COPY text, bad values), 23xxx
+ * integrity (check, not null, unique), 21000 duplicate keys in one batch, 54000 program limit
+ * exceeded (e.g. an index row too large).
+ */
 function isDataRejection(sqlstate: string | undefined): boolean {
-  return sqlstate !== undefined && (sqlstate.startsWith('22') || sqlstate.startsWith('23') || sqlstate === '21000');
+  return sqlstate !== undefined && (sqlstate.startsWith('22') || sqlstate.startsWith('23') || sqlstate === '21000' || sqlstate === '54000');
 }
 
 function sqlstateOf(e: unknown): string | undefined {
@@ -426,49 +430,77 @@ export class PgTenantStore {
 
   /**
    * Applies one batch of COPY text whole or not at all: COPY into a temporary staging table, then
-   * one upsert into the replica with the tenant columns added from the authenticated key, then the
+   * one insert into the replica with the tenant columns added from the authenticated key, then the
    * state row, all in one transaction. Re-sending a batch changes nothing.
+   *
+   * `insertOnly` (the agent's first sync of a table, when the replica held none of its rows) skips
+   * the upsert: a plain insert is about a quarter cheaper. A key that exists after all (a batch
+   * re-sent after a lost answer) fails the batch with 409 TM_UPLOAD_CONFLICT and nothing written;
+   * the agent then re-sends it as an upsert.
+   *
+   * The state row is locked only by its final update, so batches of one table can load in parallel
+   * and take turns only to add their counts.
    */
-  async upload(tenant: Tenant, table: TableName, body: Readable, options: { settle?: SettleParams; maxModified?: string }): Promise<UploadResult> {
+  async upload(
+    tenant: Tenant,
+    table: TableName,
+    body: Readable,
+    options: { settle?: SettleParams; maxModified?: string; insertOnly?: boolean },
+  ): Promise<UploadResult> {
     return withTransaction(this.pool, async (client) => {
       const replica = await this.requireReplica(client, tenant, table);
       const { shape } = replica;
       await this.enterTenant(client, tenant);
-      await this.lockState(client, tenant, table);
       const cols = columnListSql(shape);
+      const rejected = (e: unknown): never => {
+        if (e instanceof TidemarkError) throw e;
+        const sqlstate = sqlstateOf(e);
+        if (sqlstate === '23505' && options.insertOnly)
+          throw new ProtocolError(ErrorCode.UPLOAD_CONFLICT, 409, 'some rows already exist; re-send the batch without insertOnly', { cause: e });
+        if (isDataRejection(sqlstate)) throw new ProtocolError(ErrorCode.UPLOAD_REJECTED, 400, `rows rejected: ${(e as Error).message}`, { cause: e });
+        throw e;
+      };
       await client.query(/* sql */ `create temp table tidemark_stage on commit drop as select ${cols} from ${shape.table} with no data`);
       try {
         await pipeline(body, client.query(copyStreams.from(/* sql */ `copy tidemark_stage (${cols}) from stdin`)));
       } catch (e) {
-        if (e instanceof TidemarkError) throw e;
-        const sqlstate = sqlstateOf(e);
-        if (isDataRejection(sqlstate)) throw new ProtocolError(ErrorCode.UPLOAD_REJECTED, 400, `rows rejected: ${(e as Error).message}`, { cause: e });
-        throw e;
+        rejected(e);
       }
+      const tenantCols = `${ident(TENANT_CLIENT_COLUMN)}, ${ident(TENANT_DATABASE_COLUMN)}`;
       const keys = shape.keyColumns.map((k) => ident(k));
       const nonKeys = shape.columns.filter((c) => !shape.keyColumns.includes(c.name)).map((c) => ident(c.name));
       const sets = nonKeys.map((c) => `${c} = excluded.${c}`).join(', ');
-      let counts: { received: string; inserted: string; max_version: string | null };
+      let counts: { received: string; inserted: string; max_version: string | null } = { received: '0', inserted: '0', max_version: null };
       try {
-        const { rows } = await client.query<{ received: string; inserted: string; max_version: string | null }>(
-          /* sql */ `
-          with up as (
-            insert into ${shape.table} as t (${ident(TENANT_CLIENT_COLUMN)}, ${ident(TENANT_DATABASE_COLUMN)}, ${cols})
-            select $1::text, $2::uuid, ${cols} from tidemark_stage
-            on conflict (${[ident(TENANT_CLIENT_COLUMN), ident(TENANT_DATABASE_COLUMN), ...keys].join(', ')}) do update set ${sets}
-            returning (t.xmax = 0) as inserted, t.${ident(VERSION_COLUMN)} as v)
-          select count(*)::text as received, count(*) filter (where inserted)::text as inserted, max(v)::text as max_version from up`,
-          [tenant.clientId, tenant.databaseId],
-        );
-        counts = rows[0] as typeof counts;
+        if (options.insertOnly) {
+          const res = await client.query(
+            /* sql */ `insert into ${shape.table} (${tenantCols}, ${cols}) select $1::text, $2::uuid, ${cols} from tidemark_stage`,
+            [tenant.clientId, tenant.databaseId],
+          );
+          const { rows } = await client.query<{ max_version: string | null }>(
+            /* sql */ `select max(${ident(VERSION_COLUMN)})::text as max_version from tidemark_stage`,
+          );
+          counts = { received: String(res.rowCount ?? 0), inserted: String(res.rowCount ?? 0), max_version: rows[0]?.max_version ?? null };
+        } else {
+          const { rows } = await client.query<{ received: string; inserted: string; max_version: string | null }>(
+            /* sql */ `
+            with up as (
+              insert into ${shape.table} as t (${tenantCols}, ${cols})
+              select $1::text, $2::uuid, ${cols} from tidemark_stage
+              on conflict (${[tenantCols, ...keys].join(', ')}) do update set ${sets}
+              -- xmax = 0 on the new row version means it was inserted, not updated
+              returning (t.xmax = 0) as inserted, t.${ident(VERSION_COLUMN)} as v)
+            select count(*)::text as received, count(*) filter (where inserted)::text as inserted, max(v)::text as max_version from up`,
+            [tenant.clientId, tenant.databaseId],
+          );
+          counts = rows[0] as typeof counts;
+        }
       } catch (e) {
-        const sqlstate = sqlstateOf(e);
-        if (isDataRejection(sqlstate)) throw new ProtocolError(ErrorCode.UPLOAD_REJECTED, 400, `rows rejected: ${(e as Error).message}`, { cause: e });
-        throw e;
+        rejected(e);
       }
       const received = Number(counts.received);
       const inserted = Number(counts.inserted);
-      await client.query(
+      const { rows } = await client.query<StateRow>(
         /* sql */ `
         update tidemark.table_state
            set row_count = row_count + $5::bigint,
@@ -478,7 +510,8 @@ export class PgTenantStore {
                settled_xip = case when $7::bigint is null then settled_xip else $9::bigint[] end,
                max_modified = greatest(max_modified, $10::timestamptz),
                updated_at = now()
-         where client_id = $1::text and database_id = $2::uuid and schema_name = $3::text and table_name = $4::text`,
+         where client_id = $1::text and database_id = $2::uuid and schema_name = $3::text and table_name = $4::text
+        returning ${STATE_COLUMNS}`,
         [
           tenant.clientId,
           tenant.databaseId,
@@ -492,7 +525,7 @@ export class PgTenantStore {
           options.maxModified ?? null,
         ],
       );
-      return { rowsReceived: received, rowsInserted: inserted, rowsUpdated: received - inserted, summary: await this.readState(client, tenant, table) };
+      return { rowsReceived: received, rowsInserted: inserted, rowsUpdated: received - inserted, summary: toSummary(table, rows[0] as StateRow) };
     });
   }
 

@@ -27,6 +27,8 @@ export const ErrorCode = {
   LEASE_HELD: 'TM_LEASE_HELD',
   /** The server rejected the rows (bad COPY data or a constraint). The rows are quarantined; see `tidemark status`. */
   UPLOAD_REJECTED: 'TM_UPLOAD_REJECTED',
+  /** An insert-only batch met rows that already exist (a re-sent batch). The agent re-sends it as an upsert by itself. */
+  UPLOAD_CONFLICT: 'TM_UPLOAD_CONFLICT',
   /** The request body is larger than the server accepts. The agent shrinks its batches by itself. */
   PAYLOAD_TOO_LARGE: 'TM_PAYLOAD_TOO_LARGE',
   /** The request is malformed. This is a bug in the caller; report it. */

@@ -33,7 +33,7 @@ describe('configuration', () => {
     const env = { TIDEMARK_DATABASE_URL: 'postgres://u:secret@h/db', TIDEMARK_API_KEY: 'key', TIDEMARK_ADMIN_KEY: 'an-admin-key-of-16+' };
     const agent = loadAgentConfig({ file: join(CONFIG_DIR, 'agent.example.yaml'), env, flags: {} });
     expect(agent.apiKey).toBe('key');
-    expect(agent.batch.maxBytes).toBe(32 * 1024 * 1024);
+    expect(agent.batch.maxBytes).toBe(8 * 1024 * 1024);
     const server = loadServerConfig({ file: join(CONFIG_DIR, 'server.example.yaml'), env, flags: {} });
     expect(server.adminKey).toBe('an-admin-key-of-16+');
   });

@@ -14,7 +14,7 @@ export const AGENT_DEFAULTS = {
   minBatchRows: 1,
   maxBatchRows: 200_000,
   minBatchBytes: 16 * 1024,
-  maxBatchBytes: 32 * MiB,
+  maxBatchBytes: 8 * MiB,
   initialBatchBytes: 4 * MiB,
   batchTimeoutSeconds: 60,
   verificationPeriodHours: 24,
