@@ -16,24 +16,13 @@ import {
   type ColumnSpec,
   formatTableName,
   type KeyRange,
-  type ManifestMode,
-  type ManifestRow,
-  type RangeSummary,
+  type ManifestRequest,
+  type ManifestResponse,
   type TableDeclaration,
   type TableName,
   VERSION_COLUMN,
 } from '../shared/protocol.js';
-import {
-  columnListSql,
-  keyColumnSql,
-  keyTextSql,
-  orderSql,
-  type RowShape,
-  rangeRowsQuery,
-  rangeSql,
-  rangeSummaryQueries,
-  summarizeRanges,
-} from '../shared/row-shape.js';
+import { columnListSql, keyColumnSql, keyTextSql, manifestQuery, manifestResponse, orderSql, type RowShape, rangeSql } from '../shared/row-shape.js';
 
 export interface TrackOptions {
   /** Key columns when the table has no primary key (they must be unique and not null). */
@@ -588,28 +577,6 @@ export class LocalSnapshot {
     return rows.map((r) => r.k);
   }
 
-  /**
-   * Boundaries that cut `range` into buckets of `bucketRows` local rows: the (version, key) of rows
-   * bucketRows+1, 2*bucketRows+1, ... (an index-only scan).
-   */
-  async boundaries(range: KeyRange, bucketRows: number): Promise<Bound[]> {
-    const { shape } = this.table;
-    const values: unknown[] = [];
-    const cond = rangeSql(shape, range, (v, type) => {
-      values.push(v);
-      return `$${values.length}::${type}`;
-    });
-    values.push(bucketRows);
-    const { rows } = await this.client.query<{ v: string; k: string[] }>(
-      /* sql */ `select v, k from (
-         select ${ident(VERSION_COLUMN)}::text as v, ${keyTextSql(shape)} as k, row_number() over (order by ${orderSql(shape)}) as rn
-           from ${shape.table} where ${cond}) s
-        where rn > 1 and (rn - 1) % $${values.length}::bigint = 0 order by rn`,
-      values,
-    );
-    return rows.map((r) => ({ version: r.v, key: r.k }));
-  }
-
   /** The (version, key) of the row `n` rows into `range` (0-based), or null when the range has no more rows. */
   async nthBound(range: KeyRange, n: number): Promise<Bound | null> {
     const { shape } = this.table;
@@ -640,15 +607,10 @@ export class LocalSnapshot {
     return rows[0]?.n ?? 0;
   }
 
-  async summarize(ranges: readonly KeyRange[], mode: ManifestMode): Promise<RangeSummary[]> {
-    const queries = rangeSummaryQueries(this.table.shape, ranges, mode, [], 'true');
-    return summarizeRanges(async (q) => (await this.client.query<{ i: number; n: string; h: string }>(q)).rows, queries, ranges.length);
-  }
-
-  async rows(range: KeyRange, mode: ManifestMode, limit: number): Promise<{ rows: ManifestRow[]; more: boolean }> {
-    const q = rangeRowsQuery(this.table.shape, range, mode, limit, [], 'true');
-    const { rows } = await this.client.query<{ k: string[]; v: string; h: string }>(q);
-    return { rows: rows.slice(0, limit).map((r) => [r.k, r.v, r.h]), more: rows.length > limit };
+  /** Answers a manifest request from the snapshot, with the very SQL the server runs. */
+  async manifest(request: ManifestRequest): Promise<ManifestResponse> {
+    const { rows } = await this.client.query<Record<string, unknown>>(manifestQuery(this.table.shape, request, [], 'true'));
+    return manifestResponse(request, rows);
   }
 
   async close(): Promise<void> {

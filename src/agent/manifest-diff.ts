@@ -1,27 +1,30 @@
 /**
- * Finds the rows that differ between the local snapshot and the remote copy by bisection over
- * (version, key) ranges (DESIGN.md, Manifests). Range boundaries come from the local side; both
- * sides summarise the same ranges with the same SQL (count, and in hash mode a sum of row hashes);
- * only ranges that differ are split again, level by level (one request per level), and ranges of
- * at most `rowThreshold` local rows are compared row by row.
+ * Finds the rows that differ between the local snapshot and the remote copy over a (version, key)
+ * range (DESIGN.md, Manifests). Both sides answer the same manifest requests with the same SQL, in
+ * parallel, and only what differs is looked at more closely:
+ *   1. summary: the range's count and hash sum; equal on both sides means identical (one pass each,
+ *      a few dozen bytes on the wire);
+ *   2. buckets: the rows are spread over 2^bits buckets by a hash of their key (about 8 rows a
+ *      bucket), and each side returns every bucket's hash sum (8 bytes a bucket): no boundaries
+ *      travel, and one pass each finds the differing buckets however many there are;
+ *   3. rows: key, version and hash of the rows in the differing buckets only, compared row by row.
+ * So a table costs at most three passes on each side, whatever the number of differences (range
+ * bisection re-reads the table at every level), and the wire carries 8 bytes a bucket plus the rows
+ * of differing buckets. This is how pg_comparator partitions too: by hashed key, not by ranges.
  */
-import pLimit from 'p-limit';
-
-import type { Bound, KeyRange, ManifestMode, ManifestRow, RangeSummary } from '../shared/protocol.js';
+import { type KeyRange, MAX_BUCKET_BITS, type ManifestMode, type ManifestRequest, type ManifestResponse, type ManifestRow } from '../shared/protocol.js';
 import type { LocalSnapshot } from './local-database.js';
 import type { HttpRemote } from './remote-client.js';
 
 export interface DiffOptions {
   mode: ManifestMode;
-  /** Ranges of at most this many local rows are compared row by row. */
-  rowThreshold: number;
-  /** Into how many sub-ranges a differing range is split. */
-  fanout: number;
-  /** Reports the share of the range verified so far (0..1). */
+  /** Rows a bucket should hold on average; fewer means more bucket bytes, fewer rows compared. */
+  rowsPerBucket: number;
+  /** Reports the share of the comparison done (0..1). */
   onProgress?: (ratio: number) => void;
 }
 
-export const DEFAULT_DIFF: Omit<DiffOptions, 'mode'> = { rowThreshold: 64, fanout: 32 };
+export const DEFAULT_DIFF: Omit<DiffOptions, 'mode'> = { rowsPerBucket: 8 };
 
 export interface RowDiff {
   /** Local rows absent remotely: key text forms. */
@@ -33,138 +36,71 @@ export interface RowDiff {
 }
 
 export interface DiffReport extends RowDiff {
-  rangesCompared: number;
-  mismatchedRanges: number;
+  /** Buckets whose hash sums were compared (0 when the summaries matched). */
+  bucketsCompared: number;
+  mismatchedBuckets: number;
+  /** Rows compared one by one (both sides). */
   rowsCompared: number;
+  /** Manifest requests sent to the server. */
   roundTrips: number;
 }
 
-interface Pending {
-  range: KeyRange;
-  /** Local rows in the range, when known. */
-  localCount: number;
+/** Buckets per rows request: bounds the size of one answer. */
+const BUCKETS_PER_REQUEST = 65_536;
+
+/** Bits such that `rows` spread over 2^bits buckets fill about `perBucket` each. */
+export function bucketBits(rows: number, perBucket: number): number {
+  if (rows <= perBucket) return 0;
+  return Math.min(MAX_BUCKET_BITS, Math.ceil(Math.log2(rows / perBucket)));
 }
 
-const ROW_PAGE = 5000;
-
-function same(a: RangeSummary | undefined, b: RangeSummary | undefined): boolean {
-  return a !== undefined && b !== undefined && a.count === b.count && a.hash === b.hash;
-}
-
-/** Cuts a range at the boundaries: [lower, b1), [b1, b2), ..., [bn, upper). */
-export function cut(range: KeyRange, boundaries: readonly Bound[]): KeyRange[] {
-  if (boundaries.length === 0) return [range];
-  const out: KeyRange[] = [{ ...range, upper: boundaries[0] as Bound }];
-  for (let i = 0; i < boundaries.length; i++)
-    out.push({ lower: boundaries[i] as Bound, upper: i + 1 < boundaries.length ? (boundaries[i + 1] as Bound) : range.upper });
+/** Bucket indexes whose 8-byte sums differ between two base64 bucket answers. */
+export function differingBuckets(local: string, remote: string): number[] {
+  const a = Buffer.from(local, 'base64');
+  const b = Buffer.from(remote, 'base64');
+  if (a.length !== b.length) throw new Error('bucket answers of different sizes');
+  const out: number[] = [];
+  for (let i = 0; i < a.length; i += 8) if (a.readBigUInt64LE(i) !== b.readBigUInt64LE(i)) out.push(i / 8);
   return out;
 }
 
-export async function diffRange(snap: LocalSnapshot, remote: HttpRemote, whole: KeyRange, options: DiffOptions): Promise<DiffReport> {
-  const report: DiffReport = { missing: [], extra: [], changed: [], rangesCompared: 0, mismatchedRanges: 0, rowsCompared: 0, roundTrips: 0 };
+export async function diffRange(snap: LocalSnapshot, remote: HttpRemote, range: KeyRange, options: DiffOptions): Promise<DiffReport> {
+  const report: DiffReport = { missing: [], extra: [], changed: [], bucketsCompared: 0, mismatchedBuckets: 0, rowsCompared: 0, roundTrips: 0 };
   const table = snap.table.name;
-  const total = Math.max(1, await snap.count(whole));
-  let settled = 0; // local rows known equal or compared
-  const progress = (n: number): void => {
-    settled += n;
-    options.onProgress?.(Math.min(1, settled / total));
-  };
-
-  // Level 0: the whole range in one summary (an identical table costs one pass and a few bytes).
-  let level: Pending[] = [{ range: whole, localCount: total }];
-  let first = true;
-  const rowRanges: Pending[] = [];
-  while (level.length > 0) {
-    let ranges: KeyRange[];
-    let counts: number[];
-    if (first) {
-      ranges = [whole];
-      counts = [total];
-      first = false;
-    } else {
-      ranges = [];
-      counts = [];
-      for (const p of level) {
-        const bucketRows = Math.max(1, Math.ceil(p.localCount / options.fanout));
-        const sub = cut(p.range, await snap.boundaries(p.range, bucketRows));
-        for (const r of sub) {
-          ranges.push(r);
-          counts.push(-1);
-        }
-      }
-    }
-    const [local, remoteAnswer] = await Promise.all([snap.summarize(ranges, options.mode), remote.manifest(table, { mode: options.mode, ranges })]);
+  const ask = async (request: ManifestRequest): Promise<[ManifestResponse, ManifestResponse]> => {
     report.roundTrips++;
-    report.rangesCompared += ranges.length;
-    const remoteRanges = remoteAnswer.ranges ?? [];
-    const next: Pending[] = [];
-    ranges.forEach((range, i) => {
-      const l = local[i];
-      const r = remoteRanges[i];
-      const localCount = l?.count ?? counts[i] ?? 0;
-      if (same(l, r)) {
-        progress(localCount);
-        return;
-      }
-      report.mismatchedRanges++;
-      // Small locally: compare rows (the remote side is paged, so many extra remote rows are fine).
-      if (localCount <= options.rowThreshold) rowRanges.push({ range, localCount });
-      else next.push({ range, localCount });
-    });
-    level = next;
+    return Promise.all([snap.manifest(request), remote.manifest(table, request)]);
+  };
+  const { mode } = options;
+
+  const [ls, rs] = await ask({ mode, range, level: 'summary' });
+  options.onProgress?.(1 / 3);
+  if (ls.count === rs.count && ls.hash === rs.hash) {
+    options.onProgress?.(1);
+    return report;
   }
 
-  // Remote row pages go 4 at a time; the local snapshot is one connection, so its queries take turns.
-  const limit = pLimit(4);
-  const localTurn = pLimit(1);
-  await Promise.all(
-    rowRanges.map((p) =>
-      limit(async () => {
-        const [localRows, remoteRows] = await Promise.all([
-          allRows((r, n) => localTurn(() => snap.rows(r, options.mode, n)), p.range),
-          allRows(async (r, n) => {
-            report.roundTrips++;
-            const a = await remote.manifest(table, { mode: options.mode, rows: { range: r, limit: n } });
-            return { rows: a.rows ?? [], more: a.more === true };
-          }, p.range),
-        ]);
-        report.rowsCompared += localRows.length + remoteRows.length;
-        compareRows(localRows, remoteRows, report);
-        progress(p.localCount);
-      }),
-    ),
-  );
-  options.onProgress?.(1);
-  return mergeMoved(report);
-}
+  const bits = bucketBits(Math.max(ls.count ?? 0, rs.count ?? 0), options.rowsPerBucket);
+  const [lb, rb] = await ask({ mode, range, level: 'buckets', bucketBits: bits });
+  const differing = differingBuckets(lb.bucketHashes ?? '', rb.bucketHashes ?? '');
+  report.bucketsCompared = 2 ** bits;
+  report.mismatchedBuckets = differing.length;
+  options.onProgress?.(2 / 3);
 
-/**
- * A row whose version differs between the sides sits in different (version, key) ranges, so it is
- * seen as missing in one range and extra in another: it is one changed row (the upload replaces it).
- */
-function mergeMoved(report: DiffReport): DiffReport {
-  const missing = new Set(report.missing.map((k) => JSON.stringify(k)));
-  const moved = new Set(report.extra.map((e) => JSON.stringify(e.key)).filter((k) => missing.has(k)));
-  if (moved.size === 0) return report;
-  report.missing = report.missing.filter((k) => !moved.has(JSON.stringify(k)));
-  report.extra = report.extra.filter((e) => !moved.has(JSON.stringify(e.key)));
-  for (const k of moved) report.changed.push(JSON.parse(k) as string[]);
+  for (let i = 0; i < differing.length; i += BUCKETS_PER_REQUEST) {
+    const buckets = differing.slice(i, i + BUCKETS_PER_REQUEST);
+    const [lr, rr] = await ask({ mode, range, level: 'rows', bucketBits: bits, buckets });
+    const localRows = lr.rows ?? [];
+    const remoteRows = rr.rows ?? [];
+    report.rowsCompared += localRows.length + remoteRows.length;
+    compareRows(localRows, remoteRows, report);
+  }
+  options.onProgress?.(1);
+  // Buckets follow the key, so a row whose version differs meets itself in one bucket: changed, not missing and extra.
   return report;
 }
 
-async function allRows(fetch: (range: KeyRange, limit: number) => Promise<{ rows: ManifestRow[]; more: boolean }>, range: KeyRange): Promise<ManifestRow[]> {
-  const out: ManifestRow[] = [];
-  let r = range;
-  for (;;) {
-    const page = await fetch(r, ROW_PAGE);
-    out.push(...page.rows);
-    const last = page.rows[page.rows.length - 1];
-    if (!page.more || !last) return out;
-    r = { lower: { version: last[1], key: last[0] }, lowerExclusive: true, upper: range.upper };
-  }
-}
-
-/** Row-by-row comparison of one range. */
+/** Row-by-row comparison. */
 export function compareRows(local: readonly ManifestRow[], remote: readonly ManifestRow[], into: RowDiff): void {
   const remoteByKey = new Map(remote.map((r) => [JSON.stringify(r[0]), r]));
   for (const l of local) {

@@ -45,7 +45,7 @@ function printDiff(r: TableRunResult, dryRun: boolean): void {
   if (!d) return;
   const n = d.missing.length + d.extra.length + d.changed.length;
   process.stdout.write(
-    `${r.table}: ${n === 0 ? 'identical' : `${n} rows differ`} (local ${r.localCount} rows, remote ${r.remoteCount}; ${d.rangesCompared} ranges, ${d.rowsCompared} rows compared, ${d.roundTrips} round trips, ${r.durationSeconds.toFixed(2)} s)${n && !dryRun ? ', repaired' : ''}\n`,
+    `${r.table}: ${n === 0 ? 'identical' : `${n} rows differ`} (local ${r.localCount} rows, remote ${r.remoteCount}; ${d.mismatchedBuckets}/${d.bucketsCompared} buckets differ, ${d.rowsCompared} rows compared, ${d.roundTrips} round trips, ${r.durationSeconds.toFixed(2)} s)${n && !dryRun ? ', repaired' : ''}\n`,
   );
   const show = (sign: string, keys: string[][]): void => {
     for (const k of keys.slice(0, 50)) process.stdout.write(`${sign} ${JSON.stringify(k)}\n`);

@@ -17,6 +17,7 @@ import {
   type DeleteRequest,
   type ErrorBody,
   HEADER_AGENT_ID,
+  MAX_BUCKET_BITS,
   type ManifestRequest,
   parseTableName,
   type TableName,
@@ -43,10 +44,16 @@ const range = z.object({ lower: bound.nullable(), lowerExclusive: z.boolean().op
 const manifestSchema = z
   .object({
     mode: z.enum(['count', 'hash']),
-    ranges: z.array(range).max(100_000).optional(),
-    rows: z.object({ range, limit: z.number().int().min(1).max(1_000_000) }).optional(),
+    range,
+    level: z.enum(['summary', 'buckets', 'rows']),
+    bucketBits: z.number().int().min(0).max(MAX_BUCKET_BITS).optional(),
+    buckets: z
+      .array(z.number().int().min(0))
+      .max(2 ** MAX_BUCKET_BITS)
+      .optional(),
   })
-  .refine((m) => (m.ranges === undefined) !== (m.rows === undefined), 'give exactly one of ranges and rows');
+  .refine((m) => m.level === 'summary' || m.bucketBits !== undefined, 'bucketBits is required for levels buckets and rows')
+  .refine((m) => m.level !== 'rows' || (m.buckets ?? []).every((b) => b < 2 ** (m.bucketBits ?? 0)), 'buckets must be below 2^bucketBits');
 const deleteSchema = z.union([
   z.object({ keys: z.array(z.object({ key: keyText, version })).max(1_000_000) }),
   z.object({ aboveVersion: version }),

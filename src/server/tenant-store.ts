@@ -34,7 +34,7 @@ import {
   type UploadResult,
   VERSION_COLUMN,
 } from '../shared/protocol.js';
-import { columnListSql, orderSql, type RowShape, rangeRowsQuery, rangeSummaryQueries, summarizeRanges } from '../shared/row-shape.js';
+import { columnListSql, manifestQuery, manifestResponse, orderSql, type RowShape } from '../shared/row-shape.js';
 
 export interface Tenant {
   clientId: string;
@@ -613,24 +613,15 @@ export class PgTenantStore {
     });
   }
 
-  /** Counts and hashes of ranges, or the rows of one range: one read-only snapshot, set-based queries. */
+  /** A manifest of a range (summary, bucket hash sums, or rows of buckets): one read-only snapshot, one scan. */
   async manifest(tenant: Tenant, table: TableName, request: ManifestRequest): Promise<ManifestResponse> {
     return withTransaction(
       this.pool,
       async (client) => {
         const { shape } = await this.requireReplica(client, tenant, table);
         await this.enterTenant(client, tenant);
-        const base = [tenant.clientId, tenant.databaseId];
-        if (request.rows) {
-          const q = rangeRowsQuery(shape, request.rows.range, request.mode, request.rows.limit, base, this.tenantWhere());
-          const { rows } = await client.query<{ k: string[]; v: string; h: string }>(q);
-          const more = rows.length > request.rows.limit;
-          return { rows: rows.slice(0, request.rows.limit).map((r) => [r.k, r.v, r.h]), more };
-        }
-        const ranges = request.ranges ?? [];
-        const queries = rangeSummaryQueries(shape, ranges, request.mode, base, this.tenantWhere());
-        const summaries = await summarizeRanges(async (q) => (await client.query<{ i: number; n: string; h: string }>(q)).rows, queries, ranges.length);
-        return { ranges: summaries };
+        const { rows } = await client.query<Record<string, unknown>>(manifestQuery(shape, request, [tenant.clientId, tenant.databaseId], this.tenantWhere()));
+        return manifestResponse(request, rows);
       },
       { isolation: 'repeatable read', readOnly: true },
     );

@@ -89,33 +89,44 @@ export interface KeyRange {
   upper: Bound | null;
 }
 
-/** `count`: row counts only (index-only scans); `hash`: counts and content hashes. */
+/**
+ * What a manifest compares: `count` compares rows' identities (key and version: finds deletes and
+ * missed rows); `hash` compares their content too (the row's canonical text).
+ */
 export type ManifestMode = 'count' | 'hash';
 
+/** Most bucket bits a manifest may ask for (2^20 buckets). */
+export const MAX_BUCKET_BITS = 20;
+
 /**
- * POST .../tables/{table}/manifest. Either `ranges` (a summary of each) or `rows` (the rows of one
- * range: key, version and hash, at most `limit`, in (version, key) order).
+ * POST .../tables/{table}/manifest: a description of the rows of `range` (DESIGN.md, Manifests).
+ *  - `summary`: the range's row count and the sum of its row hashes modulo 2^64;
+ *  - `buckets`: the rows are spread over 2^bucketBits buckets by a hash of their key, and the answer
+ *    is each bucket's hash sum, so both sides partition alike without exchanging boundaries;
+ *  - `rows`: the rows (key, version, hash) of the listed buckets.
  */
 export interface ManifestRequest {
   mode: ManifestMode;
-  ranges?: KeyRange[];
-  rows?: { range: KeyRange; limit: number };
+  range: KeyRange;
+  level: 'summary' | 'buckets' | 'rows';
+  /** Buckets are 2^bucketBits (levels buckets and rows). */
+  bucketBits?: number;
+  /** Level rows: the buckets whose rows to return. */
+  buckets?: number[];
 }
 
-export interface RangeSummary {
-  count: number;
-  /** Sum of row hashes modulo 2^64, decimal; "0" in count mode. */
-  hash: string;
-}
-
-/** One row in a row-level manifest: key text forms, version, hash ("0" in count mode). */
+/** One row in a row-level manifest: key text forms, version, row hash. */
 export type ManifestRow = [key: string[], version: string, hash: string];
 
 export interface ManifestResponse {
-  ranges?: RangeSummary[];
+  /** Level summary. */
+  count?: number;
+  /** Level summary: sum of row hashes modulo 2^64, decimal. */
+  hash?: string;
+  /** Level buckets: base64 of 8 bytes (little-endian hash sum) per bucket, in bucket order. */
+  bucketHashes?: string;
+  /** Level rows. */
   rows?: ManifestRow[];
-  /** True when `rows` was cut at `limit`. */
-  more?: boolean;
 }
 
 /** DELETE .../tables/{table}: exactly one of the three forms. */

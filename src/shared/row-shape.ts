@@ -5,8 +5,8 @@
  */
 
 import { ident, identList, type SqlIdent, type SqlType, sqlType } from './pg.js';
-import type { Bound, ColumnSpec, KeyRange } from './protocol.js';
-import { VERSION_COLUMN } from './protocol.js';
+import type { Bound, ColumnSpec, KeyRange, ManifestMode, ManifestRequest, ManifestResponse } from './protocol.js';
+import { MAX_BUCKET_BITS, VERSION_COLUMN } from './protocol.js';
 
 export interface RowShape {
   /** Qualified, quoted table name. */
@@ -55,7 +55,10 @@ function boundSql(shape: RowShape, bound: Bound, op: '>=' | '>' | '<', bind: Par
   if (bound.key === null) return `${ident(VERSION_COLUMN)} ${op} ${v}`;
   if (bound.key.length !== shape.keyColumns.length) throw new Error('bound key has the wrong number of columns');
   const keys = shape.keyColumns.map((k, i) => bind(bound.key?.[i] as string, columnType(shape, k)));
-  return `(${orderSql(shape)}) ${op} (${[v, ...keys].join(', ')})`;
+  // The plain bound on the version beside the row comparison lets PostgreSQL 17 and older stop the
+  // index scan there too (they use a row comparison to start a scan, not always to end it).
+  const plain = `${ident(VERSION_COLUMN)} ${op === '<' ? '<=' : '>='} ${v}`;
+  return `${plain} and (${orderSql(shape)}) ${op} (${[v, ...keys].join(', ')})`;
 }
 
 /** The SQL condition selecting the rows of a range, or `true`. */
@@ -63,6 +66,15 @@ export function rangeSql(shape: RowShape, range: KeyRange, bind: ParamBinder): s
   const parts: string[] = [];
   if (range.lower) parts.push(boundSql(shape, range.lower, range.lowerExclusive ? '>' : '>=', bind));
   if (range.upper) parts.push(boundSql(shape, range.upper, '<', bind));
+  // Both bounds in one version (rows from before tracking all have version 0): bound the first key
+  // column plainly too, for the same reason.
+  const lk = range.lower?.key;
+  const uk = range.upper?.key;
+  const first = shape.keyColumns[0];
+  if (lk && uk && first && range.lower?.version === range.upper?.version) {
+    const type = columnType(shape, first);
+    parts.push(`${keyColumnSql(shape, first)} >= ${bind(lk[0] as string, type)} and ${keyColumnSql(shape, first)} <= ${bind(uk[0] as string, type)}`);
+  }
   return parts.length ? parts.join(' and ') : 'true';
 }
 
@@ -134,96 +146,59 @@ export function leadingCopyFields(line: string, n: number): (string | null)[] {
   return out;
 }
 
-// --- Range summaries (both sides run exactly this) ---------------------------------------------
+// --- Manifests (both sides run exactly this) --------------------------------------------------
 
 export interface SqlQuery {
   text: string;
   values: unknown[];
 }
 
-function boundKind(b: Bound | null, exclusive: boolean): string {
-  if (b === null) return 'n';
-  if (b.key === null) return 'v';
-  return exclusive ? 'x' : 'k';
+/**
+ * A row's hash in a mode: `hash` is the hash of its canonical text (content); `count` hashes its key
+ * and version only (identity), which reads nothing but the (version, key) index.
+ */
+export function modeHashSql(shape: RowShape, mode: ManifestMode): string {
+  return mode === 'hash' ? rowHashSql(shape) : `hashtextextended(row(${ident(VERSION_COLUMN)}, ${identList(shape.keyColumns)})::text, 0)`;
+}
+
+/** The bucket of a row: a hash of its key (seed 1, independent of the row hash), masked to `bits`. */
+export function bucketSql(shape: RowShape, bits: number): string {
+  if (!Number.isInteger(bits) || bits < 0 || bits > MAX_BUCKET_BITS) throw new Error(`bucket bits must be 0..${MAX_BUCKET_BITS}`);
+  return `(hashtextextended(${keyTextSql(shape)}::text, 1) & ${2 ** bits - 1})::int`;
 }
 
 /**
- * Summaries (count, and hash sum in hash mode) of many ranges, as a few set-based queries: ranges
- * are grouped by the form of their bounds, and each group is one `unnest(...) cross join lateral`
- * query whose inner scan is an index range scan on (version, key). Returns the queries and, for
- * each, the indexes of the ranges it answers (column `i` of its rows).
- *
- * `base` are parameters already bound (the server's tenant), `where` a condition using them.
+ * The SQL of one manifest request. `base` are parameters already bound (the server's tenant),
+ * `where` a condition using them ('true' on the agent).
  */
-export function rangeSummaryQueries(shape: RowShape, ranges: readonly KeyRange[], mode: 'count' | 'hash', base: readonly unknown[], where: string): SqlQuery[] {
-  const groups = new Map<string, number[]>();
-  ranges.forEach((r, i) => {
-    const kind = boundKind(r.lower, r.lowerExclusive === true) + boundKind(r.upper, false);
-    const list = groups.get(kind);
-    if (list) list.push(i);
-    else groups.set(kind, [i]);
-  });
-  const select = mode === 'hash' ? `count(*)::text as n, ${hashSumSql(rowHashSql(shape))} as h` : `count(*)::text as n, '0' as h`;
-  const queries: SqlQuery[] = [];
-  for (const indexes of groups.values()) {
-    const first = ranges[indexes[0] as number] as KeyRange;
-    // Columns of the unnest: i, then one text[] per bound value, read back with a cast in the lateral.
-    const columns: string[][] = [];
-    const names: string[] = [];
-    const makeBinder = (): ParamBinder => {
-      let n = 0;
-      return (_value, type) => {
-        const name = `c${n++}`;
-        if (!names.includes(name)) names.push(name);
-        return `b.${name}::${type}`;
-      };
-    };
-    // The range condition's SQL is the same for every range of a group; build it once from the first.
-    const cond = rangeSql(shape, first, makeBinder());
-    for (const _ of names) columns.push([]);
-    for (const idx of indexes) {
-      const values: string[] = [];
-      rangeSql(shape, ranges[idx] as KeyRange, (value) => {
-        values.push(value);
-        return '';
-      });
-      values.forEach((v, j) => {
-        columns[j]?.push(v);
-      });
-    }
-    const values: unknown[] = [...base, indexes];
-    const arrays = [`$${values.length}::int[]`];
-    for (const col of columns) {
-      values.push(col);
-      arrays.push(`$${values.length}::text[]`);
-    }
-    const text = /* sql */ `select b.i, m.n, m.h from unnest(${arrays.join(', ')}) as b(i${names.map((n) => `, ${n}`).join('')})
-      cross join lateral (select ${select} from ${shape.table} where ${where} and ${cond}) m`;
-    queries.push({ text, values });
-  }
-  return queries;
-}
-
-/** Runs range summary queries with `run` and puts the answers back in range order. */
-export async function summarizeRanges(
-  run: (q: SqlQuery) => Promise<{ i: number; n: string; h: string }[]>,
-  queries: SqlQuery[],
-  rangeCount: number,
-): Promise<{ count: number; hash: string }[]> {
-  const out: { count: number; hash: string }[] = new Array(rangeCount);
-  for (const q of queries) for (const r of await run(q)) out[r.i] = { count: Number(r.n), hash: r.h };
-  return out;
-}
-
-/** The rows of a range: key text forms, version, hash ('0' in count mode), in order, at most `limit + 1`. */
-export function rangeRowsQuery(shape: RowShape, range: KeyRange, mode: 'count' | 'hash', limit: number, base: readonly unknown[], where: string): SqlQuery {
+export function manifestQuery(shape: RowShape, request: ManifestRequest, base: readonly unknown[], where: string): SqlQuery {
   const values = [...base];
-  const cond = rangeSql(shape, range, positionalBinder(values));
-  const hash = mode === 'hash' ? `${rowHashSql(shape)}::text` : `'0'`;
-  values.push(limit + 1);
+  const cond = `${where} and ${rangeSql(shape, request.range, positionalBinder(values))}`;
+  const hash = modeHashSql(shape, request.mode);
+  const bits = request.bucketBits ?? 0;
+  if (request.level === 'summary') return { text: /* sql */ `select count(*)::text as n, ${hashSumSql(hash)} as h from ${shape.table} where ${cond}`, values };
+  if (request.level === 'buckets')
+    return { text: /* sql */ `select ${bucketSql(shape, bits)} as b, ${hashSumSql(hash)} as h from ${shape.table} where ${cond} group by 1`, values };
+  values.push(request.buckets ?? []);
   return {
-    text: /* sql */ `select ${keyTextSql(shape)} as k, ${ident(VERSION_COLUMN)}::text as v, ${hash} as h from ${shape.table}
-      where ${where} and ${cond} order by ${orderSql(shape)} limit $${values.length}::int`,
+    text: /* sql */ `select ${keyTextSql(shape)} as k, ${ident(VERSION_COLUMN)}::text as v, (${hash})::text as h from ${shape.table}
+      where ${cond} and ${bucketSql(shape, bits)} = any($${values.length}::int[])`,
     values,
   };
+}
+
+const U64 = 2n ** 64n;
+
+/** Turns the rows of a manifest query into its answer (the same on both sides). */
+export function manifestResponse(request: ManifestRequest, rows: readonly Record<string, unknown>[]): ManifestResponse {
+  if (request.level === 'summary') {
+    const r = rows[0] as { n: string; h: string } | undefined;
+    return { count: Number(r?.n ?? 0), hash: r?.h ?? '0' };
+  }
+  if (request.level === 'buckets') {
+    const buf = Buffer.alloc(8 * 2 ** (request.bucketBits ?? 0));
+    for (const r of rows as { b: number; h: string }[]) buf.writeBigUInt64LE(BigInt(r.h) % U64, 8 * r.b);
+    return { bucketHashes: buf.toString('base64') };
+  }
+  return { rows: (rows as { k: string[]; v: string; h: string }[]).map((r) => [r.k, r.v, r.h]) };
 }

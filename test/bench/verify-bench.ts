@@ -271,7 +271,7 @@ async function scenario(
       const found = rep ? rep.missing.length + rep.extra.length + rep.changed.length : 0;
       log(
         `verify: [${label}] tidemark ${secs(seconds)}: found ${found} (missing ${rep?.missing.length}, extra ${rep?.extra.length}, changed ${rep?.changed.length}); ` +
-          `${rep?.roundTrips} manifest round trips, ${requests} requests, ${rep?.rangesCompared} ranges, ${rep?.rowsCompared} rows compared; ` +
+          `${rep?.roundTrips} manifest round trips, ${requests} requests, ${rep?.bucketsCompared} ranges, ${rep?.rowsCompared} rows compared; ` +
           `${mb(bodyBytes)} bodies, ${mb(wireBytes)} on the wire`,
       );
       if (found !== d) results.fail(`verify: [${label}] tidemark found ${found} differences, expected ${d}`);

@@ -26,13 +26,14 @@ function random(seed: number): () => number {
   };
 }
 
-/** The agent's defaults: target 2 s, 16 KiB..32 MiB, 1..200 000 rows, first batch 4 MiB. */
+/** The agent's defaults (target 2 s, 1..200 000 rows, first batch 4 MiB, from 16 KiB), up to 32 MiB. */
 const LIMITS: TunerLimits = {
   targetSeconds: AGENT_DEFAULTS.targetBatchSeconds,
   minRows: AGENT_DEFAULTS.minBatchRows,
   maxRows: AGENT_DEFAULTS.maxBatchRows,
   minBytes: AGENT_DEFAULTS.minBatchBytes,
-  maxBytes: AGENT_DEFAULTS.maxBatchBytes,
+  // Wider than the default (8 MiB), so the links below can ask for batches of 10-20 MB.
+  maxBytes: 32 * 1024 * 1024,
   initialBytes: AGENT_DEFAULTS.initialBatchBytes,
 };
 const TIMEOUT_SECONDS = AGENT_DEFAULTS.batchTimeoutSeconds;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { compareRows, cut, type RowDiff } from '../../src/agent/manifest-diff.js';
+import { bucketBits, compareRows, differingBuckets, type RowDiff } from '../../src/agent/manifest-diff.js';
 import { uploadRanges } from '../../src/agent/table-sync.js';
 import { ident, isSafeTypeName, qualified } from '../../src/shared/pg.js';
 import { formatTableName, parseTableName, type TableSummary } from '../../src/shared/protocol.js';
@@ -65,7 +65,9 @@ describe('SQL safety', () => {
     };
     const params: unknown[] = [];
     const sql = rangeSql(shape, { lower: { version: '5', key: ["x'); drop", '1'] }, upper: { version: '9', key: null } }, positionalBinder(params));
-    expect(sql).toBe('("tidemark_version", "a" collate "C", "b") >= ($1::bigint, $2::text, $3::integer) and "tidemark_version" < $4::bigint');
+    expect(sql).toBe(
+      '"tidemark_version" >= $1::bigint and ("tidemark_version", "a" collate "C", "b") >= ($1::bigint, $2::text, $3::integer) and "tidemark_version" < $4::bigint',
+    );
     expect(params).toEqual(['5', "x'); drop", '1', '9']);
   });
 });
@@ -81,15 +83,21 @@ describe('COPY text', () => {
 });
 
 describe('bisection helpers', () => {
-  it('cuts a range at boundaries into contiguous half-open ranges', () => {
-    const b1 = { version: '1', key: ['a'] };
-    const b2 = { version: '2', key: ['b'] };
-    expect(cut({ lower: null, upper: null }, [b1, b2])).toEqual([
-      { lower: null, upper: b1 },
-      { lower: b1, upper: b2 },
-      { lower: b2, upper: null },
-    ]);
-    expect(cut({ lower: b1, upper: null }, [])).toEqual([{ lower: b1, upper: null }]);
+  it('sizes buckets to about the rows wanted per bucket', () => {
+    expect(bucketBits(0, 8)).toBe(0);
+    expect(bucketBits(8, 8)).toBe(0);
+    expect(bucketBits(9, 8)).toBe(1);
+    expect(bucketBits(1_000_000, 8)).toBe(17);
+    expect(bucketBits(1e12, 8)).toBe(20);
+  });
+
+  it('names the buckets whose hash sums differ', () => {
+    const a = Buffer.alloc(32);
+    const b = Buffer.alloc(32);
+    a.writeBigUInt64LE(5n, 8);
+    b.writeBigUInt64LE(5n, 8);
+    b.writeBigUInt64LE(18446744073709551615n, 24);
+    expect(differingBuckets(a.toString('base64'), b.toString('base64'))).toEqual([3]);
   });
 
   it('compares rows into missing, extra and changed', () => {
