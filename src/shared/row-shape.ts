@@ -93,9 +93,12 @@ export function rowHashSql(shape: RowShape): string {
   return `hashtextextended(row(${columnListSql(shape)})::text, 0)`;
 }
 
-/** Sum of row hashes modulo 2^64 as decimal text; order-independent, so ranges compare in one pass. */
+/**
+ * Sum of row hashes modulo 2^64 as decimal text; order-independent, so ranges compare in one pass.
+ * `sum(bigint)` accumulates exactly (in 128 bits) without a numeric per row.
+ */
 export function hashSumSql(hashExpr: string): string {
-  return `((coalesce(sum((${hashExpr})::numeric), 0) % 18446744073709551616 + 18446744073709551616) % 18446744073709551616)::text`;
+  return `((coalesce(sum(${hashExpr}), 0) % 18446744073709551616 + 18446744073709551616) % 18446744073709551616)::text`;
 }
 
 // --- COPY text ---------------------------------------------------------------------------------
