@@ -568,13 +568,16 @@ export class LocalSnapshot {
     );
   }
 
-  /** Which of these keys exist in the snapshot (key text forms). */
-  async rowsByKeys(keys: string[][]): Promise<string[][]> {
-    if (keys.length === 0) return [];
+  /** The current version of each of these keys that exists in the snapshot, by JSON of the key. */
+  async versionsByKeys(keys: string[][]): Promise<Map<string, string>> {
+    if (keys.length === 0) return new Map();
     const { shape } = this.table;
     const keyText = `array[${shape.keyColumns.map((k) => `t.${ident(k)}::text`).join(', ')}]`;
-    const { rows } = await this.client.query<{ k: string[] }>(/* sql */ `select ${keyText} as k from ${this.keyJoinSql('$1::jsonb')}`, [JSON.stringify(keys)]);
-    return rows.map((r) => r.k);
+    const { rows } = await this.client.query<{ k: string[]; v: string }>(
+      /* sql */ `select ${keyText} as k, t.${ident(VERSION_COLUMN)}::text as v from ${this.keyJoinSql('$1::jsonb')}`,
+      [JSON.stringify(keys)],
+    );
+    return new Map(rows.map((r) => [JSON.stringify(r.k), r.v]));
   }
 
   /** The (version, key) of the row `n` rows into `range` (0-based), or null when the range has no more rows. */

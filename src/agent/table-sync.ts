@@ -85,7 +85,7 @@ export class TableSync {
     const label = formatTableName(name);
     let t = this.tuners.get(label);
     if (!t) {
-      t = new BatchTuner(this.d.settings.tuner, await this.d.local.recentBatches(name, 50));
+      t = new BatchTuner(this.d.settings.tuner, await this.d.local.recentBatches(name, 200));
       this.tuners.set(label, t);
     }
     return t;
@@ -281,7 +281,12 @@ export class TableSync {
       const quarantined = await local.quarantineCount(name);
       metrics.quarantinedRows.set({ table: label }, quarantined);
       result.quarantined = quarantined;
-      result.converged = complete && quarantined === 0 && result.localCount === summary.rowCount && (summary.maxVersion ?? null) === (localMax ?? null);
+      result.converged =
+        complete &&
+        result.error === undefined &&
+        quarantined === 0 &&
+        result.localCount === summary.rowCount &&
+        (summary.maxVersion ?? null) === (localMax ?? null);
       if (!complete) result.error = { code: ErrorCode.RUN_INCOMPLETE, message: `run budget of ${settings.runBudgetSeconds} s used up; continuing next run` };
       log.info(
         {
@@ -353,13 +358,21 @@ export class TableSync {
     return result;
   }
 
+  /** Counts an upload's rows; one cut short by the deadline leaves the run incomplete (not converged). */
   private addUpload(result: TableRunResult, s: UploadStats): void {
     result.rowsUploaded += s.rows;
+    if (!s.complete)
+      result.error = { code: ErrorCode.RUN_INCOMPLETE, message: `run budget of ${this.d.settings.runBudgetSeconds} s used up; continuing next run` };
   }
 
   private async retryQuarantine(table: LocalTable, snap: LocalSnapshot, uploader: Uploader, result: TableRunResult): Promise<number> {
-    const due = await this.d.local.quarantined(table.name, true);
-    if (due.length === 0) return 0;
+    // Due: the backoff is over, or the row changed locally (fixed, or deleted) since it failed.
+    const all = await this.d.local.quarantined(table.name, false);
+    if (all.length === 0) return 0;
+    const versions = await snap.versionsByKeys(all.map((q) => q.key));
+    const now = Date.now();
+    const due = all.filter((q) => q.nextRetryAt.getTime() <= now || versions.get(JSON.stringify(q.key)) !== q.version);
+    if (due.length === 0) return all.length;
     const keys = due.map((q) => q.key);
     const applied: string[][] = [];
     for (let i = 0; i < keys.length; i += KEY_CHUNK) {
@@ -369,12 +382,11 @@ export class TableSync {
       applied.push(...(s.appliedKeys ?? []));
     }
     // Released: rows the server took, and rows that no longer exist locally (nothing left to send).
-    const present = new Set((await snap.rowsByKeys(keys)).map((k) => JSON.stringify(k)));
     const appliedSet = new Set(applied.map((k) => JSON.stringify(k)));
-    const release = keys.filter((k) => appliedSet.has(JSON.stringify(k)) || !present.has(JSON.stringify(k)));
+    const release = keys.filter((k) => appliedSet.has(JSON.stringify(k)) || !versions.has(JSON.stringify(k)));
     await this.d.local.releaseQuarantine(table.name, release);
     if (release.length) this.d.log.info({ table: formatTableName(table.name), rows: release.length }, 'quarantined rows resolved');
-    return due.length - release.length;
+    return all.length - release.length;
   }
 
   /** Uploads missing and changed rows, deletes extra ones (by key and version). */

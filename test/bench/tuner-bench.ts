@@ -109,7 +109,8 @@ export async function tunerBench(options: BenchOptions, results: Results): Promi
           );
           let best: { size: number; run: RunResult } | null = null;
           for (const size of options.quick ? link.quickSweep : link.sweep) {
-            const r = await run(`fixed ${kib(size)}`, { minBytes: size, maxBytes: size, initialBytes: size });
+            // Rows pinned high too, so only the bytes limit cuts a fixed-size batch (the tuner tunes both).
+            const r = await run(`fixed ${kib(size)}`, { minBytes: size, maxBytes: size, initialBytes: size, minRows: 200_000, maxRows: 200_000 });
             const failed = r.history.filter((b) => b.outcome !== 'ok').length;
             log(`tuner: [${link.name}] fixed ${kib(size)}: ${rate(rows, r.seconds)} in ${secs(r.seconds)} (${r.history.length} batches, ${failed} failed)`);
             if (r.converged && (!best || r.rowsPerSecond > best.run.rowsPerSecond)) best = { size, run: r };

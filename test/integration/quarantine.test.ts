@@ -103,6 +103,28 @@ describe('skip-ahead and quarantine', () => {
     expect(second?.due_in_seconds).toBeLessThanOrEqual(2);
   });
 
+  it('retries a quarantined row as soon as it changes locally, without waiting for its backoff', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    const reg = await setUp(local, server);
+    await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 3600, retryMaxSeconds: 3600 } });
+    await agent.local.track('items');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await server.db.query(`alter table public.items add constraint qty_not_negative check (qty >= 0) not valid`);
+    await local.query(`update items set qty = -1 where id = 9`);
+    expect((await agent.agent.tick()).converged).toBe(false);
+    expect((await quarantine(local)).map((q) => q.key)).toEqual([['9']]);
+    // Unchanged, it waits for its hour.
+    expect((await agent.agent.tick()).converged).toBe(false);
+    expect((await quarantine(local))[0]?.attempts).toBe(1);
+    // Fixed locally, it goes at once.
+    await local.query(`update items set qty = 9 where id = 9`);
+    const fixed = await agent.agent.tick({ checkCount: true });
+    expect(fixed.converged).toBe(true);
+    expect(await quarantine(local)).toEqual([]);
+    expect(await server.db.query(`select qty from items where id = 9`)).toEqual([{ qty: 9 }]);
+  });
+
   it('skips ahead a row larger than the server accepts and syncs the rows around it', async () => {
     await using local = await createDatabase('local');
     // 8 KiB bodies at most: below the agent's smallest batch (16 KiB), so every batch is cut smaller.
