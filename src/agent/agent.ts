@@ -183,10 +183,6 @@ export class Agent {
     if (this.running) await this.running;
     this.remote.close();
   }
-
-  describeTables(results: TableRunResult[]): string[] {
-    return results.map((r) => formatTableName(parseTableName(r.table)));
-  }
 }
 
 /** Seconds between two runs of a cron schedule (for sizing verification slices). */

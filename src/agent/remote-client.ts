@@ -6,7 +6,7 @@ import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { gzipSync } from 'node:zlib';
 
-import { ErrorCode, ProtocolError, RetryableError, TidemarkError } from '../shared/errors.js';
+import { ErrorCode, TidemarkError } from '../shared/errors.js';
 import {
   COPY_CONTENT_TYPE,
   type DeleteRequest,
@@ -211,9 +211,3 @@ export class HttpRemote {
     return this.request('PUT', this.url(table, '/resync'), JSON.stringify(report), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
 }
-
-export function isRetryable(e: unknown): boolean {
-  return (e instanceof RemoteError && e.retryable) || e instanceof RetryableError;
-}
-
-export { ProtocolError };

@@ -37,11 +37,6 @@ export function sqlType(name: string): SqlType {
   return name as SqlType;
 }
 
-export function assertPositiveInt(n: number, what: string): number {
-  if (!Number.isSafeInteger(n) || n <= 0) throw new TidemarkError(ErrorCode.INTERNAL, `${what} must be a positive integer, got ${n}`);
-  return n;
-}
-
 /**
  * Session settings under which both sides print rows identically (DESIGN.md, Manifests).
  * Applied with `set local` at the start of every transaction that reads or writes row data.

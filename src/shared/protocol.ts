@@ -7,8 +7,6 @@
  */
 import { ErrorCode, ProtocolError } from './errors.js';
 
-export const PROTOCOL_VERSION = 1;
-
 /** A tracked table's column as the agent reports it. `type` is `format_type()` output. */
 export interface ColumnSpec {
   name: string;
@@ -181,7 +179,6 @@ export interface ErrorBody {
 }
 
 export const HEADER_AGENT_ID = 'x-tidemark-agent-id';
-export const HEADER_COLUMNS = 'x-tidemark-columns';
 export const COPY_CONTENT_TYPE = 'text/tab-separated-values';
 
 // --- Table names -----------------------------------------------------------------------------
