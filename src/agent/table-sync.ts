@@ -97,18 +97,7 @@ export class TableSync {
     const deadline = Date.now() + this.d.settings.runBudgetSeconds * 1000;
     const { metrics } = this.d;
     const log = this.d.log.child({ table: label });
-    const result: TableRunResult = {
-      table: label,
-      converged: false,
-      rowsUploaded: 0,
-      rowsDeleted: 0,
-      quarantined: 0,
-      localCount: null,
-      remoteCount: 0,
-      localMaxVersion: null,
-      remoteMaxVersion: null,
-      durationSeconds: 0,
-    };
+    const result = emptyResult(label);
     initTableMetrics(metrics, label);
     try {
       await this.restoreLastMatched(name, label);
@@ -311,18 +300,7 @@ export class TableSync {
   async verify(name: TableName, dryRun: boolean): Promise<TableRunResult> {
     const label = formatTableName(name);
     const started = performance.now();
-    const result: TableRunResult = {
-      table: label,
-      converged: false,
-      rowsUploaded: 0,
-      rowsDeleted: 0,
-      quarantined: 0,
-      localCount: null,
-      remoteCount: 0,
-      localMaxVersion: null,
-      remoteMaxVersion: null,
-      durationSeconds: 0,
-    };
+    const result = emptyResult(label);
     try {
       const { local, remote, settings } = this.d;
       const table = await local.describe(name);
@@ -497,6 +475,21 @@ export class TableSync {
     metrics.verificationProgress.set({ table: result.table }, done ? 1 : Math.min(1, rowsDone / estimate));
     return summary;
   }
+}
+
+function emptyResult(table: string): TableRunResult {
+  return {
+    table,
+    converged: false,
+    rowsUploaded: 0,
+    rowsDeleted: 0,
+    quarantined: 0,
+    localCount: null,
+    remoteCount: 0,
+    localMaxVersion: null,
+    remoteMaxVersion: null,
+    durationSeconds: 0,
+  };
 }
 
 /** A bounded label for a failure: tidemark's own code, the class of a database error, or TM_INTERNAL. */

@@ -5,31 +5,20 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import pg from 'pg';
-
+import { freePort } from '../../src/cli/free-port.js';
 import type { RegisterResult } from '../../src/shared/protocol.js';
+
+/** A free TCP port on 127.0.0.1 (the CLI needs a concrete one). */
+export { freePort };
 
 /** The repository root (dist-bench/test/bench/support.js -> ../../..). */
 export const ROOT = resolve(import.meta.dirname, '..', '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 export const PROFILE_DIR = join(ROOT, 'dist-bench', 'profiles');
-
-/** A free TCP port on 127.0.0.1 (the CLI needs a concrete one). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 // --- options and results ---------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
-import { createDatabase, dumpRows, seededRandom, startTestAgent, startTestServer } from '../support/fixtures.js';
+import { createDatabase, dumpRows, startTestAgent, startTestServer } from '../support/fixtures.js';
+import { seededRandom } from '../support/seeded-random.js';
 
 const TABLES = /* sql */ `
   create table t_int (id int primary key, label text, amount numeric(14,4), at timestamptz, doc jsonb);

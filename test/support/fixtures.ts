@@ -133,15 +133,3 @@ export async function dumpRows(db: TestDatabase, table: string, options: { where
   const rows = await db.query(`select ${select} from ${table} ${options.where ? `where ${options.where}` : ''}`);
   return rows.map((r) => JSON.stringify(r)).sort();
 }
-
-export function seededRandom(seed: number): () => number {
-  // mulberry32
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -10,21 +10,10 @@ import { describe, expect, it } from 'vitest';
 import { BatchTuner, type TunerLimits } from '../../src/agent/batch-tuner.js';
 import type { BatchRecord } from '../../src/agent/local-database.js';
 import { AGENT_DEFAULTS } from '../../src/shared/config/agent-config.js';
+import { seededRandom as random } from '../support/seeded-random.js';
 
 const SEED = Number(process.env.TIDEMARK_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
 console.log(`batch-tuner simulation seed ${SEED} (replay with TIDEMARK_TEST_SEED=${SEED})`);
-
-/** mulberry32: small, fast and good enough for jitter. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The agent's defaults (target 2 s, 1..200 000 rows, first batch 4 MiB, from 16 KiB), up to 32 MiB. */
 const LIMITS: TunerLimits = {
