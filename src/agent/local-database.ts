@@ -70,6 +70,20 @@ export interface TableStateRow {
   verifyRowsDone: number;
   /** When local and remote last matched. */
   lastSuccessAt: Date | null;
+  /** Where an upload cut short by the run budget resumes. */
+  uploadResume: UploadResume | null;
+}
+
+/**
+ * A first sync (or a long catch-up) that outlasts the run budget goes on from here next run instead
+ * of from the settled version: every row before `after` in (version, key) order is on the server,
+ * except versions that were in progress (`xip`) when that was read. Valid while the server's
+ * settled state is still `baseline` (nothing was settled since).
+ */
+export interface UploadResume {
+  after: Bound;
+  xip: string[];
+  baseline: { settledVersion: string; settledXmax: string | null };
 }
 
 const STATE_SCHEMA_SQL = /* sql */ `
@@ -105,6 +119,7 @@ const STATE_SCHEMA_SQL = /* sql */ `
     primary key (schema_name, table_name)
   );
   alter table tidemark.table_state add column if not exists last_success_at timestamptz;
+  alter table tidemark.table_state add column if not exists upload_resume jsonb;
   create table if not exists tidemark.batch_history (
     id bigint generated always as identity primary key,
     schema_name text not null,
@@ -354,8 +369,9 @@ export class PgLocalDatabase {
       verify_pass_started_at: Date | null;
       verify_rows_done: string;
       last_success_at: Date | null;
+      upload_resume: UploadResume | null;
     }>(
-      /* sql */ `select last_delete_count::text, last_stats_identity, verify_cursor, verify_pass_started_at, verify_rows_done::text, last_success_at
+      /* sql */ `select last_delete_count::text, last_stats_identity, verify_cursor, verify_pass_started_at, verify_rows_done::text, last_success_at, upload_resume
          from tidemark.table_state where schema_name = $1::text and table_name = $2::text`,
       [table.schema, table.name],
     );
@@ -367,6 +383,7 @@ export class PgLocalDatabase {
       verifyPassStartedAt: r?.verify_pass_started_at ?? null,
       verifyRowsDone: Number(r?.verify_rows_done ?? 0),
       lastSuccessAt: r?.last_success_at ?? null,
+      uploadResume: r?.upload_resume ?? null,
     };
   }
 
@@ -392,6 +409,14 @@ export class PgLocalDatabase {
         s.lastDeleteCount !== undefined,
         s.verifyCursor !== undefined,
       ],
+    );
+  }
+
+  async saveUploadResume(table: TableName, resume: UploadResume | null): Promise<void> {
+    await this.pool.query(
+      /* sql */ `insert into tidemark.table_state (schema_name, table_name, upload_resume) values ($1::text, $2::text, $3::jsonb)
+       on conflict (schema_name, table_name) do update set upload_resume = excluded.upload_resume`,
+      [table.schema, table.name, resume === null ? null : JSON.stringify(resume)],
     );
   }
 

@@ -14,7 +14,7 @@ import { classifyPgError } from '../shared/pg.js';
 import { type Bound, formatTableName, type KeyRange, type TableName, type TableSummary } from '../shared/protocol.js';
 import { type AgentMetrics, initTableMetrics } from './agent-metrics.js';
 import { BatchTuner, type TunerLimits } from './batch-tuner.js';
-import type { LocalSnapshot, LocalTable, PgLocalDatabase } from './local-database.js';
+import type { LocalSnapshot, LocalTable, PgLocalDatabase, UploadResume } from './local-database.js';
 import { DEFAULT_DIFF, type DiffOptions, type DiffReport, diffRange, type RowDiff } from './manifest-diff.js';
 import type { HttpRemote } from './remote-client.js';
 import { Uploader, type UploadStats } from './uploader.js';
@@ -208,7 +208,11 @@ export class TableSync {
       // 2. Upload what the remote may lack. A remote that holds none of the table's rows (the first
       // sync) takes plain inserts, cheaper than upserts.
       const remoteEmpty = summary.rowCount === 0 && summary.maxVersion === null;
-      for (const range of uploadRanges(summary)) {
+      const saved = (await local.tableState(name)).uploadResume;
+      const resume =
+        saved && saved.baseline.settledVersion === summary.settledVersion && saved.baseline.settledXmax === summary.settledXmax && !restored ? saved : null;
+      const ranges = uploadRanges(summary, resume);
+      for (const [i, range] of ranges.entries()) {
         if (Date.now() > deadline) {
           complete = false;
           break;
@@ -216,6 +220,14 @@ export class TableSync {
         const s = await uploader.upload(await snap.copyOut(range), { insertOnly: remoteEmpty });
         this.addUpload(result, s);
         complete &&= s.complete;
+        // Cut short in the main (last) range: the next run goes on from its last row.
+        if (!s.complete && i === ranges.length - 1 && s.lastRow) {
+          await local.saveUploadResume(name, {
+            after: { version: s.lastRow.version, key: s.lastRow.key },
+            xip: [...new Set([...(resume?.xip ?? []), ...snapshot.xip])],
+            baseline: { settledVersion: summary.settledVersion, settledXmax: summary.settledXmax },
+          });
+        }
       }
 
       // 3. Remote rows above the local max version cannot exist locally.
@@ -235,6 +247,7 @@ export class TableSync {
           timeoutMs: settings.batchTimeoutSeconds * 1000,
         });
         summary = settled.summary;
+        if (saved) await local.saveUploadResume(name, null);
       }
 
       // 5. Counts, when rows may have been deleted; bisection when they differ.
@@ -499,12 +512,16 @@ function errorCodeOf(e: unknown): ErrorCode {
   return c.sqlstate === undefined ? ErrorCode.INTERNAL : c.code;
 }
 
-/** Versions the remote may lack: >= its settled xmax, or in-progress when it settled. */
-export function uploadRanges(summary: TableSummary): KeyRange[] {
+/**
+ * Versions the remote may lack: >= its settled xmax, or in progress when it settled. With a resume
+ * point, the main range starts after it, and the versions in progress when it was read are added.
+ */
+export function uploadRanges(summary: TableSummary, resume: UploadResume | null = null): KeyRange[] {
   const from = summary.settledXmax ?? summary.settledVersion;
-  const ranges: KeyRange[] = summary.settledXip
-    .filter((x) => BigInt(x) < BigInt(from))
-    .map((x) => ({ lower: { version: x, key: null }, upper: { version: (BigInt(x) + 1n).toString(), key: null } }));
-  ranges.push({ lower: { version: from, key: null }, upper: null });
+  const single = (x: string): KeyRange => ({ lower: { version: x, key: null }, upper: { version: (BigInt(x) + 1n).toString(), key: null } });
+  const xip = new Set(summary.settledXip.filter((x) => BigInt(x) < BigInt(from)));
+  if (resume) for (const x of resume.xip) if (BigInt(x) < BigInt(resume.after.version)) xip.add(x);
+  const ranges = [...xip].sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : 1)).map(single);
+  ranges.push(resume ? { lower: resume.after, lowerExclusive: true, upper: null } : { lower: { version: from, key: null }, upper: null });
   return ranges;
 }

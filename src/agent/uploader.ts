@@ -56,6 +56,11 @@ export interface UploadStats {
   complete: boolean;
   /** Keys of the rows the server applied (only when asked for). */
   appliedKeys?: string[][];
+  /**
+   * The last row (in stream order) that was applied or quarantined: every row before it in the
+   * stream is through. Where an upload cut short by the deadline resumes.
+   */
+  lastRow?: { key: string[]; version: string };
 }
 
 /** State of one upload() call. */
@@ -104,6 +109,15 @@ export class Uploader {
   constructor(private readonly d: UploaderDeps) {
     this.label = formatTableName(d.table.name);
     this.keyWidth = d.table.shape.keyColumns.length;
+  }
+
+  /** Key and version of the last row of a batch. */
+  private lastRowOf(buf: Buffer): { key: string[]; version: string } | undefined {
+    const end = buf[buf.length - 1] === NEWLINE ? buf.length - 1 : buf.length;
+    if (end <= 0) return undefined;
+    const start = buf.lastIndexOf(NEWLINE, end - 1) + 1;
+    const [version, ...key] = leadingCopyFields(buf.subarray(start, end).toString('utf8'), 1 + this.keyWidth);
+    return { version: version ?? '0', key: key.map((k) => k ?? '') };
   }
 
   /** Keys and versions of the rows in a batch (the leading wire columns). */
@@ -270,6 +284,8 @@ export class Uploader {
       const { batch, rows, outcome } = inflight;
       inflight = null;
       if ((await outcome) === 'done') {
+        const last = this.lastRowOf(batch);
+        if (last) stats.lastRow = last;
         for (const h of halves) h.rows -= rows;
         halves = halves.filter((h) => h.rows > 0);
         return;

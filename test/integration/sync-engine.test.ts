@@ -65,6 +65,35 @@ describe('sync engine', () => {
     expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
   });
 
+  it('goes on where the last run stopped when a first sync outlasts the run budget', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table items (id int primary key, name text not null)`);
+    await local.query(`insert into items select i, 'item ' || i from generate_series(1, 5000) i`);
+    const reg = await server.register('acme');
+    // A budget that lets a run send only a few small batches.
+    await using agent = await startTestAgent(local, server, reg, { runBudgetSeconds: 0.05, batch: { minBytes: 1024, maxBytes: 4096, initialBytes: 4096 } });
+    await agent.local.track('items');
+    let sent = 0;
+    let runs = 0;
+    let converged = false;
+    while (!converged && runs < 100) {
+      const r = await agent.agent.tick();
+      runs++;
+      sent += r.tables[0]?.rowsUploaded ?? 0;
+      converged = r.converged;
+      // Rows written between runs are picked up too.
+      if (runs === 2) await local.query(`update items set name = 'changed' where id in (1, 4999)`);
+    }
+    expect(converged).toBe(true);
+    expect(runs).toBeGreaterThan(2);
+    // Every row once, plus the two updated ones again (one of them may not have been sent yet).
+    expect(sent).toBeGreaterThanOrEqual(5001);
+    expect(sent).toBeLessThanOrEqual(5002);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+    expect(await local.query(`select upload_resume from tidemark.table_state`)).toEqual([{ upload_resume: null }]);
+  });
+
   it("notices deletes from the table's delete counter, without counting rows every run", async () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();

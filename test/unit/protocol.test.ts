@@ -134,6 +134,13 @@ describe('upload ranges (safe horizon)', () => {
   it('uploads everything at first', () => {
     expect(uploadRanges(base)).toEqual([{ lower: { version: '0', key: null }, upper: null }]);
   });
+  it('resumes after the last row a cut-short upload applied, adding what was in progress then', () => {
+    const resume = { after: { version: '150', key: ['42'] }, xip: ['140', '160'], baseline: { settledVersion: '0', settledXmax: null } };
+    expect(uploadRanges(base, resume)).toEqual([
+      { lower: { version: '140', key: null }, upper: { version: '141', key: null } },
+      { lower: { version: '150', key: ['42'] }, lowerExclusive: true, upper: null },
+    ]);
+  });
   it('asks only for versions at or above the settled xmax, plus the transactions then in progress', () => {
     expect(uploadRanges({ ...base, settledVersion: '100', settledXmax: '120', settledXip: ['100', '115'] })).toEqual([
       { lower: { version: '100', key: null }, upper: { version: '101', key: null } },
