@@ -31,7 +31,7 @@ export function agentCommands(program: Command): void {
     const config = agentConfigFrom(flags, process.env);
     // The printed summary carries each table's outcome; logs (stderr) only for errors unless asked.
     const log = logger(flags.logLevel ?? 'error', 'error', 2);
-    const pool = localPool(config.databaseUrl, log, 'tidemark-agent');
+    const pool = localPool(config.databaseUrl, log, 'tidemark-agent', config.concurrency);
     const metrics = createAgentMetrics();
     try {
       const agent = await Agent.create(config, pool, metrics, log);
@@ -64,7 +64,7 @@ export function agentCommands(program: Command): void {
 export async function runAgent(flags: AgentFlags): Promise<void> {
   const config = agentConfigFrom(flags, process.env);
   const log = logger(config.logLevel, 'info', 1);
-  const pool = localPool(config.databaseUrl, log, 'tidemark-agent');
+  const pool = localPool(config.databaseUrl, log, 'tidemark-agent', config.concurrency);
   try {
     const metrics = createAgentMetrics(config.tables ?? []);
     const agent = await Agent.create(config, pool, metrics, log);

@@ -88,8 +88,13 @@ export function logger(level: string | undefined, fallback: LogLevel, fd: 1 | 2)
   return createLogger((level as LogLevel | undefined) ?? fallback, fd);
 }
 
-export function localPool(url: string, log: Logger, application: string): pg.Pool {
-  return createPool({ connectionString: url, max: 8, applicationName: application }, log);
+/**
+ * The local pool. Each table run holds a connection for its snapshot and needs another for state
+ * writes, and the agent lock holds one: two per concurrent table plus two, or runs could wait on
+ * each other for a connection forever.
+ */
+export function localPool(url: string, log: Logger, application: string, concurrency = 1): pg.Pool {
+  return createPool({ connectionString: url, max: 2 * concurrency + 2, applicationName: application }, log);
 }
 
 /** Resolves on SIGINT or SIGTERM. */

@@ -143,7 +143,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     cleanups.push(() => server.close());
     const reg = await adminRequest<RegisterResult>(server.url, adminKey, 'POST', '/v1/admin/customers/acme/databases', { name: 'demo site' });
 
-    const pool = localPool(localUrl, log, 'tidemark-agent');
+    const pool = localPool(localUrl, log, 'tidemark-agent', 4);
     cleanups.push(() => pool.end());
     const local = new PgLocalDatabase(pool);
     for (const t of ['public.customers', 'public.orders', 'inventory.stock']) await local.track(t, { modifiedColumn: 'updated_at' });

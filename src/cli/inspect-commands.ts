@@ -23,7 +23,7 @@ function pad(cells: string[][]): string {
 async function withAgent<T>(flags: AgentFlags, fn: (agent: Agent) => Promise<T>): Promise<T> {
   const config = agentConfigFrom(flags, process.env);
   const log = logger(flags.logLevel, 'warn', 2);
-  const pool = localPool(config.databaseUrl, log, 'tidemark-cli');
+  const pool = localPool(config.databaseUrl, log, 'tidemark-cli', config.concurrency);
   try {
     const agent = await Agent.create(config, pool, createAgentMetrics(), log);
     try {

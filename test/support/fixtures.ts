@@ -105,7 +105,7 @@ export async function startTestAgent(
       ...overrides,
     },
   });
-  const pool = new pg.Pool({ connectionString: local.url, max: 8 });
+  const pool = new pg.Pool({ connectionString: local.url, max: 2 * config.concurrency + 2 });
   pool.on('error', () => {});
   const metrics = createAgentMetrics();
   const agent = await Agent.create(config, pool, metrics, silentLogger);
