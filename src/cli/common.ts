@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type pg from 'pg';
 
+import { loadAdminConfig, loadTrackConfig } from '../shared/config/admin-config.js';
 import { type AgentConfig, loadAgentConfig } from '../shared/config/agent-config.js';
 import { ConfigError, TidemarkError, toError } from '../shared/errors.js';
 import { createLogger, type Logger, type LogLevel } from '../shared/logger.js';
@@ -80,6 +81,16 @@ export function agentConfigFrom(flags: AgentFlags, env: NodeJS.ProcessEnv, extra
       ...extra,
     },
   });
+}
+
+/** `register` and `resync`: the server and admin key from flags, TIDEMARK_* env or a YAML file. */
+export function adminConfigFrom(flags: { config?: string; server?: string; adminKey?: string }): { serverUrl: string; adminKey: string } {
+  return loadAdminConfig({ file: flags.config ?? process.env.TIDEMARK_CONFIG, env: process.env, flags: { serverUrl: flags.server, adminKey: flags.adminKey } });
+}
+
+/** `track` and `untrack`: the local database from flags, TIDEMARK_* env or a YAML file. */
+export function databaseUrlFrom(flags: { config?: string; database?: string }): string {
+  return loadTrackConfig({ file: flags.config ?? process.env.TIDEMARK_CONFIG, env: process.env, flags: { databaseUrl: flags.database } }).databaseUrl;
 }
 
 export function logger(level: string | undefined, fallback: LogLevel, fd: 1 | 2): Logger {

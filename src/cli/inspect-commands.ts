@@ -3,10 +3,9 @@ import type { Command } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
 import type { TableRunResult } from '../agent/table-sync.js';
-import { ConfigError } from '../shared/errors.js';
 import { parseTableName } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
-import { type AgentFlags, addAgentOptions, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, splitList } from './common.js';
+import { type AgentFlags, addAgentOptions, adminConfigFrom, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, splitList } from './common.js';
 
 function pad(cells: string[][]): string {
   const widths = cells[0]?.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length))) ?? [];
@@ -118,16 +117,14 @@ export function inspectCommands(program: Command): void {
   program
     .command('resync')
     .description('ask the agent of a client database to verify and repair every row of its tables on its next run')
+    .option('--config <file>', 'YAML file with serverUrl and adminKey (env TIDEMARK_CONFIG)')
     .option('--server <url>', 'tidemark server URL (env TIDEMARK_SERVER_URL)')
     .option('--admin-key <key>', 'admin API key (env TIDEMARK_ADMIN_KEY)')
     .requiredOption('--client <id>', 'client id')
     .requiredOption('--database-id <uuid>', 'database id')
     .option('--tables <list>', 'comma-separated tables (default: all of the database)')
-    .action(async (flags: { server?: string; adminKey?: string; client: string; databaseId: string; tables?: string }) => {
-      const server = flags.server ?? process.env.TIDEMARK_SERVER_URL;
-      const adminKey = flags.adminKey ?? process.env.TIDEMARK_ADMIN_KEY;
-      if (!server) throw new ConfigError('--server is required (or TIDEMARK_SERVER_URL)');
-      if (!adminKey) throw new ConfigError('--admin-key is required (or TIDEMARK_ADMIN_KEY)');
+    .action(async (flags: { config?: string; server?: string; adminKey?: string; client: string; databaseId: string; tables?: string }) => {
+      const { serverUrl: server, adminKey } = adminConfigFrom(flags);
       const tables = flags.tables ? splitList(flags.tables).map((t) => parseTableName(t)) : undefined;
       const body = tables ? { tables: splitList(flags.tables ?? '') } : {};
       const res = await adminRequest<{ tables: string[] }>(

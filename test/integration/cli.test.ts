@@ -154,6 +154,23 @@ describe('tidemark CLI', () => {
     expect((await tidemark(['status'], env)).stdout).toMatch(/public\.plain .* done .*\(0 repaired\)/);
   });
 
+  it('takes register, resync and track settings from a YAML file too', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table t (id int primary key)`);
+    const file = join(tmpdir(), `tidemark-admin-${Date.now()}.yaml`);
+    writeFileSync(file, [`serverUrl: ${server.url}`, 'adminKey: { env: TIDEMARK_ADMIN_KEY }', `databaseUrl: ${local.url}`].join('\n'));
+    const reg = await tidemark(['register', '--config', file, '--client', 'acme', '--name', 'from file'], { TIDEMARK_ADMIN_KEY: server.adminKey });
+    expect(reg.code, reg.stderr).toBe(0);
+    expect((await tidemark(['track', '--config', file, 't'])).code).toBe(0);
+    const noKey = await tidemark(['register', '--config', file, '--client', 'acme', '--name', 'x']);
+    expect(noKey.code).toBe(78);
+    expect(noKey.stderr).toMatch(/TIDEMARK_ADMIN_KEY is not set/);
+    const noServer = await tidemark(['resync', '--client', 'acme', '--database-id', JSON.parse(reg.stdout).databaseId]);
+    expect(noServer.code).toBe(78);
+    expect(noServer.stderr).toMatch(/serverUrl is required \(--server or TIDEMARK_SERVER_URL\)/);
+  });
+
   it('exits non-zero when the server is unreachable, with one line', async () => {
     await using local = await createDatabase('local');
     await local.query(`create table t (id int primary key)`);

@@ -105,7 +105,11 @@ export function loadConfig<S extends z.ZodType>(
       throw new ConfigError(`config file ${sources.file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
     }
     if (parsed != null && !isObj(parsed)) throw new ConfigError(`config file ${sources.file} must hold a mapping`);
-    fromFile = (resolveEnvRefs(parsed ?? {}, sources.env, '', errors) as Obj) ?? {};
+    // One file may serve several commands: only the keys this command reads are resolved, so an
+    // environment reference it does not need (another command's secret) need not be set.
+    const known = 'shape' in schema && isObj(schema.shape) ? new Set(Object.keys(schema.shape)) : null;
+    const own = Object.fromEntries(Object.entries(parsed ?? {}).filter(([k]) => known === null || known.has(k)));
+    fromFile = (resolveEnvRefs(own, sources.env, '', errors) as Obj) ?? {};
   }
   const fromEnv: Obj = {};
   for (const [name, path] of Object.entries(envMap)) {
