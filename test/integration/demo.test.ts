@@ -1,0 +1,37 @@
+/**
+ * `npm start` with no configuration: the demo boots embedded PostgreSQL, syncs the sample tables and
+ * stops cleanly on Ctrl-C.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+const BIN = join(import.meta.dirname, '../../dist/cli/main.js');
+
+describe('npm start (the demo)', () => {
+  it('syncs the sample tables on an embedded PostgreSQL and stops on SIGINT', async () => {
+    const child = spawn(process.execPath, [BIN, 'start', '--log-level', 'error'], {
+      env: { PATH: process.env.PATH ?? '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 50_000;
+      while (!out.includes('Press Ctrl-C to stop.') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(out).toContain('tidemark demo is running');
+      expect(out).toMatch(/first sync +inventory\.stock 500 rows, public\.customers 1000 rows, public\.orders 5000 rows\n/);
+      expect(out).toMatch(/agent metrics +http:\/\/127\.0\.0\.1:\d+\/metrics/);
+    } finally {
+      child.kill('SIGINT');
+    }
+    expect(await exited).toBe(0);
+  });
+});
