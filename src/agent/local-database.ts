@@ -635,6 +635,25 @@ export class LocalSnapshot {
     return rows[0]?.n ?? 0;
   }
 
+  /**
+   * Whether rows can be hashed with `hash_record_extended` here: PostgreSQL 14+ and an extended hash
+   * function for every column type (probed on a row of typed NULLs; types come from pg_catalog).
+   */
+  async recordHashing(): Promise<boolean> {
+    const { rows } = await this.client.query<{ v: number }>(/* sql */ `select current_setting('server_version_num')::int as v`);
+    if ((rows[0]?.v ?? 0) < 140000) return false;
+    const nulls = this.table.shape.columns.map((c) => `null::${c.type}`).join(', ');
+    await this.client.query('savepoint tidemark_probe');
+    try {
+      await this.client.query(/* sql */ `select hash_record_extended(row(${nulls}), 0)`);
+      await this.client.query('release savepoint tidemark_probe');
+      return true;
+    } catch {
+      await this.client.query('rollback to savepoint tidemark_probe');
+      return false;
+    }
+  }
+
   /** Answers a manifest request from the snapshot, with the very SQL the server runs. */
   async manifest(request: ManifestRequest): Promise<ManifestResponse> {
     const { rows } = await this.client.query<Record<string, unknown>>(manifestQuery(this.table.shape, request, [], 'true'));

@@ -2,29 +2,40 @@
  * Finds the rows that differ between the local snapshot and the remote copy over a (version, key)
  * range (DESIGN.md, Manifests). Both sides answer the same manifest requests with the same SQL, in
  * parallel, and only what differs is looked at more closely:
- *   1. summary: the range's count and hash sum; equal on both sides means identical (one pass each,
- *      a few dozen bytes on the wire);
- *   2. buckets: the rows are spread over 2^bits buckets by a hash of their key (about 8 rows a
- *      bucket), and each side returns every bucket's hash sum (8 bytes a bucket): no boundaries
- *      travel, and one pass each finds the differing buckets however many there are;
- *   3. rows: key, version and hash of the rows in the differing buckets only, compared row by row.
- * So a table costs at most three passes on each side, whatever the number of differences (range
- * bisection re-reads the table at every level), and the wire carries 8 bytes a bucket plus the rows
- * of differing buckets. This is how pg_comparator partitions too: by hashed key, not by ranges.
+ *   1. coarse buckets: the rows are spread over at most 2^10 buckets by a hash of their key, and
+ *      each side returns every bucket's hash sum (8 bytes a bucket, so at most 8 KiB). All equal
+ *      means identical: one pass on each side;
+ *   2. fine buckets (about 8 rows each) within the differing coarse buckets only;
+ *   3. rows: key, version and hash of the rows of the differing fine buckets, compared row by row.
+ * So a comparison costs at most three passes on each side, whatever the number of differences, and
+ * no boundaries travel. This is how pg_comparator partitions too: by hashed key, not by ranges.
+ * Rows are hashed with their columns' own hash functions when both sides can (`record`), else from
+ * their canonical text.
  */
-import { type KeyRange, MAX_BUCKET_BITS, type ManifestMode, type ManifestRequest, type ManifestResponse, type ManifestRow } from '../shared/protocol.js';
+import { ErrorCode } from '../shared/errors.js';
+import {
+  type HashKind,
+  type KeyRange,
+  MAX_BUCKET_BITS,
+  type ManifestMode,
+  type ManifestRequest,
+  type ManifestResponse,
+  type ManifestRow,
+} from '../shared/protocol.js';
 import type { LocalSnapshot } from './local-database.js';
-import type { HttpRemote } from './remote-client.js';
+import { type HttpRemote, RemoteError } from './remote-client.js';
 
 export interface DiffOptions {
   mode: ManifestMode;
-  /** Rows a bucket should hold on average; fewer means more bucket bytes, fewer rows compared. */
+  /** Rows a fine bucket should hold on average; fewer means more bucket bytes, fewer rows compared. */
   rowsPerBucket: number;
+  /** Rows the range is expected to hold (sizes the first level). */
+  expectedRows: number;
   /** Reports the share of the comparison done (0..1). */
   onProgress?: (ratio: number) => void;
 }
 
-export const DEFAULT_DIFF: Omit<DiffOptions, 'mode'> = { rowsPerBucket: 8 };
+export const DEFAULT_DIFF: Pick<DiffOptions, 'rowsPerBucket'> = { rowsPerBucket: 8 };
 
 export interface RowDiff {
   /** Local rows absent remotely: key text forms. */
@@ -36,17 +47,22 @@ export interface RowDiff {
 }
 
 export interface DiffReport extends RowDiff {
-  /** Buckets whose hash sums were compared (0 when the summaries matched). */
+  /** Buckets whose hash sums were compared, over both levels. */
   bucketsCompared: number;
   mismatchedBuckets: number;
   /** Rows compared one by one (both sides). */
   rowsCompared: number;
   /** Manifest requests sent to the server. */
   roundTrips: number;
+  hashKind: HashKind;
 }
 
 /** Buckets per rows request: bounds the size of one answer. */
 const BUCKETS_PER_REQUEST = 65_536;
+/** The first level has at most 2^10 buckets: 8 KiB on the wire. */
+const COARSE_BITS = 10;
+/** Rows a coarse bucket holds at least, so small ranges are summarised in a bucket or a few. */
+const COARSE_ROWS = 1024;
 
 /** Bits such that `rows` spread over 2^bits buckets fill about `perBucket` each. */
 export function bucketBits(rows: number, perBucket: number): number {
@@ -64,32 +80,54 @@ export function differingBuckets(local: string, remote: string): number[] {
   return out;
 }
 
+/** Compares a range, hashing with `record` when both sides can, else `text`. */
 export async function diffRange(snap: LocalSnapshot, remote: HttpRemote, range: KeyRange, options: DiffOptions): Promise<DiffReport> {
-  const report: DiffReport = { missing: [], extra: [], changed: [], bucketsCompared: 0, mismatchedBuckets: 0, rowsCompared: 0, roundTrips: 0 };
-  const table = snap.table.name;
-  const ask = async (request: ManifestRequest): Promise<[ManifestResponse, ManifestResponse]> => {
-    report.roundTrips++;
-    return Promise.all([snap.manifest(request), remote.manifest(table, request)]);
-  };
-  const { mode } = options;
+  if (await snap.recordHashing()) {
+    try {
+      return await diffWith(snap, remote, range, options, 'record');
+    } catch (e) {
+      // The server's PostgreSQL cannot (before 14, or a type without an extended hash function).
+      if (!(e instanceof RemoteError && e.code === ErrorCode.COLUMN_TYPE_UNSUPPORTED)) throw e;
+    }
+  }
+  return diffWith(snap, remote, range, options, 'text');
+}
 
-  const [ls, rs] = await ask({ mode, range, level: 'summary' });
+async function diffWith(snap: LocalSnapshot, remote: HttpRemote, range: KeyRange, options: DiffOptions, hashKind: HashKind): Promise<DiffReport> {
+  const report: DiffReport = { missing: [], extra: [], changed: [], bucketsCompared: 0, mismatchedBuckets: 0, rowsCompared: 0, roundTrips: 0, hashKind };
+  const table = snap.table.name;
+  const { mode } = options;
+  const ask = async (request: Omit<ManifestRequest, 'mode' | 'range' | 'hashKind'>): Promise<[ManifestResponse, ManifestResponse]> => {
+    report.roundTrips++;
+    const full: ManifestRequest = { mode, range, hashKind, ...request };
+    return Promise.all([snap.manifest(full), remote.manifest(table, full)]);
+  };
+
+  // Level 1: coarse buckets (at most 1024: 8 KiB). Equal everywhere means identical.
+  const coarse = Math.min(COARSE_BITS, bucketBits(options.expectedRows, COARSE_ROWS));
+  const [l1, r1] = await ask({ level: 'buckets', bucketBits: coarse });
+  const differingCoarse = differingBuckets(l1.bucketHashes ?? '', r1.bucketHashes ?? '');
+  report.bucketsCompared += 2 ** coarse;
   options.onProgress?.(1 / 3);
-  if (ls.count === rs.count && ls.hash === rs.hash) {
+  if (differingCoarse.length === 0) {
     options.onProgress?.(1);
     return report;
   }
 
-  const bits = bucketBits(Math.max(ls.count ?? 0, rs.count ?? 0), options.rowsPerBucket);
-  const [lb, rb] = await ask({ mode, range, level: 'buckets', bucketBits: bits });
-  const differing = differingBuckets(lb.bucketHashes ?? '', rb.bucketHashes ?? '');
-  report.bucketsCompared = 2 ** bits;
+  // Level 2: fine buckets (about rowsPerBucket rows each), within the differing coarse ones only.
+  const fine = Math.max(coarse, bucketBits(Math.max(l1.count ?? 0, r1.count ?? 0), options.rowsPerBucket));
+  let differing = differingCoarse;
+  if (fine > coarse) {
+    const [l2, r2] = await ask({ level: 'buckets', bucketBits: fine, within: { bits: coarse, buckets: differingCoarse } });
+    differing = differingBuckets(l2.bucketHashes ?? '', r2.bucketHashes ?? '');
+    report.bucketsCompared += differingCoarse.length * 2 ** (fine - coarse);
+  }
   report.mismatchedBuckets = differing.length;
   options.onProgress?.(2 / 3);
 
+  // Level 3: the rows of the differing fine buckets, compared row by row.
   for (let i = 0; i < differing.length; i += BUCKETS_PER_REQUEST) {
-    const buckets = differing.slice(i, i + BUCKETS_PER_REQUEST);
-    const [lr, rr] = await ask({ mode, range, level: 'rows', bucketBits: bits, buckets });
+    const [lr, rr] = await ask({ level: 'rows', bucketBits: fine, buckets: differing.slice(i, i + BUCKETS_PER_REQUEST) });
     const localRows = lr.rows ?? [];
     const remoteRows = rr.rows ?? [];
     report.rowsCompared += localRows.length + remoteRows.length;

@@ -157,8 +157,10 @@ export class TableSync {
   }
 
   /** Bisection with its figures counted in the metrics. */
-  private async diff(snap: LocalSnapshot, range: KeyRange, options: DiffOptions): Promise<DiffReport> {
-    const report = await diffRange(snap, this.d.remote, range, options);
+  private async diff(snap: LocalSnapshot, range: KeyRange, options: Omit<DiffOptions, 'expectedRows'> & { expectedRows?: number }): Promise<DiffReport> {
+    // The planner's row estimate sizes the first level when the caller knows no better.
+    const expectedRows = options.expectedRows ?? (await snap.estimatedRows());
+    const report = await diffRange(snap, this.d.remote, range, { ...options, expectedRows });
     const table = formatTableName(snap.table.name);
     this.d.metrics.rowsCompared.inc({ table }, report.rowsCompared);
     return report;
@@ -259,7 +261,11 @@ export class TableSync {
         result.localCount = await snap.count();
         if (result.localCount !== summary.rowCount) {
           log.info({ localCount: result.localCount, remoteCount: summary.rowCount }, 'counts differ; bisecting');
-          const diff = await this.diff(snap, { lower: null, upper: null }, { ...DEFAULT_DIFF, mode: 'count' });
+          const diff = await this.diff(
+            snap,
+            { lower: null, upper: null },
+            { ...DEFAULT_DIFF, mode: 'count', expectedRows: Math.max(result.localCount, summary.rowCount) },
+          );
           summary = await this.repair(table, snap, uploader, diff, 'manifest', result);
           result.diff = diff;
           // Rows agree but counts do not: the replica was edited behind tidemark's back; refresh its figures.
@@ -468,7 +474,7 @@ export class TableSync {
     const range: KeyRange = { lower, upper: null };
     const end = await snap.nthBound(range, sliceRows);
     const slice: KeyRange = { lower, upper: end };
-    const diff = await this.diff(snap, slice, { ...DEFAULT_DIFF, mode: 'hash' });
+    const diff = await this.diff(snap, slice, { ...DEFAULT_DIFF, mode: 'hash', expectedRows: sliceRows });
     let summary: TableSummary | null = null;
     if (diff.missing.length || diff.changed.length || diff.extra.length) {
       result.diff = diff;

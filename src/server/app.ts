@@ -46,7 +46,14 @@ const manifestSchema = z
     mode: z.enum(['count', 'hash']),
     range,
     level: z.enum(['summary', 'buckets', 'rows']),
+    hashKind: z.enum(['record', 'text']).optional(),
     bucketBits: z.number().int().min(0).max(MAX_BUCKET_BITS).optional(),
+    within: z
+      .object({
+        bits: z.number().int().min(0).max(MAX_BUCKET_BITS),
+        buckets: z.array(z.number().int().min(0)).max(2 ** MAX_BUCKET_BITS),
+      })
+      .optional(),
     buckets: z
       .array(z.number().int().min(0))
       .max(2 ** MAX_BUCKET_BITS)

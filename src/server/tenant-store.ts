@@ -620,8 +620,15 @@ export class PgTenantStore {
       async (client) => {
         const { shape } = await this.requireReplica(client, tenant, table);
         await this.enterTenant(client, tenant);
-        const { rows } = await client.query<Record<string, unknown>>(manifestQuery(shape, request, [tenant.clientId, tenant.databaseId], this.tenantWhere()));
-        return manifestResponse(request, rows);
+        try {
+          const { rows } = await client.query<Record<string, unknown>>(manifestQuery(shape, request, [tenant.clientId, tenant.databaseId], this.tenantWhere()));
+          return manifestResponse(request, rows);
+        } catch (e) {
+          // 42883: no extended hash function for a column type (or PostgreSQL before 14): the agent hashes text instead.
+          if (sqlstateOf(e) === '42883' && request.hashKind === 'record')
+            throw new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `record hashing unsupported here: ${(e as Error).message}`, { cause: e });
+          throw e;
+        }
       },
       { isolation: 'repeatable read', readOnly: true },
     );

@@ -97,32 +97,45 @@ export type ManifestMode = 'count' | 'hash';
 export const MAX_BUCKET_BITS = 20;
 
 /**
+ * How a row's hash is computed on both sides: `record` hashes each column with its type's own
+ * extended hash function (`hash_record_extended`, PostgreSQL 14+; fast, equal values hash equally);
+ * `text` hashes the row's canonical text (any type; slower). The agent picks `record` when every
+ * column type supports it, and falls back to `text` when either side cannot.
+ */
+export type HashKind = 'record' | 'text';
+
+/**
  * POST .../tables/{table}/manifest: a description of the rows of `range` (DESIGN.md, Manifests).
  *  - `summary`: the range's row count and the sum of its row hashes modulo 2^64;
  *  - `buckets`: the rows are spread over 2^bucketBits buckets by a hash of their key, and the answer
  *    is each bucket's hash sum, so both sides partition alike without exchanging boundaries;
+ *    `within` restricts it to the rows of some buckets of a coarser level;
  *  - `rows`: the rows (key, version, hash) of the listed buckets.
  */
 export interface ManifestRequest {
   mode: ManifestMode;
   range: KeyRange;
   level: 'summary' | 'buckets' | 'rows';
+  /** Default `text`. */
+  hashKind?: HashKind;
   /** Buckets are 2^bucketBits (levels buckets and rows). */
   bucketBits?: number;
   /** Level rows: the buckets whose rows to return. */
   buckets?: number[];
+  /** Level buckets: only rows in these buckets of a coarser partition (2^bits). */
+  within?: { bits: number; buckets: number[] };
 }
 
 /** One row in a row-level manifest: key text forms, version, row hash. */
 export type ManifestRow = [key: string[], version: string, hash: string];
 
 export interface ManifestResponse {
-  /** Level summary. */
   count?: number;
   /** Level summary: sum of row hashes modulo 2^64, decimal. */
   hash?: string;
   /** Level buckets: base64 of 8 bytes (little-endian hash sum) per bucket, in bucket order. */
   bucketHashes?: string;
+  /** Levels summary and buckets: rows counted. */
   /** Level rows. */
   rows?: ManifestRow[];
 }

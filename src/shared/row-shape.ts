@@ -5,7 +5,7 @@
  */
 
 import { ident, identList, type SqlIdent, type SqlType, sqlType } from './pg.js';
-import type { Bound, ColumnSpec, KeyRange, ManifestMode, ManifestRequest, ManifestResponse } from './protocol.js';
+import type { Bound, ColumnSpec, HashKind, KeyRange, ManifestMode, ManifestRequest, ManifestResponse } from './protocol.js';
 import { MAX_BUCKET_BITS, VERSION_COLUMN } from './protocol.js';
 
 export interface RowShape {
@@ -157,17 +157,28 @@ export interface SqlQuery {
 }
 
 /**
- * A row's hash in a mode: `hash` is the hash of its canonical text (content); `count` hashes its key
- * and version only (identity), which reads nothing but the (version, key) index.
+ * A row's hash in a mode: `hash` covers its content, `count` only its key and version (identity).
+ * `record` hashes columns with their types' hash functions; `text` hashes the canonical text.
  */
-export function modeHashSql(shape: RowShape, mode: ManifestMode): string {
-  return mode === 'hash' ? rowHashSql(shape) : `hashtextextended(row(${ident(VERSION_COLUMN)}, ${identList(shape.keyColumns)})::text, 0)`;
+export function modeHashSql(shape: RowShape, mode: ManifestMode, kind: HashKind = 'text'): string {
+  if (mode === 'hash') return kind === 'record' ? `hash_record_extended(row(${columnListSql(shape)}), 0)` : rowHashSql(shape);
+  const identity = `row(${ident(VERSION_COLUMN)}, ${identList(shape.keyColumns)})`;
+  return kind === 'record' ? `hash_record_extended(${identity}, 0)` : `hashtextextended(${identity}::text, 0)`;
 }
 
-/** The bucket of a row: a hash of its key (seed 1, independent of the row hash), masked to `bits`. */
-export function bucketSql(shape: RowShape, bits: number): string {
+/** A hash of a row's key (seed 1, independent of the row hash): what buckets are made of. */
+export function keyHashSql(shape: RowShape, kind: HashKind = 'text'): string {
+  return kind === 'record' ? `hash_record_extended(row(${identList(shape.keyColumns)}), 1)` : `hashtextextended(${keyTextSql(shape)}::text, 1)`;
+}
+
+function mask(bits: number): number {
   if (!Number.isInteger(bits) || bits < 0 || bits > MAX_BUCKET_BITS) throw new Error(`bucket bits must be 0..${MAX_BUCKET_BITS}`);
-  return `(hashtextextended(${keyTextSql(shape)}::text, 1) & ${2 ** bits - 1})::int`;
+  return 2 ** bits - 1;
+}
+
+/** The bucket of a row at `bits`: its key hash, masked. */
+export function bucketSql(shape: RowShape, bits: number, kind: HashKind = 'text'): string {
+  return `(${keyHashSql(shape, kind)} & ${mask(bits)})::int`;
 }
 
 /**
@@ -176,16 +187,27 @@ export function bucketSql(shape: RowShape, bits: number): string {
  */
 export function manifestQuery(shape: RowShape, request: ManifestRequest, base: readonly unknown[], where: string): SqlQuery {
   const values = [...base];
-  const cond = `${where} and ${rangeSql(shape, request.range, positionalBinder(values))}`;
-  const hash = modeHashSql(shape, request.mode);
+  const kind = request.hashKind ?? 'text';
+  let cond = `${where} and ${rangeSql(shape, request.range, positionalBinder(values))}`;
+  const hash = modeHashSql(shape, request.mode, kind);
   const bits = request.bucketBits ?? 0;
   if (request.level === 'summary') return { text: /* sql */ `select count(*)::text as n, ${hashSumSql(hash)} as h from ${shape.table} where ${cond}`, values };
-  if (request.level === 'buckets')
-    return { text: /* sql */ `select ${bucketSql(shape, bits)} as b, ${hashSumSql(hash)} as h from ${shape.table} where ${cond} group by 1`, values };
+  if (request.level === 'buckets') {
+    if (request.within) {
+      values.push(request.within.buckets);
+      cond += ` and ${bucketSql(shape, request.within.bits, kind)} = any($${values.length}::int[])`;
+    }
+    // OFFSET 0 keeps the hashes computed once per row, below a hash aggregate sized for the buckets.
+    return {
+      text: /* sql */ `select (k & ${mask(bits)})::int as b, count(*)::text as n, ${hashSumSql('h')} as h
+        from (select ${keyHashSql(shape, kind)} as k, ${hash} as h from ${shape.table} where ${cond} offset 0) s group by 1`,
+      values,
+    };
+  }
   values.push(request.buckets ?? []);
   return {
     text: /* sql */ `select ${keyTextSql(shape)} as k, ${ident(VERSION_COLUMN)}::text as v, (${hash})::text as h from ${shape.table}
-      where ${cond} and ${bucketSql(shape, bits)} = any($${values.length}::int[])`,
+      where ${cond} and ${bucketSql(shape, bits, kind)} = any($${values.length}::int[])`,
     values,
   };
 }
@@ -200,8 +222,12 @@ export function manifestResponse(request: ManifestRequest, rows: readonly Record
   }
   if (request.level === 'buckets') {
     const buf = Buffer.alloc(8 * 2 ** (request.bucketBits ?? 0));
-    for (const r of rows as { b: number; h: string }[]) buf.writeBigUInt64LE(BigInt(r.h) % U64, 8 * r.b);
-    return { bucketHashes: buf.toString('base64') };
+    let count = 0;
+    for (const r of rows as { b: number; n: string; h: string }[]) {
+      buf.writeBigUInt64LE(BigInt(r.h) % U64, 8 * r.b);
+      count += Number(r.n);
+    }
+    return { bucketHashes: buf.toString('base64'), count };
   }
   return { rows: (rows as { k: string[]; v: string; h: string }[]).map((r) => [r.k, r.v, r.h]) };
 }

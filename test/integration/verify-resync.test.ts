@@ -68,6 +68,27 @@ describe('verification and forced resync', () => {
     expect(again?.converged).toBe(true);
   });
 
+  it("hashes rows with their types' hash functions, and falls back to their text for types without one", async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    // point has no hash function: hash_record_extended cannot hash it.
+    await local.query(`create table shapes (id int primary key, at point, label text)`);
+    await local.query(`insert into shapes select i, point(i, -i), 'p' || i from generate_series(1, 300) i`);
+    await local.query(`create table plain (id int primary key, label text)`);
+    await local.query(`insert into plain select i, 'p' || i from generate_series(1, 300) i`);
+    const reg = await server.register('acme');
+    await using agent = await startTestAgent(local, server, reg);
+    await agent.local.track('shapes');
+    await agent.local.track('plain');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await server.db.query(`update shapes set at = point(0, 0) where id = 17`);
+    await server.db.query(`update plain set label = 'edited' where id = 17`);
+    const results = await agent.agent.verify({ dryRun: true });
+    const byTable = new Map(results.map((r) => [r.table, r.diff]));
+    expect(byTable.get('public.shapes')).toMatchObject({ hashKind: 'text', changed: [['17']] });
+    expect(byTable.get('public.plain')).toMatchObject({ hashKind: 'record', changed: [['17']] });
+  });
+
   it('runs a resync requested by an admin on the next run, keeping the replica readable, and reports it done', async () => {
     const { local, server, reg, agent } = await syncedTable(4000);
     await using _l = local;
