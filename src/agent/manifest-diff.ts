@@ -22,6 +22,7 @@ import {
   type ManifestResponse,
   type ManifestRow,
 } from '../shared/protocol.js';
+import { bucketLayout } from '../shared/row-shape.js';
 import type { LocalSnapshot } from './local-database.js';
 import { type HttpRemote, RemoteError } from './remote-client.js';
 
@@ -118,9 +119,11 @@ async function diffWith(snap: LocalSnapshot, remote: HttpRemote, range: KeyRange
   const fine = Math.max(coarse, bucketBits(Math.max(l1.count ?? 0, r1.count ?? 0), options.rowsPerBucket));
   let differing = differingCoarse;
   if (fine > coarse) {
-    const [l2, r2] = await ask({ level: 'buckets', bucketBits: fine, within: { bits: coarse, buckets: differingCoarse } });
-    differing = differingBuckets(l2.bucketHashes ?? '', r2.bucketHashes ?? '');
-    report.bucketsCompared += differingCoarse.length * 2 ** (fine - coarse);
+    const within = { bits: coarse, buckets: differingCoarse };
+    const [l2, r2] = await ask({ level: 'buckets', bucketBits: fine, within });
+    const layout = bucketLayout(fine, within);
+    differing = differingBuckets(l2.bucketHashes ?? '', r2.bucketHashes ?? '').map(layout.bucketAt);
+    report.bucketsCompared += layout.slots;
   }
   report.mismatchedBuckets = differing.length;
   options.onProgress?.(2 / 3);

@@ -214,6 +214,26 @@ export function manifestQuery(shape: RowShape, request: ManifestRequest, base: r
 
 const U64 = 2n ** 64n;
 
+/**
+ * Where each bucket's sum sits in a buckets answer. Without `within`, bucket b at slot b. With it,
+ * only the fine buckets inside the listed coarse ones: for the i-th listed coarse bucket c, its
+ * 2^(bits - within.bits) fine buckets c + j * 2^within.bits at slots i * 2^(bits - within.bits) + j.
+ */
+export function bucketLayout(
+  bits: number,
+  within?: { bits: number; buckets: readonly number[] },
+): { slots: number; slotOf: (b: number) => number; bucketAt: (slot: number) => number } {
+  if (!within || within.bits >= bits) return { slots: 2 ** bits, slotOf: (b) => b, bucketAt: (slot) => slot };
+  const per = 2 ** (bits - within.bits);
+  const coarseMask = 2 ** within.bits - 1;
+  const index = new Map(within.buckets.map((c, i) => [c, i]));
+  return {
+    slots: within.buckets.length * per,
+    slotOf: (b) => (index.get(b & coarseMask) ?? -1) * per + Math.floor(b / 2 ** within.bits),
+    bucketAt: (slot) => (within.buckets[Math.floor(slot / per)] as number) + (slot % per) * 2 ** within.bits,
+  };
+}
+
 /** Turns the rows of a manifest query into its answer (the same on both sides). */
 export function manifestResponse(request: ManifestRequest, rows: readonly Record<string, unknown>[]): ManifestResponse {
   if (request.level === 'summary') {
@@ -221,10 +241,11 @@ export function manifestResponse(request: ManifestRequest, rows: readonly Record
     return { count: Number(r?.n ?? 0), hash: r?.h ?? '0' };
   }
   if (request.level === 'buckets') {
-    const buf = Buffer.alloc(8 * 2 ** (request.bucketBits ?? 0));
+    const layout = bucketLayout(request.bucketBits ?? 0, request.within);
+    const buf = Buffer.alloc(8 * layout.slots);
     let count = 0;
     for (const r of rows as { b: number; n: string; h: string }[]) {
-      buf.writeBigUInt64LE(BigInt(r.h) % U64, 8 * r.b);
+      buf.writeBigUInt64LE(BigInt(r.h) % U64, 8 * layout.slotOf(r.b));
       count += Number(r.n);
     }
     return { bucketHashes: buf.toString('base64'), count };

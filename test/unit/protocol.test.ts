@@ -4,7 +4,7 @@ import { bucketBits, compareRows, differingBuckets, type RowDiff } from '../../s
 import { uploadRanges } from '../../src/agent/table-sync.js';
 import { ident, isSafeTypeName, qualified } from '../../src/shared/pg.js';
 import { formatTableName, parseTableName, type TableSummary } from '../../src/shared/protocol.js';
-import { decodeCopyField, leadingCopyFields, positionalBinder, type RowShape, rangeSql } from '../../src/shared/row-shape.js';
+import { bucketLayout, decodeCopyField, leadingCopyFields, positionalBinder, type RowShape, rangeSql } from '../../src/shared/row-shape.js';
 
 describe('table names', () => {
   it('round-trip hostile names through their text form', () => {
@@ -89,6 +89,15 @@ describe('bisection helpers', () => {
     expect(bucketBits(9, 8)).toBe(1);
     expect(bucketBits(1_000_000, 8)).toBe(17);
     expect(bucketBits(1e12, 8)).toBe(20);
+  });
+
+  it('lays out fine buckets within coarse ones compactly, and maps slots back to buckets', () => {
+    const layout = bucketLayout(12, { bits: 10, buckets: [7, 1000] });
+    expect(layout.slots).toBe(8);
+    // Fine buckets inside coarse 7 are 7, 7 + 1024, 7 + 2048, 7 + 3072.
+    expect([0, 1, 2, 3, 4, 7].map(layout.bucketAt)).toEqual([7, 1031, 2055, 3079, 1000, 4072]);
+    for (let slot = 0; slot < layout.slots; slot++) expect(layout.slotOf(layout.bucketAt(slot))).toBe(slot);
+    expect(bucketLayout(5).slots).toBe(32);
   });
 
   it('names the buckets whose hash sums differ', () => {
