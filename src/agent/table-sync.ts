@@ -338,7 +338,7 @@ export class TableSync {
           deadline: Number.POSITIVE_INFINITY,
         });
         summary = await this.verifyAll(table, snap, uploader, 'manifest', { checkCount: false, verifyAll: true, dryRun }, result);
-        result.localCount = await snap.count();
+        result.localCount ??= await snap.count();
         result.localMaxVersion = (await snap.stats()).maxVersion;
         result.remoteCount = summary.rowCount;
         result.remoteMaxVersion = summary.maxVersion;
@@ -447,11 +447,13 @@ export class TableSync {
       );
       await pendingReport;
       result.diff = diff;
-      let summary = await remote.summary(table.name);
-      if (!options.dryRun) {
+      let summary: TableSummary;
+      if (options.dryRun) summary = await remote.summary(table.name);
+      else {
         await this.repair(table, snap, uploader, diff, reason, result);
-        // A full pass is the moment to refresh the server's O(1) figures from its rows.
-        summary = await remote.recount(table.name);
+        // A full pass is the moment to refresh the server's O(1) figures from its rows (edits behind
+        // tidemark's back make them drift); the local count runs meanwhile.
+        [summary, result.localCount] = await Promise.all([remote.recount(table.name), snap.count()]);
       }
       const repaired = diff.missing.length + diff.changed.length + diff.extra.length;
       if (isResync) summary = await remote.reportResync(table.name, { status: 'done', progress: 1, rowsRepaired: repaired });
