@@ -215,7 +215,8 @@ export class TableSync {
         saved && saved.baseline.settledVersion === summary.settledVersion && saved.baseline.settledXmax === summary.settledXmax && !restored ? saved : null;
       const ranges = uploadRanges(summary, resume);
       for (const [i, range] of ranges.entries()) {
-        if (Date.now() > deadline) {
+        // Past the deadline, stop once this run has moved something (however long its set-up took).
+        if (Date.now() > deadline && result.rowsUploaded > 0) {
           complete = false;
           break;
         }
