@@ -9,6 +9,18 @@ import { describe, expect, it } from 'vitest';
 
 const BIN = join(import.meta.dirname, '../../dist/cli/main.js');
 
+describe('embedded PostgreSQL', () => {
+  it('leaves the exit code to the process (a test runner that failed must exit non-zero)', async () => {
+    const script = `
+      const { startEmbeddedCluster } = await import(${JSON.stringify(join(import.meta.dirname, '../../dist/cli/embedded-cluster.js'))});
+      const cluster = await startEmbeddedCluster();
+      await cluster.stop();
+      process.exitCode = 3;`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { env: { PATH: process.env.PATH ?? '' }, stdio: 'ignore' });
+    expect(await new Promise((resolve) => child.on('exit', (code) => resolve(code)))).toBe(3);
+  });
+});
+
 describe('npm start (the demo)', () => {
   it('syncs the sample tables on an embedded PostgreSQL and stops on SIGINT', async () => {
     const child = spawn(process.execPath, [BIN, 'start', '--log-level', 'error'], {
