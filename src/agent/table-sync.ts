@@ -77,9 +77,10 @@ export class TableSync {
   /** Lag measured from the modified-time column in the last run, when the table has one. */
   private readonly modifiedLag = new Map<string, number | null>();
 
-  constructor(private readonly d: TableSyncDeps) {}
+  /** One tuner per table for the life of the process, started from the table's recorded history. */
+  private readonly tuners = new Map<string, BatchTuner>();
 
-  private tuners = new Map<string, BatchTuner>();
+  constructor(private readonly d: TableSyncDeps) {}
 
   private async tuner(name: TableName): Promise<BatchTuner> {
     const label = formatTableName(name);
