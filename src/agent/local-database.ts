@@ -22,7 +22,17 @@ import {
   type TableName,
   VERSION_COLUMN,
 } from '../shared/protocol.js';
-import { columnListSql, keyColumnSql, keyTextSql, manifestQuery, manifestResponse, orderSql, type RowShape, rangeSql } from '../shared/row-shape.js';
+import {
+  columnListSql,
+  keyColumnSql,
+  keyTextSql,
+  manifestQuery,
+  manifestResponse,
+  orderSql,
+  positionalBinder,
+  type RowShape,
+  rangeSql,
+} from '../shared/row-shape.js';
 
 export interface TrackOptions {
   /** Key columns when the table has no primary key (they must be unique and not null). */
@@ -539,10 +549,7 @@ export class LocalSnapshot {
 
   async count(range: KeyRange = { lower: null, upper: null }): Promise<number> {
     const values: unknown[] = [];
-    const cond = rangeSql(this.table.shape, range, (v, type) => {
-      values.push(v);
-      return `$${values.length}::${type}`;
-    });
+    const cond = rangeSql(this.table.shape, range, positionalBinder(values));
     const { rows } = await this.client.query<{ n: string }>(/* sql */ `select count(*)::text as n from ${this.table.shape.table} where ${cond}`, values);
     return Number(rows[0]?.n ?? 0);
   }
@@ -609,10 +616,7 @@ export class LocalSnapshot {
   async nthBound(range: KeyRange, n: number): Promise<Bound | null> {
     const { shape } = this.table;
     const values: unknown[] = [];
-    const cond = rangeSql(shape, range, (v, type) => {
-      values.push(v);
-      return `$${values.length}::${type}`;
-    });
+    const cond = rangeSql(shape, range, positionalBinder(values));
     values.push(n + 1);
     // An index-only scan that stops after n + 1 rows; the last of them is the bound.
     const { rows } = await this.client.query<{ v: string; k: string[]; position: string }>(

@@ -401,29 +401,26 @@ export class PgTenantStore {
   }
 
   async summary(tenant: Tenant, table: TableName): Promise<TableSummary> {
-    const { rows } = await this.pool.query<StateRow>(
-      /* sql */ `select ${STATE_COLUMNS} from tidemark.table_state where client_id = $1::text and database_id = $2::uuid and schema_name = $3::text and table_name = $4::text`,
-      [tenant.clientId, tenant.databaseId, table.schema, table.name],
-    );
-    const row = rows[0];
-    if (!row) throw new ProtocolError(ErrorCode.REPLICA_TABLE_UNKNOWN, 404, `table ${formatTableName(table)} is not declared for this database`);
-    return toSummary(table, row);
+    return this.readState(this.pool, tenant, table);
   }
 
   private async lockState(client: pg.ClientBase, tenant: Tenant, table: TableName): Promise<void> {
-    // The state row is the per-(tenant, table) serialisation point: uploads and deletes of one table take turns.
+    // Deletes and recounts hold the state row for their whole transaction; uploads lock it only by
+    // their final update, so they load in parallel and take turns with these only to add their counts.
     await client.query(
       /* sql */ `select from tidemark.table_state where client_id = $1::text and database_id = $2::uuid and schema_name = $3::text and table_name = $4::text for update`,
       [tenant.clientId, tenant.databaseId, table.schema, table.name],
     );
   }
 
-  private async readState(client: pg.ClientBase, tenant: Tenant, table: TableName): Promise<TableSummary> {
-    const { rows } = await client.query<StateRow>(
+  private async readState(db: pg.Pool | pg.ClientBase, tenant: Tenant, table: TableName): Promise<TableSummary> {
+    const { rows } = await db.query<StateRow>(
       /* sql */ `select ${STATE_COLUMNS} from tidemark.table_state where client_id = $1::text and database_id = $2::uuid and schema_name = $3::text and table_name = $4::text`,
       [tenant.clientId, tenant.databaseId, table.schema, table.name],
     );
-    return toSummary(table, rows[0] as StateRow);
+    const row = rows[0];
+    if (!row) throw new ProtocolError(ErrorCode.REPLICA_TABLE_UNKNOWN, 404, `table ${formatTableName(table)} is not declared for this database`);
+    return toSummary(table, row);
   }
 
   // --- rows ----------------------------------------------------------------------------------
