@@ -98,6 +98,23 @@ interface PgErrorLike {
   message?: unknown;
 }
 
+/** SQLSTATEs that tidemark acts on by name (classification below; special cases at their call sites). */
+export const SqlState = {
+  UNIQUE_VIOLATION: '23505',
+  UNDEFINED_FUNCTION: '42883',
+  UNDEFINED_TABLE: '42P01',
+  SERIALIZATION_FAILURE: '40001',
+  DEADLOCK_DETECTED: '40P01',
+  INVALID_PASSWORD: '28P01',
+  INVALID_AUTHORIZATION: '28000',
+} as const;
+
+/** The SQLSTATE (or Node socket error code) of an error, if it has one. */
+export function sqlstateOf(e: unknown): string | undefined {
+  const code = (e as PgErrorLike | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
 /**
  * Maps a driver or server error to an ErrorCode by SQLSTATE (never by message text).
  *   08xxx connection exceptions, 57P01 admin shutdown, 57P03 cannot connect now, ECONNREFUSED/ECONNRESET: unavailable
