@@ -12,7 +12,7 @@ import type { Logger } from '../shared/logger.js';
 import { formatTableName, parseTableName, type TableName, type TableSummary } from '../shared/protocol.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import { PgLocalDatabase } from './local-database.js';
-import { HttpRemote } from './remote-client.js';
+import type { Remote, RemoteFactory } from './remote.js';
 import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
 
 export interface TableStatus {
@@ -39,7 +39,7 @@ export class Agent {
   private constructor(
     private readonly config: Readonly<AgentConfig>,
     readonly local: PgLocalDatabase,
-    readonly remote: HttpRemote,
+    readonly remote: Remote,
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
   ) {
@@ -66,20 +66,16 @@ export class Agent {
     });
   }
 
-  /** Installs the local state schema and reads the agent's persistent id. */
-  static async create(config: Readonly<AgentConfig>, pool: pg.Pool, metrics: AgentMetrics, log: Logger): Promise<Agent> {
+  /**
+   * Installs the local state schema, reads the agent's persistent id and builds its remote with
+   * `makeRemote` (the composition root chooses the transport, e.g. `httpRemoteFactory(config)`).
+   */
+  static async create(config: Readonly<AgentConfig>, pool: pg.Pool, metrics: AgentMetrics, log: Logger, makeRemote: RemoteFactory): Promise<Agent> {
     if (!cron.validate(config.schedule)) throw new ConfigError(`invalid configuration: schedule: ${JSON.stringify(config.schedule)} is not a cron expression`);
     const local = new PgLocalDatabase(pool);
     await local.installStateSchema();
     const agentId = await local.agentId();
-    const remote = new HttpRemote({
-      serverUrl: config.serverUrl,
-      clientId: config.clientId,
-      databaseId: config.databaseId.toLowerCase(),
-      apiKey: config.apiKey,
-      agentId,
-      gzip: config.gzip,
-    });
+    const remote = makeRemote(agentId);
     return new Agent(config, local, remote, metrics, log.child({ agentId }));
   }
 

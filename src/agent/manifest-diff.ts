@@ -24,7 +24,7 @@ import {
 } from '../shared/protocol.js';
 import { bucketLayout } from '../shared/row-shape.js';
 import type { LocalSnapshot } from './local-database.js';
-import { type HttpRemote, RemoteError } from './remote-client.js';
+import { type Remote, RemoteError } from './remote.js';
 
 export interface DiffOptions {
   mode: ManifestMode;
@@ -82,7 +82,7 @@ export function differingBuckets(local: string, remote: string): number[] {
 }
 
 /** Compares a range, hashing with `record` when both sides can, else `text`. */
-export async function diffRange(snap: LocalSnapshot, remote: HttpRemote, range: KeyRange, options: DiffOptions): Promise<DiffReport> {
+export async function diffRange(snap: LocalSnapshot, remote: Remote, range: KeyRange, options: DiffOptions): Promise<DiffReport> {
   if (await snap.recordHashing()) {
     try {
       return await diffWith(snap, remote, range, options, 'record');
@@ -94,7 +94,7 @@ export async function diffRange(snap: LocalSnapshot, remote: HttpRemote, range: 
   return diffWith(snap, remote, range, options, 'text');
 }
 
-async function diffWith(snap: LocalSnapshot, remote: HttpRemote, range: KeyRange, options: DiffOptions, hashKind: HashKind): Promise<DiffReport> {
+async function diffWith(snap: LocalSnapshot, remote: Remote, range: KeyRange, options: DiffOptions, hashKind: HashKind): Promise<DiffReport> {
   const report: DiffReport = { missing: [], extra: [], changed: [], bucketsCompared: 0, mismatchedBuckets: 0, rowsCompared: 0, roundTrips: 0, hashKind };
   const table = snap.table.name;
   const { mode } = options;

@@ -16,7 +16,7 @@ import { type AgentMetrics, initTableMetrics } from './agent-metrics.js';
 import { BatchTuner, type TunerLimits } from './batch-tuner.js';
 import type { LocalSnapshot, LocalTable, PgLocalDatabase, UploadResume } from './local-database.js';
 import { DEFAULT_DIFF, type DiffOptions, type DiffReport, diffRange, type RowDiff } from './manifest-diff.js';
-import type { HttpRemote } from './remote-client.js';
+import type { Remote } from './remote.js';
 import { Uploader, type UploadStats } from './uploader.js';
 
 export interface TableSyncSettings {
@@ -31,7 +31,7 @@ export interface TableSyncSettings {
 
 export interface TableSyncDeps {
   local: PgLocalDatabase;
-  remote: HttpRemote;
+  remote: Remote;
   metrics: AgentMetrics;
   log: Logger;
   settings: TableSyncSettings;

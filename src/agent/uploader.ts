@@ -4,7 +4,7 @@
  * bytes limit only when its single row does), so a learned body-size limit is never overshot. The
  * next batch is cut only once the one in flight is done, at the limits that one left.
  *
- * Failures, by class (remote-client.ts):
+ * Failures, by class (remote.ts):
  *  - too large, timeout, server error (about the size): the batch goes back to the head of the
  *    stream and is cut again at the tuner's new, smaller limits and at most half its rows (until
  *    that many rows are through), so what is left of it joins the rows that follow, and batches that
@@ -32,12 +32,12 @@ import { leadingCopyFields } from '../shared/row-shape.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import type { BatchTuner } from './batch-tuner.js';
 import type { LocalTable, PgLocalDatabase } from './local-database.js';
-import { type HttpRemote, RemoteError } from './remote-client.js';
+import { type Remote, RemoteError } from './remote.js';
 
 export interface UploaderDeps {
   table: LocalTable;
   local: PgLocalDatabase;
-  remote: HttpRemote;
+  remote: Remote;
   tuner: BatchTuner;
   metrics: AgentMetrics;
   log: Logger;

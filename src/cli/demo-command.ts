@@ -11,6 +11,7 @@ import pg from 'pg';
 
 import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
+import { httpRemoteFactory } from '../agent/http-remote.js';
 import { PgLocalDatabase } from '../agent/local-database.js';
 import { startServer } from '../server/start-server.js';
 import { loadAgentConfig } from '../shared/config/agent-config.js';
@@ -163,7 +164,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     const metricsPort = await preferredPort(9465, freePort);
     const metricsServer = await serveMetrics(metrics.registry, '127.0.0.1', metricsPort);
     cleanups.push(() => metricsServer.close());
-    const agent = await Agent.create(config, pool, metrics, log);
+    const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
     cleanups.push(() => agent.stop());
 
     let writer: NodeJS.Timeout | null = null;

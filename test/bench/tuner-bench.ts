@@ -7,6 +7,7 @@ import pg from 'pg';
 
 import { Agent } from '../../src/agent/agent.js';
 import { createAgentMetrics } from '../../src/agent/agent-metrics.js';
+import { httpRemoteFactory } from '../../src/agent/http-remote.js';
 import { PgLocalDatabase } from '../../src/agent/local-database.js';
 import { startEmbeddedCluster } from '../../src/cli/embedded-cluster.js';
 import { type AgentConfigInput, loadAgentConfig } from '../../src/shared/config/agent-config.js';
@@ -176,7 +177,7 @@ async function runOnce(p: {
   const pool = new pg.Pool({ connectionString: p.localUrl, max: 8 });
   pool.on('error', () => {});
   try {
-    const agent = await Agent.create(config, pool, createAgentMetrics(), silentLogger);
+    const agent = await Agent.create(config, pool, createAgentMetrics(), silentLogger, httpRemoteFactory(config));
     const t0 = performance.now();
     const tick = await agent.tick({ checkCount: true });
     const seconds = (performance.now() - t0) / 1000;

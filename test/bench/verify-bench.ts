@@ -14,6 +14,7 @@ import copyStreams from 'pg-copy-streams';
 
 import { Agent } from '../../src/agent/agent.js';
 import { createAgentMetrics } from '../../src/agent/agent-metrics.js';
+import { httpRemoteFactory } from '../../src/agent/http-remote.js';
 import { PgLocalDatabase } from '../../src/agent/local-database.js';
 import { startEmbeddedCluster } from '../../src/cli/embedded-cluster.js';
 import { loadAgentConfig } from '../../src/shared/config/agent-config.js';
@@ -210,7 +211,7 @@ async function scenario(
         verification: { periodHours: 0 },
       },
     });
-    const agent = await Agent.create(config, localPool, createAgentMetrics(), silentLogger);
+    const agent = await Agent.create(config, localPool, createAgentMetrics(), silentLogger, httpRemoteFactory(config));
     cleanups.push(() => agent.stop());
     t0 = performance.now();
     const first = await agent.tick({ checkCount: true });
