@@ -11,7 +11,9 @@ import { ConfigError, ErrorCode, TidemarkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { formatTableName, parseTableName, type TableName, type TableSummary } from '../shared/protocol.js';
 import type { AgentMetrics } from './agent-metrics.js';
-import { PgLocalDatabase } from './local-database.js';
+import { readAgentId } from './local/agent-identity.js';
+import { type LocalStores, pgLocalStores } from './local/local-stores.js';
+import { installStateSchema } from './local/state-schema.js';
 import type { Remote, RemoteFactory } from './remote.js';
 import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
 
@@ -38,7 +40,7 @@ export class Agent {
 
   private constructor(
     private readonly config: Readonly<AgentConfig>,
-    readonly local: PgLocalDatabase,
+    readonly local: LocalStores,
     readonly remote: Remote,
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
@@ -72,9 +74,9 @@ export class Agent {
    */
   static async create(config: Readonly<AgentConfig>, pool: pg.Pool, metrics: AgentMetrics, log: Logger, makeRemote: RemoteFactory): Promise<Agent> {
     if (!cron.validate(config.schedule)) throw new ConfigError(`invalid configuration: schedule: ${JSON.stringify(config.schedule)} is not a cron expression`);
-    const local = new PgLocalDatabase(pool);
-    await local.installStateSchema();
-    const agentId = await local.agentId();
+    await installStateSchema(pool);
+    const agentId = await readAgentId(pool);
+    const local = pgLocalStores(pool);
     const remote = makeRemote(agentId);
     return new Agent(config, local, remote, metrics, log.child({ agentId }));
   }
@@ -82,7 +84,7 @@ export class Agent {
   /** The configured tables, or every tracked one. */
   async tables(): Promise<TableName[]> {
     if (this.config.tables?.length) return this.config.tables.map((t) => parseTableName(t));
-    return this.local.listTracked();
+    return this.local.catalog.listTracked();
   }
 
   /** One run over every table. Never throws. */
@@ -131,14 +133,19 @@ export class Agent {
         const label = formatTableName(name);
         const out: TableStatus = { table: label, local: null, remote: null, quarantined: [], error: null };
         try {
-          const table = await this.local.describe(name);
+          const table = await this.local.catalog.describe(name);
           const snap = await this.local.openSnapshot(table);
           try {
             out.local = { rowCount: await snap.count(), maxVersion: (await snap.stats()).maxVersion, horizon: snap.snapshot.xmin };
           } finally {
             await snap.close();
           }
-          out.quarantined = (await this.local.quarantined(name, false)).map((q) => ({ key: q.key, version: q.version, error: q.error, attempts: q.attempts }));
+          out.quarantined = (await this.local.quarantine.list(name, false)).map((q) => ({
+            key: q.key,
+            version: q.version,
+            error: q.error,
+            attempts: q.attempts,
+          }));
           out.remote = await this.remote.summary(name);
         } catch (e) {
           out.error = e instanceof TidemarkError ? `${e.message} [${e.code}]` : String(e);

@@ -12,7 +12,7 @@
  * Rows are hashed with their columns' own hash functions when both sides can (`record`), else from
  * their canonical text.
  */
-import { ErrorCode } from '../shared/errors.js';
+import { ErrorCode, InvariantError } from '../shared/errors.js';
 import {
   type HashKind,
   type KeyRange,
@@ -23,7 +23,7 @@ import {
   type ManifestRow,
 } from '../shared/protocol.js';
 import { bucketLayout } from '../shared/row-shape.js';
-import type { LocalSnapshot } from './local-database.js';
+import type { LocalSnapshot } from './local/local-snapshot.js';
 import { type Remote, RemoteError } from './remote.js';
 
 export interface DiffOptions {
@@ -75,7 +75,7 @@ export function bucketBits(rows: number, perBucket: number): number {
 export function differingBuckets(local: string, remote: string): number[] {
   const a = Buffer.from(local, 'base64');
   const b = Buffer.from(remote, 'base64');
-  if (a.length !== b.length) throw new Error('bucket answers of different sizes');
+  if (a.length !== b.length) throw new InvariantError(`bucket answers of different sizes (${a.length} and ${b.length} bytes)`);
   const out: number[] = [];
   for (let i = 0; i < a.length; i += 8) if (a.readBigUInt64LE(i) !== b.readBigUInt64LE(i)) out.push(i / 8);
   return out;

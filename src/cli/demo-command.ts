@@ -12,7 +12,7 @@ import pg from 'pg';
 import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
 import { httpRemoteFactory } from '../agent/http-remote.js';
-import { PgLocalDatabase } from '../agent/local-database.js';
+import { PgTableTracking } from '../agent/local/table-tracking.js';
 import { startServer } from '../server/start-server.js';
 import { loadAgentConfig } from '../shared/config/agent-config.js';
 import { loadServerConfig } from '../shared/config/server-config.js';
@@ -145,7 +145,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
 
     const pool = localPool(localUrl, log, 'tidemark-agent', 4);
     cleanups.push(() => pool.end());
-    const local = new PgLocalDatabase(pool);
+    const local = new PgTableTracking(pool);
     for (const t of ['public.customers', 'public.orders', 'inventory.stock']) await local.track(t, { modifiedColumn: 'updated_at' });
 
     const config = loadAgentConfig({

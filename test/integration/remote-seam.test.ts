@@ -23,7 +23,7 @@ describe('remote seam', () => {
       { batch: { minRows: 100, maxRows: 100 } },
       { wrapRemote: (r) => (recording = new RecordingRemote(r)) },
     );
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
     const calls = recording?.calls ?? [];
     expect(calls[0]?.method).toBe('declare');
@@ -40,7 +40,7 @@ describe('remote seam', () => {
     const reg = await server.register('acme');
     let recording: RecordingRemote | undefined;
     await using agent = await startTestAgent(local, server, reg, {}, { wrapRemote: (r) => (recording = new RecordingRemote(r)) });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     recording?.inject({ match: (c) => c.method === 'upload', errorClass: 'auth' });
     const failed = await agent.agent.tick();
     expect(failed.converged).toBe(false);

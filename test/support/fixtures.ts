@@ -10,7 +10,7 @@ import { inject } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { type AgentMetrics, createAgentMetrics } from '../../src/agent/agent-metrics.js';
 import { httpRemoteFactory } from '../../src/agent/http-remote.js';
-import type { PgLocalDatabase } from '../../src/agent/local-database.js';
+import type { LocalStores } from '../../src/agent/local/local-stores.js';
 import type { Remote } from '../../src/agent/remote.js';
 import { adminRequest } from '../../src/cli/admin-client.js';
 import { startServer } from '../../src/server/start-server.js';
@@ -84,7 +84,7 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
 export interface TestAgent extends AsyncDisposable {
   agent: Agent;
   metrics: AgentMetrics;
-  local: PgLocalDatabase;
+  local: LocalStores;
   pool: pg.Pool;
 }
 
