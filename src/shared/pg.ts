@@ -2,6 +2,7 @@ import pg from 'pg';
 
 import { ErrorCode, RetryableError, TidemarkError, toError } from './errors.js';
 import type { Logger } from './logger.js';
+import { typeNameProblem } from './protocol/column-type.js';
 
 /** A SQL identifier, quoted. Only `ident` and `qualified` make one. */
 export type SqlIdent = string & { readonly __brand: 'SqlIdent' };
@@ -23,12 +24,11 @@ export function identList(names: readonly string[]): SqlIdent {
 /**
  * Type names as `format_type()` prints them: `integer`, `character varying(20)`,
  * `timestamp(3) with time zone`, `numeric(10,2)[]`, optionally schema-qualified (`public.citext`).
- * Quoted names are refused: nothing else can reach DDL, so a hostile agent cannot inject SQL.
+ * Quoted names, clauses (`default`, `generated` …) and out-of-range type modifiers are refused
+ * (`typeNameProblem`): nothing else can reach DDL, so a hostile agent cannot inject SQL.
  */
-const TYPE_NAME = /^(?:[a-z_][a-z0-9_$]*\.)?[a-z_][a-z0-9_$ ]*(?:\(\d+(?:,\d+)?\))?(?: [a-z ]+)?(?:\[\])*$/;
-
 export function isSafeTypeName(name: string): boolean {
-  return name.length <= 128 && TYPE_NAME.test(name);
+  return typeNameProblem(name) === null;
 }
 
 /** Brands a type name; callers must also have had the database resolve it (`to_regtype`). */
