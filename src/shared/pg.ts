@@ -1,5 +1,6 @@
 import pg from 'pg';
 
+import { redactConnectionString, toConnectionUrl } from './connection-string.js';
 import { ErrorCode, RetryableError, TidemarkError, toError } from './errors.js';
 import type { Logger } from './logger.js';
 import { typeNameProblem } from './protocol/column-type.js';
@@ -54,7 +55,8 @@ export interface PoolOptions {
 
 export function createPool(options: PoolOptions, log: Logger): pg.Pool {
   const pool = new pg.Pool({
-    connectionString: options.connectionString,
+    // libpq's keyword/value form too; parts left out come from PG* variables (pg reads them).
+    connectionString: toConnectionUrl(options.connectionString),
     max: options.max ?? 10,
     application_name: options.applicationName,
     idleTimeoutMillis: 30_000,
@@ -223,13 +225,7 @@ export function wrapPgError(e: unknown, context: string): TidemarkError {
   return retryable ? new RetryableError(code, message, { cause: e }) : new TidemarkError(code, message, { cause: e });
 }
 
-/** Redacts the password of a connection string for logs and `config check`. */
+/** Redacts the password of a connection string (URL or keyword/value form) for logs and `config check`. */
 export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '<unparsable url>';
-  }
+  return redactConnectionString(url);
 }
