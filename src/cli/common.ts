@@ -121,18 +121,26 @@ export function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-/** One line for a human: the message, without stack or cause chains. */
-export function describeError(e: unknown): { line: string; exitCode: number } {
+/** Which database a command works on, so a database error says which side failed. */
+export type DatabaseSide = 'local database' | 'cloud database';
+
+/**
+ * One line for a human: the message, without stack or cause chains. `side` names the database the
+ * command works on (the agent commands: local; the server: cloud); a database error is prefixed
+ * with it and keeps its TM_* code.
+ */
+export function describeError(e: unknown, side?: DatabaseSide): { line: string; exitCode: number } {
   if (e instanceof ExitError) return { line: e.message, exitCode: e.exitCode };
   if (e instanceof ConfigError) return { line: e.message, exitCode: EXIT_CONFIG };
-  if (e instanceof TidemarkError) return { line: `${e.message} [${e.code}]`, exitCode: EXIT_FAILURE };
+  const prefix = side ? `${side}: ` : '';
+  if (e instanceof TidemarkError) return { line: `${e.code.startsWith('TM_DB_') ? prefix : ''}${e.message} [${e.code}]`, exitCode: EXIT_FAILURE };
   const err = toError(e) as Error & { code?: unknown };
   if (typeof err.code === 'string' && /^[0-9A-Z]{5}$/.test(err.code)) {
     // A raw driver error keeps its TM_* code (28P01 is TM_DB_AUTH_FAILED), from the one SQLSTATE table.
-    return { line: `database error: ${err.message} [${classifyPgError(err).code}] (SQLSTATE ${err.code})`, exitCode: EXIT_FAILURE };
+    return { line: `${prefix || 'database error: '}${err.message} [${classifyPgError(err).code}] (SQLSTATE ${err.code})`, exitCode: EXIT_FAILURE };
   }
   if (typeof err.code === 'string' && classifyPgError(err).class === 'unavailable')
-    return { line: `${err.message} (${err.code}) [${ErrorCode.DB_UNAVAILABLE}]`, exitCode: EXIT_FAILURE };
+    return { line: `${prefix}${err.message} (${err.code}) [${ErrorCode.DB_UNAVAILABLE}]`, exitCode: EXIT_FAILURE };
   if (typeof err.code === 'string' && err.code.startsWith('E')) return { line: `${err.message} (${err.code})`, exitCode: EXIT_FAILURE };
   return { line: err.message, exitCode: EXIT_FAILURE };
 }

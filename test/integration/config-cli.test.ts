@@ -3,7 +3,6 @@
  * files in every command, `config check` validating what the commands validate, libpq connection
  * strings and PG* variables, and a wrong admin key named as such.
  */
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,22 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { createDatabase, startTestServer } from '../support/fixtures.js';
-
-const BIN = join(import.meta.dirname, '../../dist/cli/main.js');
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function tidemark(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-  });
-}
+import { tidemark } from '../support/run-cli.js';
 
 function yamlFile(lines: string[]): string {
   const file = join(tmpdir(), `tidemark-config-${process.pid}-${Math.random().toString(36).slice(2)}.yaml`);
@@ -91,5 +75,9 @@ describe('configuration through the CLI', () => {
     // A partial string takes the rest from PG*: dbname given, host and credentials from the environment.
     const partial = await tidemark(['track', 'public.kv', '--database', `dbname=${local.name}`], { ...pgEnv, PGDATABASE: 'postgres' });
     expect(partial.stderr).toBe('');
+    // Refused credentials: the line says which database, and keeps the TM_* code.
+    const refused = await tidemark(['track', 'public.kv', '--database', `dbname=${local.name} password=wrong`], pgEnv);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^tidemark: local database: .*password authentication failed.*\[TM_DB_AUTH_FAILED\]/);
   });
 });

@@ -1,7 +1,3 @@
-import { writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
@@ -10,20 +6,7 @@ import { agentConfigSchema, loadAgentConfig } from '../../src/shared/config/agen
 import { redactConfig, secretString } from '../../src/shared/config/redact.js';
 import { connectionFromPgEnv, parseConninfo, redactConnectionString, toConnectionUrl } from '../../src/shared/connection-string.js';
 import { ConfigError } from '../../src/shared/errors.js';
-
-const REQUIRED = {
-  databaseUrl: 'postgres://u@h/db',
-  serverUrl: 'http://127.0.0.1:8080',
-  clientId: 'acme',
-  databaseId: '6f1c1f3e-8d3b-4f6e-9a43-2b7d1c0e5a10',
-  apiKey: 'k',
-};
-
-function tempYaml(text: string): string {
-  const file = join(tmpdir(), `tidemark-test-${process.pid}-${Math.random()}.yaml`);
-  writeFileSync(file, text);
-  return file;
-}
+import { REQUIRED, tempYaml } from '../support/config-fixtures.js';
 
 function messageOf(fn: () => unknown): string {
   try {

@@ -84,5 +84,9 @@ describe('one-line CLI errors', () => {
     expect(describeError(auth).line).toBe('database error: password authentication failed for user "erp" [TM_DB_AUTH_FAILED] (SQLSTATE 28P01)');
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
     expect(describeError(refused).line).toMatch(/\[TM_DB_UNAVAILABLE\]$/);
+    expect(describeError(auth, 'local database').line).toBe(
+      'local database: password authentication failed for user "erp" [TM_DB_AUTH_FAILED] (SQLSTATE 28P01)',
+    );
+    expect(describeError(refused, 'cloud database').line).toMatch(/^cloud database: connect ECONNREFUSED/);
   });
 });

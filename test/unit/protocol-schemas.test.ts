@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 
-import { isSafeTypeName, qualified } from '../../src/shared/pg.js';
+import { isSafeTypeName } from '../../src/shared/pg.js';
 import {
   deleteRequestSchema,
   MAX_BUCKET_BITS,
@@ -19,7 +19,6 @@ import {
   typeNameProblem,
   uploadQuerySchema,
 } from '../../src/shared/protocol.js';
-import { assertKeyArity, positionalBinder, type RowShape, rangeSql } from '../../src/shared/row-shape.js';
 
 const RANGE = { lower: null, upper: null };
 const TOO_BIG = '9223372036854775808'; // 2^63
@@ -72,20 +71,6 @@ describe('manifest requests are bounded before any work', () => {
   it('gives range bounds one value per key column', () => {
     const range = { lower: { version: '1', key: ['a'] }, upper: { version: '2', key: ['a', 'b'] } };
     expect(problems(manifestRequestSchema, { mode: 'hash', range, level: 'summary' })).toMatch(/same number of key values/);
-    const shape: RowShape = {
-      table: qualified('public', 't'),
-      columns: [
-        { name: 'tidemark_version', type: 'bigint', notNull: true },
-        { name: 'a', type: 'text', notNull: true },
-        { name: 'b', type: 'integer', notNull: true },
-      ],
-      keyColumns: ['a', 'b'],
-      collatableKeys: new Set(['a']),
-    };
-    expect(() => assertKeyArity(shape, ['x'], 'a delete key')).toThrow(expect.objectContaining({ status: 400, message: expect.stringMatching(/1 key value/) }));
-    expect(() => rangeSql(shape, { lower: { version: '1', key: ['x'] }, upper: null }, positionalBinder([]))).toThrow(
-      expect.objectContaining({ status: 400, code: 'TM_REQUEST_INVALID' }),
-    );
   });
 });
 
