@@ -1,9 +1,12 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
 import { loadAdminConfig, loadTrackConfig } from '../../src/shared/config/admin-config.js';
 import { agentConfigSchema, loadAgentConfig } from '../../src/shared/config/agent-config.js';
-import { redactConfig, secretString } from '../../src/shared/config/redact.js';
+import { redactConfig, secretString, shapeOf } from '../../src/shared/config/redact.js';
 import { connectionFromPgEnv, parseConninfo, redactConnectionString, toConnectionUrl } from '../../src/shared/connection-string.js';
 import { ConfigError } from '../../src/shared/errors.js';
 import { REQUIRED, tempYaml } from '../support/config-fixtures.js';
@@ -110,5 +113,33 @@ describe('database connection strings as psql takes them', () => {
     expect(c.databaseUrl).toBe('postgresql://localhost/erp');
     // An explicit database beats PG*, as for psql.
     expect(loadTrackConfig({ env: { PGHOST: 'localhost', TIDEMARK_DATABASE_URL: 'dbname=other' }, flags: {} }).databaseUrl).toBe('dbname=other');
+  });
+});
+
+describe('the README configuration table', () => {
+  /** Leaf key paths of a config schema: `concurrency`, `batch.maxRows` … */
+  function leafPaths(schema: z.core.$ZodType, prefix = ''): string[] {
+    return Object.entries(shapeOf(schema) ?? {}).flatMap(([k, sub]) => (shapeOf(sub) ? leafPaths(sub, `${prefix}${k}.`) : [`${prefix}${k}`]));
+  }
+
+  /** Keys in the first column of the agent key table; `batch.minRows` / `maxRows` means batch.maxRows too. */
+  function readmeAgentKeys(): string[] {
+    const readme = readFileSync(join(import.meta.dirname, '../../README.md'), 'utf8');
+    const table = readme.slice(readme.indexOf('| agent key |')).split('\n\n')[0] ?? '';
+    return table
+      .split('\n')
+      .slice(2)
+      .flatMap((row) => {
+        let parent = '';
+        return [...(row.split('|')[1] ?? '').matchAll(/`([A-Za-z.]+)`/g)].map((m) => {
+          const key = m[1] as string;
+          if (key.includes('.')) parent = key.slice(0, key.lastIndexOf('.') + 1);
+          return key.includes('.') ? key : `${parent}${key}`;
+        });
+      });
+  }
+
+  it('lists every agent key, and no other', () => {
+    expect(readmeAgentKeys().sort()).toEqual(leafPaths(agentConfigSchema).sort());
   });
 });
