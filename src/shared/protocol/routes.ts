@@ -2,6 +2,7 @@
  * Every route of the API in one place: the templates the server registers, and the path builders
  * the agent, the admin CLI and the tests use. A builder fills its template, so the two cannot drift.
  */
+import { InvariantError } from '../errors.js';
 import { formatTableName, type TableName } from './table-name.js';
 
 /** Route templates (Fastify syntax), all under /v1 except health and metrics. */
@@ -36,7 +37,7 @@ export function buildPath<R extends RouteName>(route: R, params: RouteParams<R>)
   const values = params as Record<string, string>;
   return ROUTES[route].replace(/:([A-Za-z]+)/g, (_, name: string) => {
     const value = values[name];
-    if (value === undefined) throw new TypeError(`route ${route} needs parameter ${name}`);
+    if (value === undefined) throw new InvariantError(`route ${route} needs parameter ${name}`);
     return encodeURIComponent(value);
   });
 }
