@@ -68,7 +68,8 @@ describe('the published package', () => {
     expect(files).toContain('dist/cli/main.js');
     expect(files).toContain('config/prometheus.yml');
     expect(files).toContain('dashboards/tidemark-server.json');
-    expect(files).toContain('deploy/systemd/tidemark-agent.service');
+    for (const f of ['deploy/systemd/tidemark-agent.service', 'deploy/windows/tidemark-agent.xml', 'deploy/proxy/Caddyfile', 'docs/deploy.md'])
+      expect(files).toContain(f);
     expect(files).toContain('README.md');
     expect(files.filter((f) => f.startsWith('src/') || f.startsWith('test/'))).toEqual([]);
   });
