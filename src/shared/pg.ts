@@ -39,7 +39,7 @@ export function sqlType(name: string): SqlType {
 }
 
 /**
- * Session settings under which both sides print rows identically (DESIGN.md, Manifests).
+ * Session settings under which both sides print rows identically (docs/design.md, Manifests).
  * Applied with `set local` at the start of every transaction that reads or writes row data.
  */
 export const PINNED_SETTINGS_SQL = /* sql */ `
