@@ -69,6 +69,12 @@ describe('row hashes follow the canonical text on both sides', () => {
       expect(r.converged, r.table).toBe(true);
     }
 
+    // A server asked for record hashes of an enum (an agent of an older version) refuses, and the agent hashes text.
+    const request = { mode: 'hash', range: { lower: null, upper: null }, level: 'summary', hashKind: 'record' } as const;
+    await expect(agent.agent.remote.manifest({ schema: 'public', name: 'feelings' }, request)).rejects.toMatchObject({
+      code: 'TM_COLUMN_TYPE_UNSUPPORTED',
+    });
+
     // The replica columns keep the local collation.
     const colls = await server.db.query(
       `select a.attname, c.collname from pg_attribute a join pg_collation c on c.oid = a.attcollation where a.attrelid = 'public.things'::regclass and a.attname in ('name', 'tag') order by 1`,
