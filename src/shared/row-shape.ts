@@ -124,11 +124,14 @@ export function rowHashSql(shape: RowShape): string {
 /**
  * Types whose hash function is a function of the value's canonical text and whose equality is
  * equality of that text: integers, bool, date, time and timestamps (hashed as integers), uuid and
- * bytea (hashed as bytes). Not numeric (1.0 = 1.00), float (-0 = 0), interval ('1 day' = '24
- * hours'), json(b), enums (hashed by OID, different in every database), arrays (their hash ignores
- * dimensions), timetz, extension types (citext hashes lower case) and domains.
+ * bytea (hashed as bytes), and numeric with a type modifier: its hash ignores the display scale
+ * (1.0 = 1.00), but a numeric(p,s) column stores every value at scale s. Not plain numeric, float
+ * (-0 = 0), interval ('1 day' = '24 hours'), json(b), enums (hashed by OID, different in every
+ * database), arrays (their hash ignores dimensions), timetz, extension types (citext hashes lower
+ * case) and domains.
  */
-const RECORD_TYPES = /^(?:smallint|integer|bigint|boolean|uuid|date|bytea|timestamp(?:\(\d\))? with(?:out)? time zone|time(?:\(\d\))? without time zone)$/;
+const RECORD_TYPES =
+  /^(?:smallint|integer|bigint|boolean|uuid|date|bytea|numeric\(\d+,-?\d+\)|timestamp(?:\(\d\))? with(?:out)? time zone|time(?:\(\d\))? without time zone)$/;
 
 /**
  * Text types, record-hashed as their UTF-8 bytes (`collate "C"`, or converted to UTF-8): their own

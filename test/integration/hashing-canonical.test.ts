@@ -159,9 +159,9 @@ describe('row hashes follow the canonical text on both sides', () => {
   it('a LATIN1 local database and a UTF-8 server hash non-ASCII text alike, with type hashing and text hashing', async () => {
     await using local = await createLatin1Database();
     await using server = await startTestServer();
-    await local.query(`create table fast (id int primary key, name text, tag varchar(20))`);
+    await local.query(`create table fast (id int primary key, name text, tag varchar(20), price numeric(10,2))`);
     await local.query(`create table slow (id int primary key, name text, amount numeric)`);
-    await local.query(`insert into fast select i, 'café ' || i, 'naïve' from generate_series(1, 200) i`);
+    await local.query(`insert into fast select i, 'café ' || i, 'naïve', i / 10.0 from generate_series(1, 200) i`);
     await local.query(`insert into slow select i, 'crème ' || i, i / 10.0 from generate_series(1, 200) i`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg);
