@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 
+import { tablePath } from '../../src/shared/protocol.js';
 import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDatabase, type TestServer } from '../support/fixtures.js';
 
 const CI = `create collation ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`;
@@ -201,5 +202,29 @@ describe('row hashes follow the canonical text on both sides', () => {
     // Once created on the server, the tables sync.
     await server.db.query(`create type mood as enum ('sad', 'ok'); create extension citext; ${CI}`);
     expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+  });
+
+  it('a hostile collation name reaches no SQL but a quoted lookup: 400, nothing changed', async () => {
+    await using server = await startTestServer();
+    const reg = await server.register('acme');
+    const declaration = {
+      columns: [
+        { name: 'tidemark_version', type: 'bigint', notNull: true },
+        { name: 'id', type: 'integer', notNull: true },
+        { name: 'name', type: 'text', notNull: false, collation: { schema: 'public', name: 'C"; drop table tidemark.tenant_database; --' } },
+      ],
+      keyColumns: ['id'],
+    };
+    const res = await fetch(`${server.url}${tablePath(reg.clientId, reg.databaseId, { schema: 'public', name: 'evil' })}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${reg.apiKey}`, 'content-type': 'application/json', 'x-tidemark-agent-id': 'agent-1' },
+      body: JSON.stringify(declaration),
+    });
+    const body = (await res.json()) as { error?: { code: string; message: string } };
+    expect(res.status).toBe(400);
+    expect(body.error?.code).toBe('TM_COLUMN_TYPE_UNSUPPORTED');
+    expect(body.error?.message).toMatch(/which the server database does not have/);
+    expect(await server.db.query(`select count(*)::int as n from tidemark.tenant_database`)).toEqual([{ n: 1 }]);
+    expect(await server.db.query(`select to_regclass('public.evil') as t`)).toEqual([{ t: null }]);
   });
 });
