@@ -7,7 +7,16 @@ import type pg from 'pg';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import { ident, isSafeTypeName, qualified } from '../shared/pg.js';
-import { formatTableName, type TableDeclaration, type TableName, TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN, VERSION_COLUMN } from '../shared/protocol.js';
+import {
+  type Collation,
+  type ColumnSpec,
+  formatTableName,
+  type TableDeclaration,
+  type TableName,
+  TENANT_CLIENT_COLUMN,
+  TENANT_DATABASE_COLUMN,
+  VERSION_COLUMN,
+} from '../shared/protocol.js';
 import { orderSql, type RowShape } from '../shared/row-shape.js';
 
 const MAX_KEY_COLUMNS = 32;
@@ -67,12 +76,38 @@ export async function collatableKeys(client: pg.ClientBase, table: TableName, ke
   return new Set(rows.map((r) => r.attname));
 }
 
+/**
+ * Checks that a column's collation exists on the server: the replica column keeps the local
+ * collation (it decides equality, order and uniqueness), so a missing one is the operator's to create.
+ */
+async function checkCollation(client: pg.ClientBase, column: string, collation: Collation): Promise<void> {
+  const { rows } = await client.query<{ ok: boolean }>(
+    /* sql */ `select exists (select from pg_collation c join pg_namespace n on n.oid = c.collnamespace
+       where n.nspname = $1::text and c.collname = $2::text
+         and c.collencoding in (-1, (select encoding from pg_database where datname = current_database()))) as ok`,
+    [collation.schema, collation.name],
+  );
+  if (!rows[0]?.ok) {
+    const name = qualified(collation.schema, collation.name);
+    throw new ProtocolError(
+      ErrorCode.COLUMN_TYPE_UNSUPPORTED,
+      400,
+      `column ${column} uses collation ${name}, which the server database does not have: create it there with the local definition (create collation ${name} (provider = ..., locale = ..., deterministic = ...); see pg_collation locally), then the next run declares the table again`,
+    );
+  }
+}
+
 /** Creates a replica table with its key, version index and tenant wall, and records its declaration. */
 export async function createReplica(client: pg.ClientBase, table: TableName, d: TableDeclaration): Promise<void> {
   for (const c of d.columns) {
     const { rows } = await client.query<{ ok: boolean }>(/* sql */ `select to_regtype($1::text) is not null as ok`, [c.type]);
     if (!rows[0]?.ok)
-      throw new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `column ${c.name} has type ${c.type}, which the server database does not know`);
+      throw new ProtocolError(
+        ErrorCode.COLUMN_TYPE_UNSUPPORTED,
+        400,
+        `column ${c.name} has type ${c.type}, which the server database does not know: create it there as it is defined locally (an extension type such as citext or hstore: create extension; an enum or a domain: the same create type or create domain), then the next run declares the table again`,
+      );
+    if (c.collation) await checkCollation(client, c.name, c.collation);
   }
   const t = qualified(table.schema, table.name);
   const exists = await client.query<{ ok: boolean }>(/* sql */ `select to_regclass($1::text) is not null as ok`, [t]);
@@ -83,7 +118,9 @@ export async function createReplica(client: pg.ClientBase, table: TableName, d: 
       `a table ${formatTableName(table)} already exists on the server but was not created by tidemark`,
     );
   // Types passed isSafeTypeName (a whitelist without quotes or punctuation) and to_regtype above.
-  const columnDefs = d.columns.map((c) => `${ident(c.name)} ${c.type}${c.notNull || d.keyColumns.includes(c.name) ? ' not null' : ''}`);
+  // Collations are quoted identifiers that exist on the server (checkCollation).
+  const collate = (c: ColumnSpec): string => (c.collation ? ` collate ${qualified(c.collation.schema, c.collation.name)}` : '');
+  const columnDefs = d.columns.map((c) => `${ident(c.name)} ${c.type}${collate(c)}${c.notNull || d.keyColumns.includes(c.name) ? ' not null' : ''}`);
   const tenantKey = [ident(TENANT_CLIENT_COLUMN), ident(TENANT_DATABASE_COLUMN)];
   const base = table.name.slice(0, 40);
   const pkName = ident(`${base}_tidemark_pkey`);

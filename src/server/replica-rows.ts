@@ -84,8 +84,9 @@ export class PgReplicaRows {
       }
       const tenantCols = `${ident(TENANT_CLIENT_COLUMN)}, ${ident(TENANT_DATABASE_COLUMN)}`;
       const keys = shape.keyColumns.map((k) => ident(k));
-      const nonKeys = shape.columns.filter((c) => !shape.keyColumns.includes(c.name)).map((c) => ident(c.name));
-      const sets = nonKeys.map((c) => `${c} = excluded.${c}`).join(', ');
+      // Key columns too: a key equal under its type or collation but spelled otherwise (citext, a
+      // nondeterministic collation) takes the new spelling. An unchanged key keeps the update HOT.
+      const sets = shape.columns.map((c) => `${ident(c.name)} = excluded.${ident(c.name)}`).join(', ');
       let counts: { received: string; inserted: string; max_version: string | null } = { received: '0', inserted: '0', max_version: null };
       try {
         if (options.insertOnly) {

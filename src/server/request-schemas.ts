@@ -5,7 +5,7 @@
 import { z } from 'zod';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
-import { CLIENT_ID_PATTERN, MAX_BUCKET_BITS, UUID_PATTERN } from '../shared/protocol.js';
+import { CLIENT_ID_PATTERN, collationSchema, MAX_BUCKET_BITS, UUID_PATTERN } from '../shared/protocol.js';
 
 const version = z.string().regex(/^\d{1,20}$/, 'a decimal version');
 const keyText = z.array(z.string()).min(1).max(32);
@@ -39,7 +39,7 @@ export const deleteSchema = z.union([
   z.object({ all: z.literal(true) }),
 ]);
 
-const columnSchema = z.object({ name: z.string(), type: z.string(), notNull: z.boolean() });
+const columnSchema = z.object({ name: z.string(), type: z.string(), notNull: z.boolean(), collation: collationSchema.optional() });
 export const declarationSchema = z.object({ columns: z.array(columnSchema).min(1).max(1600), keyColumns: z.array(z.string()).min(1) });
 
 export const resyncReportSchema = z.object({

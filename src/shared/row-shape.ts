@@ -94,13 +94,77 @@ export function keyTextSql(shape: RowShape): string {
 }
 
 /**
+ * True when the database keeps text as UTF-8 (or as the client's bytes, SQL_ASCII): its stored bytes
+ * are then what a UTF-8 reader sees and are hashed as they are. In any other encoding they are
+ * converted to UTF-8 first, so both sides hash the same bytes. An uncorrelated subquery: an InitPlan
+ * evaluated once per query, not per row.
+ */
+const NATIVE_UTF8 = `(select current_setting('server_encoding') in ('UTF8', 'SQL_ASCII'))`;
+
+/** `hashtextextended` of a text's UTF-8 bytes (by byte, whatever its collation), with a seed. */
+function utf8HashSql(textExpr: string, seed: number): string {
+  // hash_record_extended of a one-column row is its column's hash; bytea's hashes the bytes exactly as
+  // hashtextextended does under a deterministic collation, so both branches agree on a UTF-8 database.
+  return `(case when ${NATIVE_UTF8} then hashtextextended((${textExpr}) collate "C", ${seed})
+    else hash_record_extended(row(convert_to(${textExpr}, 'UTF8')), ${seed}) end)`;
+}
+
+/**
  * A row's 64-bit hash: `hashtextextended` of the row's canonical text (its record text form with the
- * columns in wire order, under the pinned settings). Computed inside PostgreSQL on both sides, so a
- * verification pass moves counts and hashes, never rows. `hashtextextended` is the function hash
- * partitioning relies on, so PostgreSQL keeps it stable across versions and platforms.
+ * columns in wire order, under the pinned settings), as UTF-8. Computed inside PostgreSQL on both
+ * sides, so a verification pass moves counts and hashes, never rows. `hashtextextended` is the
+ * function hash partitioning relies on, so PostgreSQL keeps it stable across versions.
  */
 export function rowHashSql(shape: RowShape): string {
-  return `hashtextextended(row(${columnListSql(shape)})::text, 0)`;
+  return utf8HashSql(`row(${columnListSql(shape)})::text`, 0);
+}
+
+// --- Record hashing: only where a type's own hash provably equals a hash of its canonical text ---
+
+/**
+ * Types whose hash function is a function of the value's canonical text and whose equality is
+ * equality of that text: integers, bool, date, time and timestamps (hashed as integers), uuid and
+ * bytea (hashed as bytes), and numeric with a type modifier: its hash ignores the display scale
+ * (1.0 = 1.00), but a numeric(p,s) column stores every value at scale s. Not plain numeric, float
+ * (-0 = 0), interval ('1 day' = '24 hours'), json(b), enums (hashed by OID, different in every
+ * database), arrays (their hash ignores dimensions), timetz, extension types (citext hashes lower
+ * case) and domains.
+ */
+const RECORD_TYPES =
+  /^(?:smallint|integer|bigint|boolean|uuid|date|bytea|numeric\(\d+,-?\d+\)|timestamp(?:\(\d\))? with(?:out)? time zone|time(?:\(\d\))? without time zone)$/;
+
+/**
+ * Text types, record-hashed as their UTF-8 bytes (`collate "C"`, or converted to UTF-8): their own
+ * hash follows the column's collation (a nondeterministic one hashes 'ABC' like 'abc') and the
+ * database's encoding. `character(n)` values are all n characters, so stripping padding is exact.
+ */
+const RECORD_TEXT_TYPES = /^(?:text|character varying(?:\(\d+\))?|character\(\d+\))$/;
+
+/**
+ * Whether `record` hashing is exact for these columns: equal hashes for equal canonical text, on
+ * any two databases (types above only; schema-qualified or user types never qualify).
+ */
+export function recordHashable(columns: readonly ColumnSpec[]): boolean {
+  return columns.every((c) => RECORD_TYPES.test(c.type) || RECORD_TEXT_TYPES.test(c.type));
+}
+
+/** `hash_record_extended` of some columns, text columns hashed by their UTF-8 bytes. */
+function recordHashSql(shape: RowShape, names: readonly string[], seed: number): string {
+  const cols = names.map((n) => {
+    const c = shape.columns.find((col) => col.name === n);
+    if (!c) throw new InvariantError(`column ${n} is not in the shape`);
+    if (!recordHashable([c]))
+      throw new ProtocolError(
+        ErrorCode.COLUMN_TYPE_UNSUPPORTED,
+        400,
+        `record hashing is not exact for column ${c.name} of type ${c.type}; hash the rows' text instead (hashKind text)`,
+      );
+    return { name: ident(c.name), text: RECORD_TEXT_TYPES.test(c.type) };
+  });
+  const row = (wrap: (col: SqlIdent) => string): string =>
+    `hash_record_extended(row(${cols.map((c) => (c.text ? wrap(c.name) : c.name)).join(', ')}), ${seed})`;
+  if (!cols.some((c) => c.text)) return row((c) => c);
+  return `(case when ${NATIVE_UTF8} then ${row((c) => `${c} collate "C"`)} else ${row((c) => `convert_to(${c}, 'UTF8')`)} end)`;
 }
 
 /**
@@ -123,17 +187,19 @@ export interface SqlQuery {
 
 /**
  * A row's hash in a mode: `hash` covers its content, `count` only its key and version (identity).
- * `record` hashes columns with their types' hash functions; `text` hashes the canonical text.
+ * `record` hashes columns with their types' hash functions (only types where that is exact:
+ * `recordHashable`; a 400 TM_COLUMN_TYPE_UNSUPPORTED otherwise); `text` hashes the canonical text.
  */
 export function modeHashSql(shape: RowShape, mode: ManifestMode, kind: HashKind = 'text'): string {
-  if (mode === 'hash') return kind === 'record' ? `hash_record_extended(row(${columnListSql(shape)}), 0)` : rowHashSql(shape);
-  const identity = `row(${ident(VERSION_COLUMN)}, ${identList(shape.keyColumns)})`;
-  return kind === 'record' ? `hash_record_extended(${identity}, 0)` : `hashtextextended(${identity}::text, 0)`;
+  const names = mode === 'hash' ? shape.columns.map((c) => c.name) : [VERSION_COLUMN, ...shape.keyColumns];
+  if (kind === 'record') return recordHashSql(shape, names, 0);
+  if (mode === 'hash') return rowHashSql(shape);
+  return utf8HashSql(`row(${ident(VERSION_COLUMN)}, ${identList(shape.keyColumns)})::text`, 0);
 }
 
 /** A hash of a row's key (seed 1, independent of the row hash): what buckets are made of. */
 export function keyHashSql(shape: RowShape, kind: HashKind = 'text'): string {
-  return kind === 'record' ? `hash_record_extended(row(${identList(shape.keyColumns)}), 1)` : `hashtextextended(${keyTextSql(shape)}::text, 1)`;
+  return kind === 'record' ? recordHashSql(shape, shape.keyColumns, 1) : utf8HashSql(`${keyTextSql(shape)}::text`, 1);
 }
 
 function mask(bits: number): number {

@@ -46,13 +46,26 @@ export class PgLocalCatalog {
     return rows.map((r) => r.attname);
   }
 
+  /**
+   * The columns in attnum order: `format_type()` (which drops the collation) and, where it is not
+   * the type's default, the column's collation, which the replica column gets too.
+   */
   async columns(oid: number): Promise<ColumnSpec[]> {
-    const { rows } = await this.pool.query<{ name: string; type: string; not_null: boolean }>(
-      /* sql */ `select attname as name, format_type(atttypid, atttypmod) as type, attnotnull as not_null from pg_attribute
-        where attrelid = $1::oid and attnum > 0 and not attisdropped order by attnum`,
+    const { rows } = await this.pool.query<{ name: string; type: string; not_null: boolean; coll_schema: string | null; coll_name: string | null }>(
+      /* sql */ `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as not_null,
+              cn.nspname as coll_schema, co.collname as coll_name
+         from pg_attribute a join pg_type t on t.oid = a.atttypid
+         left join pg_collation co on co.oid = a.attcollation and a.attcollation <> t.typcollation
+         left join pg_namespace cn on cn.oid = co.collnamespace
+        where a.attrelid = $1::oid and a.attnum > 0 and not a.attisdropped order by a.attnum`,
       [oid],
     );
-    return rows.map((r) => ({ name: r.name, type: r.type, notNull: r.not_null }));
+    return rows.map((r) => ({
+      name: r.name,
+      type: r.type,
+      notNull: r.not_null,
+      ...(r.coll_schema !== null && r.coll_name !== null ? { collation: { schema: r.coll_schema, name: r.coll_name } } : {}),
+    }));
   }
 
   async collatable(oid: number, keyColumns: readonly string[]): Promise<Set<string>> {

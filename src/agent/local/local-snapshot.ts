@@ -11,7 +11,17 @@ import copyStreams from 'pg-copy-streams';
 
 import { ident, PINNED_SETTINGS_SQL, type SqlType, wrapPgError } from '../../shared/pg.js';
 import { type Bound, formatTableName, type KeyRange, type ManifestRequest, type ManifestResponse, VERSION_COLUMN } from '../../shared/protocol.js';
-import { columnListSql, keyColumnSql, keyTextSql, manifestQuery, manifestResponse, orderSql, positionalBinder, rangeSql } from '../../shared/row-shape.js';
+import {
+  columnListSql,
+  keyColumnSql,
+  keyTextSql,
+  manifestQuery,
+  manifestResponse,
+  orderSql,
+  positionalBinder,
+  rangeSql,
+  recordHashable,
+} from '../../shared/row-shape.js';
 import type { LocalTable } from './local-catalog.js';
 
 export interface Snapshot {
@@ -156,10 +166,12 @@ export class LocalSnapshot {
   }
 
   /**
-   * Whether rows can be hashed with `hash_record_extended` here: PostgreSQL 14+ and an extended hash
-   * function for every column type (probed on a row of typed NULLs; types come from pg_catalog).
+   * Whether rows can be hashed with `hash_record_extended` here: only types whose hash is exact
+   * (`recordHashable`), PostgreSQL 14+ and an extended hash function for every column type (probed
+   * on a row of typed NULLs; types come from pg_catalog).
    */
   async recordHashing(): Promise<boolean> {
+    if (!recordHashable(this.table.shape.columns)) return false;
     const { rows } = await this.client.query<{ v: number }>(/* sql */ `select current_setting('server_version_num')::int as v`);
     if ((rows[0]?.v ?? 0) < 140000) return false;
     const nulls = this.table.shape.columns.map((c) => `null::${c.type}`).join(', ');

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { typeNameProblem } from './column-type.js';
 import { versionSchema } from './identifiers.js';
 import { MAX_COLUMNS, MAX_DELETE_KEYS, MAX_KEY_COLUMNS, MAX_KEY_VALUE_BYTES, MAX_XIP } from './limits.js';
-import { columnNameSchema } from './table-name.js';
+import { columnNameSchema, identifierProblem } from './table-name.js';
 
 export const VERSION_COLUMN = 'tidemark_version';
 export const TENANT_CLIENT_COLUMN = 'tidemark_client_id';
@@ -22,8 +22,22 @@ export const columnTypeSchema = z.string().superRefine((type, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: `type ${JSON.stringify(type)} ${problem}` });
 });
 
+/** A part of a collation's name (schema or name), checked like every identifier. */
+const collationPartSchema = z.string().superRefine((part, ctx) => {
+  const problem = identifierProblem(part);
+  if (problem) ctx.addIssue({ code: 'custom', message: `collation name part ${JSON.stringify(part)} ${problem}` });
+});
+
+/**
+ * A column's collation, when it is not its type's default (`format_type()` does not print it):
+ * schema and name as in pg_catalog, e.g. `{ schema: 'public', name: 'ci' }`. The replica column
+ * gets the same collation, so it compares, sorts and enforces uniqueness as the local one does.
+ */
+export const collationSchema = z.object({ schema: collationPartSchema, name: collationPartSchema });
+export type Collation = z.infer<typeof collationSchema>;
+
 /** A tracked table's column as the agent reports it. `type` is `format_type()` output. */
-export const columnSpecSchema = z.object({ name: columnNameSchema, type: columnTypeSchema, notNull: z.boolean() });
+export const columnSpecSchema = z.object({ name: columnNameSchema, type: columnTypeSchema, notNull: z.boolean(), collation: collationSchema.optional() });
 export type ColumnSpec = z.infer<typeof columnSpecSchema>;
 
 const RESERVED_COLUMNS: ReadonlySet<string> = new Set([TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN]);
