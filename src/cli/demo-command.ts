@@ -180,6 +180,9 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     }
 
     const first = await agent.tickOnce();
+    // Listen before saying "Press Ctrl-C": a signal that arrives right after the text must stop the
+    // demo in order, not kill it.
+    const stopped = untilSignal();
     process.stdout.write(
       [
         '',
@@ -202,7 +205,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
       ].join('\n'),
     );
     agent.start();
-    await untilSignal();
+    await stopped;
     process.stdout.write('stopping...\n');
   } finally {
     await cleanup();
