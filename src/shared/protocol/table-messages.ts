@@ -84,8 +84,14 @@ export type ResyncState = z.infer<typeof resyncStateSchema>;
 export const tableSummarySchema = z.object({
   table: z.string(),
   rowCount: z.number(),
-  /** Highest version on the server, or null when it holds no row. */
-  maxVersion: versionSchema.nullable(),
+  /**
+   * Highest version on the server, or null when it holds no row. Read from row data, which COPY
+   * could have filled with any bigint, so any decimal integer is accepted here.
+   */
+  maxVersion: z
+    .string()
+    .regex(/^-?\d{1,20}$/)
+    .nullable(),
   /** Every committed local row with a version below this is on the server (docs: Safe horizon). */
   settledVersion: versionSchema,
   /** xmax of the snapshot that settled `settledVersion`, or null. */
