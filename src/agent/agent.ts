@@ -12,6 +12,7 @@ import type { Logger } from '../shared/logger.js';
 import { formatTableName, parseTableName, type TableName, type TableSummary } from '../shared/protocol.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import { readAgentId } from './local/agent-identity.js';
+import { AgentLock, type AgentLockOptions } from './local/agent-lock.js';
 import { type LocalStores, pgLocalStores } from './local/local-stores.js';
 import { installStateSchema } from './local/state-schema.js';
 import type { Remote, RemoteFactory } from './remote.js';
@@ -34,7 +35,7 @@ export interface TickResult {
 
 export class Agent {
   private readonly sync: TableSync;
-  private running: Promise<TickResult> | null = null;
+  private running: Promise<TickResult | null> | null = null;
   private task: ScheduledTask | null = null;
   private firstTick = true;
 
@@ -42,6 +43,8 @@ export class Agent {
     private readonly config: Readonly<AgentConfig>,
     readonly local: LocalStores,
     readonly remote: Remote,
+    /** The single-agent lock: the scheduled ticks run only while it is held (CLI commands take it themselves). */
+    readonly lock: AgentLock,
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
   ) {
@@ -72,13 +75,21 @@ export class Agent {
    * Installs the local state schema, reads the agent's persistent id and builds its remote with
    * `makeRemote` (the composition root chooses the transport, e.g. `httpRemoteFactory(config)`).
    */
-  static async create(config: Readonly<AgentConfig>, pool: pg.Pool, metrics: AgentMetrics, log: Logger, makeRemote: RemoteFactory): Promise<Agent> {
+  static async create(
+    config: Readonly<AgentConfig>,
+    pool: pg.Pool,
+    metrics: AgentMetrics,
+    log: Logger,
+    makeRemote: RemoteFactory,
+    lockOptions: AgentLockOptions = {},
+  ): Promise<Agent> {
     if (!cron.validate(config.schedule)) throw new ConfigError(`invalid configuration: schedule: ${JSON.stringify(config.schedule)} is not a cron expression`);
     await installStateSchema(pool);
     const agentId = await readAgentId(pool);
     const local = pgLocalStores(pool);
     const remote = makeRemote(agentId);
-    return new Agent(config, local, remote, metrics, log.child({ agentId }));
+    const agentLog = log.child({ agentId });
+    return new Agent(config, local, remote, new AgentLock(pool, agentLog, lockOptions), metrics, agentLog);
   }
 
   /** The configured tables, or every tracked one. */
@@ -155,19 +166,37 @@ export class Agent {
     );
   }
 
-  /** Runs a tick unless one is in flight (then the tick is skipped and counted). */
+  /**
+   * Runs a tick unless one is in flight (then the tick is skipped and counted), and only while this
+   * agent holds the single-agent lock: a lock lost with its connection (the local database
+   * restarted) is re-taken first; if another agent took it meanwhile, or the database is still
+   * away, the tick is skipped.
+   */
   async tickOnce(): Promise<TickResult | null> {
     if (this.running) {
       this.metrics.runsSkipped.inc();
       this.log.warn({}, 'previous run still going; tick skipped');
       return null;
     }
-    this.running = this.tick();
+    this.running = this.lockedTick();
     try {
       return await this.running;
     } finally {
       this.running = null;
     }
+  }
+
+  private async lockedTick(): Promise<TickResult | null> {
+    const lock = await this.lock.ensure();
+    if (lock !== 'held') {
+      this.metrics.runsSkipped.inc();
+      this.log.warn(
+        { lock },
+        lock === 'busy' ? 'another agent holds the lock of this local database; tick skipped' : 'local database unavailable; tick skipped',
+      );
+      return null;
+    }
+    return this.tick();
   }
 
   /** Starts the schedule, with a first run right away. */
@@ -179,11 +208,12 @@ export class Agent {
     this.log.info({ schedule: this.config.schedule, tables: this.config.tables ?? 'all tracked' }, 'agent started');
   }
 
-  /** Stops the schedule, waits for the run in flight, and closes kept-alive connections to the server. */
+  /** Stops the schedule, waits for the run in flight, gives the lock up, and closes the remote. */
   async stop(): Promise<void> {
     if (this.task) await this.task.destroy();
     this.task = null;
     if (this.running) await this.running;
+    await this.lock.release();
     this.remote.close();
   }
 }

@@ -8,6 +8,7 @@
  *   compare counts when deletes may have happened, and bisect to the rows if they differ
  *   verify the next slice of the table (rolling verification), or all of it on a requested resync
  */
+import { ErrorCode, RetryableError, TidemarkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { TableName, TableSummary } from '../shared/protocol.js';
 import type { BatchTuner } from './batch-tuner.js';
@@ -161,6 +162,12 @@ export async function runTable(input: TableRunInput): Promise<void> {
       },
       'table synced',
     );
+  } catch (e) {
+    // A query or a COPY stream on a connection that died tells only "connection terminated": say why.
+    const lost = snap.connectionLost;
+    if (lost && !(e instanceof TidemarkError))
+      throw new RetryableError(ErrorCode.DB_UNAVAILABLE, `the local database connection was lost during the run: ${lost.message}`, { cause: e });
+    throw e;
   } finally {
     await snap.close();
   }

@@ -81,6 +81,21 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
   };
 }
 
+/** application_name of the test agents' connections (to find their backends in pg_stat_activity). */
+export const TEST_AGENT_APPLICATION = 'tidemark-test-agent';
+
+/**
+ * Terminates the backends of the test agents of `db` (pg_terminate_backend: what the agent sees
+ * when its database restarts) and returns how many there were.
+ */
+export async function terminateAgentBackends(db: TestDatabase): Promise<number> {
+  const rows = await db.query<{ n: number }>(
+    `select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where datname = current_database() and application_name = $1::text`,
+    [TEST_AGENT_APPLICATION],
+  );
+  return rows[0]?.n ?? 0;
+}
+
 export interface TestAgent extends AsyncDisposable {
   agent: Agent;
   metrics: AgentMetrics;
@@ -108,7 +123,7 @@ export async function startTestAgent(
       ...overrides,
     },
   });
-  const pool = new pg.Pool({ connectionString: local.url, max: 2 * config.concurrency + 2 });
+  const pool = new pg.Pool({ connectionString: local.url, max: 2 * config.concurrency + 2, application_name: TEST_AGENT_APPLICATION });
   pool.on('error', () => {});
   const metrics = createAgentMetrics();
   const http = httpRemoteFactory(config);
