@@ -66,6 +66,8 @@ export interface RunContext {
   table: LocalTable;
   snap: LocalSnapshot;
   uploader: Uploader;
+  /** Keys (JSON) quarantined when the run began; rows that reach the server leave quarantine. */
+  quarantinedKeys: Set<string>;
   /** The table's state as the run found it (read once). */
   state: TableStateRow;
   result: TableRunResult;
@@ -101,7 +103,12 @@ export function incompleteError(settings: TableSyncSettings): { code: string; me
 /** Counts an upload's rows; one cut short by the budget leaves the run incomplete (not converged). */
 export function addUpload(ctx: RunContext, s: UploadStats): void {
   ctx.result.rowsUploaded += s.rows;
-  if (!s.complete) ctx.result.error = incompleteError(ctx.deps.settings);
+  if (s.unconfirmed > 0)
+    ctx.result.error = {
+      code: ErrorCode.SERVER_UNAVAILABLE,
+      message: `${s.unconfirmed} row(s) met a timeout or server error and the server did not answer since; sent again next run`,
+    };
+  else if (!s.complete) ctx.result.error ??= incompleteError(ctx.deps.settings);
 }
 
 /** A bounded label for a failure: tidemark's own code, the class of a database error, or TM_INTERNAL. */

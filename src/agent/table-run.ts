@@ -46,9 +46,12 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const stats = await snap.stats();
     const localMax = stats.maxVersion;
     result.localMaxVersion = localMax;
+    const quarantinedRows = await local.quarantine.list(name, false);
+    const quarantinedKeys = new Set(quarantinedRows.map((q) => JSON.stringify(q.key)));
     const uploader = new Uploader({
       table,
       remote,
+      quarantinedKeys,
       history: local.history,
       quarantine: local.quarantine,
       quarantineRetry: settings.quarantine,
@@ -58,7 +61,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
       timeoutMs: settings.batchTimeoutSeconds * 1000,
       deadline,
     });
-    const ctx: RunContext = { deps, table, snap, uploader, state, result, log };
+    const ctx: RunContext = { deps, table, snap, uploader, state, quarantinedKeys, result, log };
     const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
     // The xid counter never goes back, except when the database itself went back (a restored
     // backup): then nothing the remote settled can be trusted, and the whole table is verified.
@@ -72,7 +75,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
 
     let complete = true;
     // 1. Quarantined rows whose retry is due.
-    result.quarantined = await retryQuarantine(ctx);
+    result.quarantined = await retryQuarantine(ctx, quarantinedRows);
 
     // 2. Upload what the remote may lack. A remote that holds none of the table's rows (the first
     // sync) takes plain inserts, cheaper than upserts.
@@ -150,7 +153,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
       quarantined === 0 &&
       result.localCount === summary.rowCount &&
       (summary.maxVersion ?? null) === (localMax ?? null);
-    if (!complete) result.error = incompleteError(settings);
+    if (!complete) result.error ??= incompleteError(settings);
     log.info(
       {
         rowsUploaded: result.rowsUploaded,

@@ -128,9 +128,11 @@ export class TableSync {
       let summary = dryRun ? await remote.summary(name) : await remote.declare(name, table.declaration);
       const snap = await local.openSnapshot(table);
       try {
+        const quarantinedKeys = new Set((await local.quarantine.list(name, false)).map((q) => JSON.stringify(q.key)));
         const uploader = new Uploader({
           table,
           remote,
+          quarantinedKeys,
           history: local.history,
           quarantine: local.quarantine,
           quarantineRetry: settings.quarantine,
@@ -140,7 +142,8 @@ export class TableSync {
           timeoutMs: settings.batchTimeoutSeconds * 1000,
           deadline: Number.POSITIVE_INFINITY,
         });
-        const ctx: RunContext = { deps: this.d, table, snap, uploader, state: await local.state.read(name), result, log: this.d.log };
+        const state = await local.state.read(name);
+        const ctx: RunContext = { deps: this.d, table, snap, uploader, state, quarantinedKeys, result, log: this.d.log };
         summary = await verifyAll(ctx, 'manifest', { checkCount: false, verifyAll: true, dryRun });
         result.localCount ??= await snap.count();
         result.localMaxVersion = (await snap.stats()).maxVersion;

@@ -9,17 +9,21 @@
  *    stream and is cut again at the tuner's new, smaller limits and at most half its rows (until
  *    that many rows are through), so what is left of it joins the rows that follow, and batches that
  *    keep failing shrink to single rows in log2(rows) steps. A single row that still fails is
- *    skipped ahead: quarantined with the server's error (too large at once; timeout or server error
- *    once a later batch succeeds, which shows the server is up and the row is at fault; meanwhile
- *    batches are single rows). Eight single rows failing in a row with nothing succeeding in between
- *    mean the server is failing, not the rows: the upload stops with that error, quarantining none
- *    of them, and the next run starts again from the remote's settled version. Past the run's
- *    deadline no batch starts (the upload reports itself incomplete);
+ *    skipped ahead: too large, it is quarantined at once; after a timeout or server error it is a
+ *    suspect (meanwhile batches are single rows) until a later request succeeds, which shows the
+ *    server is up: then it is sent once more, and quarantined only if it fails again, so a passing
+ *    502 never quarantines a healthy row. At the end of the stream, a summary request stands in for
+ *    the later batch; if the server does not answer it, the suspects stay unconfirmed (neither
+ *    applied nor quarantined) and the upload is incomplete: the next run sends them again. Eight
+ *    single rows failing in a row with nothing succeeding in between mean the server is failing, not
+ *    the rows: the upload stops with that error, quarantining none of them. Past the run's budget
+ *    no batch starts (the upload reports itself incomplete);
  *  - rejected (400, bad rows): halved by rows until the bad rows stand alone, then quarantined, so
  *    one bad row never holds back its neighbours; the size is left alone;
  *  - network (server unreachable): two quick retries of the same batch, then the run fails;
  *  - conflict: an insert-only batch that met existing rows is re-sent as an upsert (and the rest of
  *    the upload too); a lease or schema conflict fails the run, as do auth and other client errors.
+ * A quarantined row that the server applies in any batch leaves quarantine at once.
  * Every request is recorded in tidemark.batch_history, which is pruned after each upload.
  */
 import type { Readable } from 'node:stream';
@@ -42,6 +46,11 @@ export interface UploaderDeps {
   history: BatchHistory;
   quarantine: QuarantineStore;
   quarantineRetry: QuarantineRetry;
+  /**
+   * Keys (JSON of the key texts) quarantined when the run began: one that reaches the server in any
+   * batch leaves quarantine at once. Shared by the run's uploads.
+   */
+  quarantinedKeys: Set<string>;
   tuner: BatchTuner;
   metrics: AgentMetrics;
   log: Logger;
@@ -60,8 +69,14 @@ export interface UploadStats {
   /** Keys of the rows the server applied (only when asked for). */
   appliedKeys?: string[][];
   /**
+   * Single rows that met a timeout or server error and could not be confirmed (the server never
+   * answered a later request): neither applied nor quarantined. The upload is then incomplete, and
+   * the next run sends them again.
+   */
+  unconfirmed: number;
+  /**
    * The last row (in stream order) that was applied or quarantined: every row before it in the
-   * stream is through. Where an upload cut short by the deadline resumes.
+   * stream is through (unconfirmed rows hold it back). Where an interrupted upload resumes.
    */
   lastRow?: { key: string[]; version: string };
 }
@@ -151,6 +166,7 @@ export class Uploader {
       stats.bytes += buf.length;
       stats.batches++;
       if (stats.appliedKeys) for (const id of this.rowIds(buf)) stats.appliedKeys.push(id.key);
+      await this.releaseApplied(buf);
     } catch (e) {
       const seconds = (performance.now() - started) / 1000;
       if (e instanceof RemoteError) {
@@ -177,10 +193,40 @@ export class Uploader {
     this.d.log.warn({ table: this.label, rows: ids.length, errorClass: error.errorClass, code: error.code }, 'batch quarantined');
   }
 
-  /** Quarantines the suspects: a success has shown that the server is up, so those rows are at fault. */
-  private async releaseSuspects(ctx: UploadContext): Promise<void> {
-    const suspects = ctx.suspects.splice(0);
-    for (const s of suspects) await this.skipAhead(s.buf, s.error, ctx);
+  /** Quarantined rows that the server has just applied leave quarantine. */
+  private async releaseApplied(buf: Buffer): Promise<void> {
+    const set = this.d.quarantinedKeys;
+    if (set.size === 0) return;
+    const keys = this.rowIds(buf)
+      .map((id) => id.key)
+      .filter((k) => set.has(JSON.stringify(k)));
+    if (keys.length === 0) return;
+    await this.d.quarantine.release(this.d.table.name, keys);
+    for (const k of keys) set.delete(JSON.stringify(k));
+    this.d.log.info({ table: this.label, rows: keys.length }, 'quarantined rows reached the server');
+  }
+
+  /**
+   * A request succeeded since the suspects failed: the server is up. Each suspect is sent once
+   * more: a passing failure (a proxy's 502, a timeout) lets it through; failing again with the
+   * server up shows the row is at fault, and it is quarantined.
+   */
+  private async resolveSuspects(ctx: UploadContext): Promise<void> {
+    while (ctx.suspects.length > 0) {
+      const s = ctx.suspects[0] as { buf: Buffer; error: RemoteError };
+      try {
+        await this.sendOnce(s.buf, 1, ctx);
+      } catch (e) {
+        if (!(e instanceof RemoteError)) throw e;
+        if (e.errorClass === 'conflict' && e.code === ErrorCode.UPLOAD_CONFLICT && ctx.insertOnly) {
+          ctx.insertOnly = false; // the first try was applied after all: send it as an upsert
+          continue;
+        }
+        if (e.errorClass === 'network' || e.errorClass === 'auth' || e.errorClass === 'client_error' || e.errorClass === 'conflict') throw e;
+        await this.skipAhead(s.buf, e, ctx);
+      }
+      ctx.suspects.shift();
+    }
   }
 
   /**
@@ -193,7 +239,7 @@ export class Uploader {
     for (let networkAttempt = 0; ; networkAttempt++) {
       try {
         await this.sendOnce(buf, rows, ctx);
-        if (ctx.suspects.length > 0) await this.releaseSuspects(ctx);
+        if (ctx.suspects.length > 0) await this.resolveSuspects(ctx);
         return 'done';
       } catch (e) {
         if (!(e instanceof RemoteError)) throw e;
@@ -239,6 +285,21 @@ export class Uploader {
     }
   }
 
+  private async confirmSuspects(ctx: UploadContext): Promise<void> {
+    try {
+      await this.d.remote.summary(this.d.table.name);
+      await this.resolveSuspects(ctx);
+    } catch (e) {
+      if (!(e instanceof RemoteError)) throw e;
+      this.d.log.warn({ table: this.label, rows: ctx.suspects.length, errorClass: e.errorClass }, 'server still failing; rows left for the next run');
+    }
+    if (ctx.suspects.length > 0) {
+      ctx.stats.unconfirmed = ctx.suspects.length;
+      ctx.stats.complete = false;
+      ctx.suspects.length = 0;
+    }
+  }
+
   /** Sends `buf` in two halves by rows, each halved again while it fails for its size. */
   private async sendHalves(buf: Buffer, rows: number, ctx: UploadContext): Promise<void> {
     const half = Math.ceil(rows / 2);
@@ -252,7 +313,15 @@ export class Uploader {
 
   /** Uploads a COPY text stream; resolves when every row is applied or quarantined (or the deadline passed). */
   async upload(stream: Readable, options: { collectKeys?: boolean; insertOnly?: boolean } = {}): Promise<UploadStats> {
-    const stats: UploadStats = { rows: 0, bytes: 0, batches: 0, quarantined: 0, complete: true, ...(options.collectKeys ? { appliedKeys: [] } : {}) };
+    const stats: UploadStats = {
+      rows: 0,
+      bytes: 0,
+      batches: 0,
+      quarantined: 0,
+      unconfirmed: 0,
+      complete: true,
+      ...(options.collectKeys ? { appliedKeys: [] } : {}),
+    };
     const ctx: UploadContext = { stats, suspects: [], recorded: 0, insertOnly: options.insertOnly === true };
     let pending: Buffer[] = [];
     let pendingBytes = 0;
@@ -287,7 +356,8 @@ export class Uploader {
       inflight = null;
       if ((await outcome) === 'done') {
         const last = this.lastRowOf(batch);
-        if (last) stats.lastRow = last;
+        // Behind an unconfirmed row, the rows are not all through: the resume point waits.
+        if (last && ctx.suspects.length === 0) stats.lastRow = last;
         for (const h of halves) h.rows -= rows;
         halves = halves.filter((h) => h.rows > 0);
         return;
@@ -332,9 +402,10 @@ export class Uploader {
       // COPY text ends every row with a newline: anything left would be a row cut short.
       if (stats.complete && pendingBytes > 0)
         throw new InvariantError(`COPY stream of ${this.label} ended inside a row (${pendingBytes} bytes after the last newline)`);
-      // Single rows that failed at the end, after the server last answered: quarantine rather than
-      // block the table forever (fewer than MAX_SUSPECTS, or the upload would have stopped).
-      if (ctx.suspects.length > 0) await this.releaseSuspects(ctx);
+      // Single rows that failed at the end, with no later batch to show the server is up: ask the
+      // server whether it is (a summary); if it answers, they are sent once more (quarantined if they
+      // fail again). If it does not, they stay unconfirmed: the upload is incomplete, retried next run.
+      if (ctx.suspects.length > 0) await this.confirmSuspects(ctx);
     } finally {
       if (!stream.destroyed) stream.destroy();
     }

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDatabase } from '../support/fixtures.js';
+import { RecordingRemote } from '../support/recording-remote.js';
 
 interface QuarantineRow {
   key: string[];
@@ -220,6 +221,92 @@ describe('skip-ahead and quarantine', () => {
     expect(t.converged).toBe(true);
     expect(await quarantine(local)).toEqual([]);
     expect(await server.db.query(`select count(*)::int as n from items where id = 42`)).toEqual([{ n: 0 }]);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
+  it('does not quarantine a healthy row whose one-row batch met a passing 502, at the end of an upload', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    const reg = await setUp(local, server);
+    let recording: RecordingRemote | undefined;
+    await using agent = await startTestAgent(local, server, reg, {}, { wrapRemote: (r) => (recording = new RecordingRemote(r)) });
+    await agent.local.tracking.track('items');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await local.query(`update items set qty = 0 where id = 7`);
+    // A proxy answers 502 once, to the one-row batch; the summary the agent then asks for fails too (the proxy is still down).
+    recording?.inject({ match: (c) => c.method === 'upload' && c.rows === 1, errorClass: 'server_error' });
+    recording?.inject({ match: (c) => c.method === 'summary', errorClass: 'server_error' });
+    const first = await agent.agent.tick({ checkCount: true });
+    expect(first.converged).toBe(false);
+    expect(first.tables[0]?.error?.code).toBe('TM_SERVER_UNAVAILABLE');
+    expect(await quarantine(local)).toEqual([]);
+    const second = await agent.agent.tick({ checkCount: true });
+    expect(second.tables[0]?.error).toBeUndefined();
+    expect(second.converged).toBe(true);
+    expect(await quarantine(local)).toEqual([]);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
+  it('sends a row that met a passing 502 once more when the server answers, in the same run', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    const reg = await setUp(local, server);
+    let recording: RecordingRemote | undefined;
+    await using agent = await startTestAgent(local, server, reg, {}, { wrapRemote: (r) => (recording = new RecordingRemote(r)) });
+    await agent.local.tracking.track('items');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await local.query(`update items set qty = 0 where id = 7`);
+    recording?.inject({ match: (c) => c.method === 'upload' && c.rows === 1, errorClass: 'server_error' });
+    const t = await agent.agent.tick({ checkCount: true });
+    expect(t.tables[0]?.error).toBeUndefined();
+    expect(t.converged).toBe(true);
+    expect(await quarantine(local)).toEqual([]);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
+  it('does not quarantine healthy rows when a 502 hits a one-row batch in the middle of an upload', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table items (id int primary key, qty int not null)`);
+    await local.query(`insert into items select i, i from generate_series(1, 20) i`);
+    const reg = await server.register('acme');
+    let recording: RecordingRemote | undefined;
+    await using agent = await startTestAgent(
+      local,
+      server,
+      reg,
+      { batch: { minRows: 1, maxRows: 1 } },
+      { wrapRemote: (r) => (recording = new RecordingRemote(r)) },
+    );
+    await agent.local.tracking.track('items');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await local.query(`update items set qty = -qty where id between 1 and 5`);
+    let seen = 0;
+    recording?.inject({ match: (c) => c.method === 'upload' && c.rows === 1 && ++seen === 2, errorClass: 'server_error' });
+    const t = await agent.agent.tick({ checkCount: true });
+    expect(t.tables[0]?.error).toBeUndefined();
+    expect(t.converged).toBe(true);
+    expect(await quarantine(local)).toEqual([]);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
+  it('takes a quarantined row out of quarantine as soon as it reaches the server another way (verify)', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    const reg = await setUp(local, server);
+    await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 3600, retryMaxSeconds: 3600 } });
+    await agent.local.tracking.track('items');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await server.db.query(`alter table public.items add constraint qty_not_negative check (qty >= 0) not valid`);
+    await local.query(`update items set qty = -1 where id = 9`);
+    expect((await agent.agent.tick()).converged).toBe(false);
+    expect((await quarantine(local)).map((q) => q.key)).toEqual([['9']]);
+    // The replica's constraint goes; `verify` repairs the row (its retry is an hour away) and it leaves quarantine.
+    await server.db.query(`alter table public.items drop constraint qty_not_negative`);
+    const [verified] = await agent.agent.verify({ dryRun: false });
+    expect(verified?.error).toBeUndefined();
+    expect(await quarantine(local)).toEqual([]);
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
     expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
   });
 });
