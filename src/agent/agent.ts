@@ -16,6 +16,7 @@ import { AgentLock, type AgentLockOptions } from './local/agent-lock.js';
 import { type LocalStores, pgLocalStores } from './local/local-stores.js';
 import { installStateSchema } from './local/state-schema.js';
 import type { Remote, RemoteFactory } from './remote.js';
+import { type RunBudgetFactory, timeBudget } from './run-budget.js';
 import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
 
 export interface TableStatus {
@@ -24,6 +25,16 @@ export interface TableStatus {
   remote: TableSummary | null;
   quarantined: { key: string[]; version: string; error: string; attempts: number }[];
   error: string | null;
+}
+
+/** What tests (and embedders) may inject into an agent. */
+export interface AgentOptions {
+  /** Clock and randomness of the lock's reconnect backoff. */
+  lock?: AgentLockOptions;
+  /** The budget of each table run; by default `runBudgetSeconds` of wall-clock time. */
+  budget?: RunBudgetFactory;
+  /** The clock (epoch ms) quarantine backoffs run on. */
+  now?: () => number;
 }
 
 export interface TickResult {
@@ -45,11 +56,14 @@ export class Agent {
     readonly remote: Remote,
     /** The single-agent lock: the scheduled ticks run only while it is held (CLI commands take it themselves). */
     readonly lock: AgentLock,
+    options: { budget: RunBudgetFactory; now?: (() => number) | undefined },
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
   ) {
     this.sync = new TableSync({
       local,
+      budget: options.budget,
+      now: options.now ?? Date.now,
       remote,
       metrics,
       log,
@@ -81,7 +95,7 @@ export class Agent {
     metrics: AgentMetrics,
     log: Logger,
     makeRemote: RemoteFactory,
-    lockOptions: AgentLockOptions = {},
+    options: AgentOptions = {},
   ): Promise<Agent> {
     if (!cron.validate(config.schedule)) throw new ConfigError(`invalid configuration: schedule: ${JSON.stringify(config.schedule)} is not a cron expression`);
     await installStateSchema(pool);
@@ -89,7 +103,8 @@ export class Agent {
     const local = pgLocalStores(pool);
     const remote = makeRemote(agentId);
     const agentLog = log.child({ agentId });
-    return new Agent(config, local, remote, new AgentLock(pool, agentLog, lockOptions), metrics, agentLog);
+    const budget = options.budget ?? timeBudget(config.runBudgetSeconds);
+    return new Agent(config, local, remote, new AgentLock(pool, agentLog, options.lock), { budget, now: options.now }, metrics, agentLog);
   }
 
   /** The configured tables, or every tracked one. */

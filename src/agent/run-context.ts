@@ -15,6 +15,7 @@ import type { QuarantineRetry } from './local/quarantine-store.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import type { DiffReport } from './manifest-diff.js';
 import type { Remote } from './remote.js';
+import type { RunBudgetFactory } from './run-budget.js';
 import type { Uploader, UploadStats } from './uploader.js';
 
 export interface TableSyncSettings {
@@ -29,6 +30,10 @@ export interface TableSyncSettings {
 
 export interface TableSyncDeps {
   local: LocalStores;
+  /** The agent's clock (epoch ms) for quarantine backoffs; injected by tests. */
+  now: () => number;
+  /** The budget of each run (run-budget.ts). */
+  budget: RunBudgetFactory;
   remote: Remote;
   metrics: AgentMetrics;
   log: Logger;
@@ -97,7 +102,7 @@ export function emptyResult(table: string): TableRunResult {
 }
 
 export function incompleteError(settings: TableSyncSettings): { code: string; message: string } {
-  return { code: ErrorCode.RUN_INCOMPLETE, message: `run budget of ${settings.runBudgetSeconds} s used up; continuing next run` };
+  return { code: ErrorCode.RUN_INCOMPLETE, message: `run budget (${settings.runBudgetSeconds} s) used up; continuing next run` };
 }
 
 /** Counts an upload's rows; one cut short by the budget leaves the run incomplete (not converged). */

@@ -28,7 +28,7 @@ export async function retryQuarantine(ctx: RunContext, all: readonly Quarantined
   // Due: the backoff is over, or the row changed locally (fixed, or deleted) since it failed.
   if (all.length === 0) return 0;
   const versions = await snap.versionsByKeys(all.map((q) => q.key));
-  const now = Date.now();
+  const now = deps.now();
   const due = all.filter((q) => q.nextRetryAt.getTime() <= now || versions.get(JSON.stringify(q.key)) !== q.version);
   if (due.length === 0) return all.length;
   const keys = due.map((q) => q.key);

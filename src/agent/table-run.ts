@@ -14,6 +14,7 @@ import type { TableName, TableSummary } from '../shared/protocol.js';
 import type { BatchTuner } from './batch-tuner.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
+import type { RunBudget } from './run-budget.js';
 import { addUpload, big, incompleteError, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
 import { diff, repair, retryQuarantine, verifyAll, verifySlice } from './table-repair.js';
 import { uploadRanges } from './upload-ranges.js';
@@ -23,8 +24,8 @@ export interface TableRunInput {
   deps: TableSyncDeps;
   name: TableName;
   options: RunOptions;
-  /** Epoch ms after which no new batch starts. */
-  deadline: number;
+  /** Once exhausted, no new batch starts. */
+  budget: RunBudget;
   /** The table's state, read once by the caller. */
   state: TableStateRow;
   tuner: BatchTuner;
@@ -35,7 +36,7 @@ export interface TableRunInput {
 }
 
 export async function runTable(input: TableRunInput): Promise<void> {
-  const { deps, name, options, deadline, state, tuner, result, log } = input;
+  const { deps, name, options, budget, state, tuner, result, log } = input;
   const { local, remote, metrics, settings } = deps;
   const label = result.table;
   const table = await local.catalog.describe(name);
@@ -55,11 +56,12 @@ export async function runTable(input: TableRunInput): Promise<void> {
       history: local.history,
       quarantine: local.quarantine,
       quarantineRetry: settings.quarantine,
+      now: deps.now,
       tuner,
       metrics,
       log,
       timeoutMs: settings.batchTimeoutSeconds * 1000,
-      deadline,
+      budget,
     });
     const ctx: RunContext = { deps, table, snap, uploader, state, quarantinedKeys, result, log };
     const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
@@ -85,8 +87,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
       saved && saved.baseline.settledVersion === summary.settledVersion && saved.baseline.settledXmax === summary.settledXmax && !restored ? saved : null;
     const ranges = uploadRanges(summary, resume);
     for (const [i, range] of ranges.entries()) {
-      // Past the deadline, stop once this run has moved something (however long its set-up took).
-      if (Date.now() > deadline && result.rowsUploaded > 0) {
+      // With the budget spent, stop once this run has moved something (however long its set-up took).
+      if (budget.exhausted() && result.rowsUploaded > 0) {
         complete = false;
         break;
       }
@@ -136,7 +138,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
     if (complete && fullVerify) {
       summary = await verifyAll(ctx, resync ? 'resync' : 'manifest', options);
       if (!options.dryRun) await local.state.save(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
-    } else if (complete && settings.verificationPeriodHours > 0 && Date.now() < deadline) {
+    } else if (complete && settings.verificationPeriodHours > 0 && !budget.exhausted()) {
       summary = (await verifySlice(ctx)) ?? summary;
     }
 

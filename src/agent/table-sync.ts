@@ -8,6 +8,7 @@ import { formatTableName, type TableName } from '../shared/protocol.js';
 import { initTableMetrics } from './agent-metrics.js';
 import { BatchTuner } from './batch-tuner.js';
 import type { TableStateRow } from './local/table-state-store.js';
+import { UNLIMITED } from './run-budget.js';
 import { big, emptyResult, errorCodeOf, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
 import { verifyAll } from './table-repair.js';
 import { runTable } from './table-run.js';
@@ -42,7 +43,6 @@ export class TableSync {
   async run(name: TableName, options: RunOptions): Promise<TableRunResult> {
     const label = formatTableName(name);
     const started = performance.now();
-    const deadline = Date.now() + this.d.settings.runBudgetSeconds * 1000;
     const { metrics } = this.d;
     const log = this.d.log.child({ table: label });
     const result = emptyResult(label);
@@ -54,7 +54,7 @@ export class TableSync {
         deps: this.d,
         name,
         options,
-        deadline,
+        budget: this.d.budget(),
         state,
         tuner: await this.tuner(name),
         result,
@@ -136,11 +136,12 @@ export class TableSync {
           history: local.history,
           quarantine: local.quarantine,
           quarantineRetry: settings.quarantine,
+          now: this.d.now,
           tuner: await this.tuner(name),
           metrics: this.d.metrics,
           log: this.d.log,
           timeoutMs: settings.batchTimeoutSeconds * 1000,
-          deadline: Number.POSITIVE_INFINITY,
+          budget: UNLIMITED,
         });
         const state = await local.state.read(name);
         const ctx: RunContext = { deps: this.d, table, snap, uploader, state, quarantinedKeys, result, log: this.d.log };

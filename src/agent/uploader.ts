@@ -39,6 +39,7 @@ import type { BatchHistory } from './local/batch-history.js';
 import type { LocalTable } from './local/local-catalog.js';
 import type { QuarantineRetry, QuarantineStore } from './local/quarantine-store.js';
 import { type Remote, RemoteError } from './remote.js';
+import type { RunBudget } from './run-budget.js';
 
 export interface UploaderDeps {
   table: LocalTable;
@@ -46,6 +47,8 @@ export interface UploaderDeps {
   history: BatchHistory;
   quarantine: QuarantineStore;
   quarantineRetry: QuarantineRetry;
+  /** The agent's clock (epoch ms): quarantine backoffs run on it. */
+  now: () => number;
   /**
    * Keys (JSON of the key texts) quarantined when the run began: one that reaches the server in any
    * batch leaves quarantine at once. Shared by the run's uploads.
@@ -55,8 +58,8 @@ export interface UploaderDeps {
   metrics: AgentMetrics;
   log: Logger;
   timeoutMs: number;
-  /** Epoch ms after which no new batch starts. */
-  deadline: number;
+  /** Once exhausted, no new batch starts (each request spends from it). */
+  budget: RunBudget;
 }
 
 export interface UploadStats {
@@ -153,6 +156,7 @@ export class Uploader {
     const { remote, table, tuner, metrics, history } = this.d;
     const { stats } = ctx;
     const started = performance.now();
+    this.d.budget.spend();
     try {
       await remote.upload(table.name, buf, { timeoutMs: this.d.timeoutMs, insertOnly: ctx.insertOnly });
       const seconds = (performance.now() - started) / 1000;
@@ -187,7 +191,7 @@ export class Uploader {
 
   private async skipAhead(buf: Buffer, error: RemoteError, ctx: UploadContext): Promise<void> {
     const ids = this.rowIds(buf);
-    await this.d.quarantine.add(this.d.table.name, ids, `${error.code}: ${error.message}`, this.d.quarantineRetry);
+    await this.d.quarantine.add(this.d.table.name, ids, `${error.code}: ${error.message}`, this.d.quarantineRetry, new Date(this.d.now()));
     this.d.metrics.skipAheads.inc({ table: this.label });
     ctx.stats.quarantined += ids.length;
     this.d.log.warn({ table: this.label, rows: ids.length, errorClass: error.errorClass, code: error.code }, 'batch quarantined');
@@ -383,7 +387,7 @@ export class Uploader {
         }
         if (pendingRows === 0 || (!full && !final)) return true;
         // Past the deadline no batch starts, but every upload sends one: a run always makes progress.
-        if (ctx.recorded > 0 && Date.now() > this.d.deadline) return false;
+        if (ctx.recorded > 0 && this.d.budget.exhausted()) return false;
         sendNext();
       }
     };

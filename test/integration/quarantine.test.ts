@@ -14,9 +14,11 @@ interface QuarantineRow {
   due_in_seconds: number;
 }
 
-async function quarantine(local: TestDatabase): Promise<QuarantineRow[]> {
+/** Quarantined rows; `due_in_seconds` from `at` (the agent's clock, epoch ms) or the database's now(). */
+async function quarantine(local: TestDatabase, at?: number): Promise<QuarantineRow[]> {
   return local.query<QuarantineRow>(
-    `select key_text as key, attempts, extract(epoch from next_retry_at - now())::float8 as due_in_seconds from tidemark.quarantine order by key_text`,
+    `select key_text as key, attempts, extract(epoch from next_retry_at - coalesce($1::timestamptz, now()))::float8 as due_in_seconds from tidemark.quarantine order by key_text`,
+    [at === undefined ? null : new Date(at)],
   );
 }
 
@@ -78,14 +80,16 @@ describe('skip-ahead and quarantine', () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
     const reg = await setUp(local, server);
-    await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 1, retryMaxSeconds: 60 } });
+    // The agent's clock is the test's: only the test moves it, however slow the machine.
+    let now = Date.now();
+    await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 1, retryMaxSeconds: 60 } }, { now: () => now });
     await agent.local.tracking.track('items');
     await agent.agent.tick();
     await server.db.query(`alter table public.items add constraint qty_not_negative check (qty >= 0) not valid`);
     await local.query(`update items set qty = -1 where id = 10`);
 
     await agent.agent.tick();
-    const [first] = await quarantine(local);
+    const [first] = await quarantine(local, now);
     expect(first?.attempts).toBe(1);
     expect(first?.due_in_seconds).toBeGreaterThan(0.5);
     expect(first?.due_in_seconds).toBeLessThanOrEqual(1);
@@ -95,10 +99,10 @@ describe('skip-ahead and quarantine', () => {
     expect((await quarantine(local))[0]?.attempts).toBe(1);
 
     // Due: retried, rejected again, and the next wait is twice as long.
-    await new Promise((r) => setTimeout(r, 1100));
+    now += 1100;
     const t = await agent.agent.tick();
     expect(t.converged).toBe(false);
-    const [second] = await quarantine(local);
+    const [second] = await quarantine(local, now);
     expect(second?.attempts).toBe(2);
     expect(second?.due_in_seconds).toBeGreaterThan(1.5);
     expect(second?.due_in_seconds).toBeLessThanOrEqual(2);

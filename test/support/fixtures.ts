@@ -12,6 +12,7 @@ import { type AgentMetrics, createAgentMetrics } from '../../src/agent/agent-met
 import { httpRemoteFactory } from '../../src/agent/http-remote.js';
 import type { LocalStores } from '../../src/agent/local/local-stores.js';
 import type { Remote } from '../../src/agent/remote.js';
+import type { RunBudgetFactory } from '../../src/agent/run-budget.js';
 import { adminRequest } from '../../src/cli/admin-client.js';
 import { startServer } from '../../src/server/start-server.js';
 import { type AgentConfigInput, loadAgentConfig } from '../../src/shared/config/agent-config.js';
@@ -108,7 +109,7 @@ export async function startTestAgent(
   server: { url: string },
   reg: RegisterResult,
   overrides: Partial<AgentConfigInput> = {},
-  options: { wrapRemote?: (remote: Remote) => Remote } = {},
+  options: { wrapRemote?: (remote: Remote) => Remote; runBudget?: RunBudgetFactory; now?: () => number } = {},
 ): Promise<TestAgent> {
   const config = loadAgentConfig({
     env: {},
@@ -128,7 +129,10 @@ export async function startTestAgent(
   const metrics = createAgentMetrics();
   const http = httpRemoteFactory(config);
   const wrap = options.wrapRemote ?? ((r: Remote) => r);
-  const agent = await Agent.create(config, pool, metrics, silentLogger, (agentId) => wrap(http(agentId)));
+  const agent = await Agent.create(config, pool, metrics, silentLogger, (agentId) => wrap(http(agentId)), {
+    ...(options.runBudget ? { budget: options.runBudget } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
   return {
     agent,
     metrics,
