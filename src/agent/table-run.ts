@@ -86,23 +86,27 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const resume =
       saved && saved.baseline.settledVersion === summary.settledVersion && saved.baseline.settledXmax === summary.settledXmax && !restored ? saved : null;
     const ranges = uploadRanges(summary, resume);
+    // In the main (last) range, the resume point follows every batch that is through: whatever stops
+    // the run (the budget, a signal, a crash, a lost link or database), the next run goes on from
+    // there, and sends again at most the batch that was in flight. It stays valid while the server's
+    // settled state is this baseline.
+    const xip = [...new Set([...(resume?.xip ?? []), ...snapshot.xip])];
+    const baseline = { settledVersion: summary.settledVersion, settledXmax: summary.settledXmax };
+    let resumeSaved = saved !== null;
+    const saveResume = async (last: { key: string[]; version: string }): Promise<void> => {
+      await local.state.saveUploadResume(name, { after: { version: last.version, key: last.key }, xip, baseline });
+      resumeSaved = true;
+    };
     for (const [i, range] of ranges.entries()) {
       // With the budget spent, stop once this run has moved something (however long its set-up took).
       if (budget.exhausted() && result.rowsUploaded > 0) {
         complete = false;
         break;
       }
-      const s = await uploader.upload(await snap.copyOut(range), { insertOnly: remoteEmpty });
+      const main = i === ranges.length - 1;
+      const s = await uploader.upload(await snap.copyOut(range), { insertOnly: remoteEmpty, ...(main ? { onProgress: saveResume } : {}) });
       addUpload(ctx, s);
       complete &&= s.complete;
-      // Cut short in the main (last) range: the next run goes on from its last row.
-      if (!s.complete && i === ranges.length - 1 && s.lastRow) {
-        await local.state.saveUploadResume(name, {
-          after: { version: s.lastRow.version, key: s.lastRow.key },
-          xip: [...new Set([...(resume?.xip ?? []), ...snapshot.xip])],
-          baseline: { settledVersion: summary.settledVersion, settledXmax: summary.settledXmax },
-        });
-      }
     }
 
     // 3. Remote rows above the local max version cannot exist locally.
@@ -122,7 +126,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
         timeoutMs: settings.batchTimeoutSeconds * 1000,
       });
       summary = settled.summary;
-      if (saved) await local.state.saveUploadResume(name, null);
+      if (resumeSaved) await local.state.saveUploadResume(name, null);
     }
 
     // 5. Counts, when rows may have been deleted; bisection when they differ.

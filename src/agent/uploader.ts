@@ -84,6 +84,18 @@ export interface UploadStats {
   lastRow?: { key: string[]; version: string };
 }
 
+export interface UploadCallOptions {
+  /** Collect the keys of the applied rows in the stats. */
+  collectKeys?: boolean;
+  /** Send batches as plain inserts (the remote holds none of the table's rows). */
+  insertOnly?: boolean;
+  /**
+   * Called after each batch is through (applied or quarantined) with the stream's last row so far,
+   * before the next batch is sent: the caller persists its resume point there.
+   */
+  onProgress?: (lastRow: { key: string[]; version: string }) => Promise<void>;
+}
+
 /** State of one upload() call. */
 interface UploadContext {
   stats: UploadStats;
@@ -316,7 +328,7 @@ export class Uploader {
   }
 
   /** Uploads a COPY text stream; resolves when every row is applied or quarantined (or the deadline passed). */
-  async upload(stream: Readable, options: { collectKeys?: boolean; insertOnly?: boolean } = {}): Promise<UploadStats> {
+  async upload(stream: Readable, options: UploadCallOptions = {}): Promise<UploadStats> {
     const stats: UploadStats = {
       rows: 0,
       bytes: 0,
@@ -361,7 +373,11 @@ export class Uploader {
       if ((await outcome) === 'done') {
         const last = this.lastRowOf(batch);
         // Behind an unconfirmed row, the rows are not all through: the resume point waits.
-        if (last && ctx.suspects.length === 0) stats.lastRow = last;
+        if (last && ctx.suspects.length === 0) {
+          stats.lastRow = last;
+          // Before the next batch goes: whatever stops the process now, the next run resumes here.
+          await options.onProgress?.(last);
+        }
         for (const h of halves) h.rows -= rows;
         halves = halves.filter((h) => h.rows > 0);
         return;
