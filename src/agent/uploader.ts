@@ -30,110 +30,18 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ErrorCode, InvariantError } from '../shared/errors.js';
-import type { Logger } from '../shared/logger.js';
 import { formatTableName } from '../shared/protocol.js';
-import { leadingCopyFields } from '../shared/row-shape.js';
-import type { AgentMetrics } from './agent-metrics.js';
-import type { BatchTuner } from './batch-tuner.js';
-import type { BatchHistory } from './local/batch-history.js';
-import type { LocalTable } from './local/local-catalog.js';
-import type { QuarantineRetry, QuarantineStore } from './local/quarantine-store.js';
-import { type Remote, RemoteError } from './remote.js';
-import type { RunBudget } from './run-budget.js';
+import { countRows, cutPoint, lastRowOf, type RowId, rowIdsOf } from './copy-rows.js';
+import { RemoteError } from './remote.js';
+import type { UploadCallOptions, UploadContext, UploaderDeps, UploadStats } from './upload-types.js';
 
-export interface UploaderDeps {
-  table: LocalTable;
-  remote: Remote;
-  history: BatchHistory;
-  quarantine: QuarantineStore;
-  quarantineRetry: QuarantineRetry;
-  /** The agent's clock (epoch ms): quarantine backoffs run on it. */
-  now: () => number;
-  /**
-   * Keys (JSON of the key texts) quarantined when the run began: one that reaches the server in any
-   * batch leaves quarantine at once. Shared by the run's uploads.
-   */
-  quarantinedKeys: Set<string>;
-  tuner: BatchTuner;
-  metrics: AgentMetrics;
-  log: Logger;
-  timeoutMs: number;
-  /** Once exhausted, no new batch starts (each request spends from it). */
-  budget: RunBudget;
-}
+export type { UploadCallOptions, UploaderDeps, UploadStats } from './upload-types.js';
 
-export interface UploadStats {
-  rows: number;
-  bytes: number;
-  batches: number;
-  quarantined: number;
-  /** False when the deadline stopped the stream early. */
-  complete: boolean;
-  /** Keys of the rows the server applied (only when asked for). */
-  appliedKeys?: string[][];
-  /**
-   * Single rows that met a timeout or server error and could not be confirmed (the server never
-   * answered a later request): neither applied nor quarantined. The upload is then incomplete, and
-   * the next run sends them again.
-   */
-  unconfirmed: number;
-  /**
-   * The last row (in stream order) that was applied or quarantined: every row before it in the
-   * stream is through (unconfirmed rows hold it back). Where an interrupted upload resumes.
-   */
-  lastRow?: { key: string[]; version: string };
-}
-
-export interface UploadCallOptions {
-  /** Collect the keys of the applied rows in the stats. */
-  collectKeys?: boolean;
-  /** Send batches as plain inserts (the remote holds none of the table's rows). */
-  insertOnly?: boolean;
-  /**
-   * Called after each batch is through (applied or quarantined) with the stream's last row so far,
-   * before the next batch is sent: the caller persists its resume point there.
-   */
-  onProgress?: (lastRow: { key: string[]; version: string }) => Promise<void>;
-}
-
-/** State of one upload() call. */
-interface UploadContext {
-  stats: UploadStats;
-  /** Single rows that failed for a transient reason, waiting for a success to prove the server is up. */
-  suspects: { buf: Buffer; error: RemoteError }[];
-  /** Requests recorded in the batch history. */
-  recorded: number;
-  /** Send batches as plain inserts (the remote held none of the table's rows); off after a conflict. */
-  insertOnly: boolean;
-}
-
-const NEWLINE = 0x0a;
 const NETWORK_RETRIES = 2;
 /** Pause before cutting again a batch that timed out or met a server error (a struggling server gets a moment). */
 const RETRY_PAUSE_MS = 100;
 /** Single rows failing in a row, with no success between, that mean the server (not the rows) is failing. */
 const MAX_SUSPECTS = 8;
-
-function countRows(buf: Buffer): number {
-  let n = 0;
-  for (let i = buf.indexOf(NEWLINE); i !== -1; i = buf.indexOf(NEWLINE, i + 1)) n++;
-  return n;
-}
-
-/**
- * Where to cut the first batch of `buf`: the end of the last complete row within `rows` rows and
- * `bytes` bytes, or of the first row if it alone is larger. 0 when `buf` holds no complete row.
- */
-function cutPoint(buf: Buffer, rows: number, bytes: number): number {
-  let end = 0;
-  let n = 0;
-  for (let i = buf.indexOf(NEWLINE); i !== -1 && n < rows; i = buf.indexOf(NEWLINE, i + 1)) {
-    if (n > 0 && i + 1 > bytes) break;
-    end = i + 1;
-    n++;
-  }
-  return end;
-}
 
 export class Uploader {
   private readonly label: string;
@@ -144,24 +52,12 @@ export class Uploader {
     this.keyWidth = d.table.shape.keyColumns.length;
   }
 
-  /** Key and version of the last row of a batch. */
-  private lastRowOf(buf: Buffer): { key: string[]; version: string } | undefined {
-    const end = buf[buf.length - 1] === NEWLINE ? buf.length - 1 : buf.length;
-    if (end <= 0) return undefined;
-    const start = buf.lastIndexOf(NEWLINE, end - 1) + 1;
-    const [version, ...key] = leadingCopyFields(buf.subarray(start, end).toString('utf8'), 1 + this.keyWidth);
-    return { version: version ?? '0', key: key.map((k) => k ?? '') };
+  private lastRowOf(buf: Buffer): RowId | undefined {
+    return lastRowOf(buf, this.keyWidth);
   }
 
-  /** Keys and versions of the rows in a batch (the leading wire columns). */
-  private rowIds(buf: Buffer): { key: string[]; version: string }[] {
-    const text = buf.toString('utf8');
-    const lines = text.split('\n');
-    if (lines[lines.length - 1] === '') lines.pop();
-    return lines.map((line) => {
-      const [version, ...key] = leadingCopyFields(line, 1 + this.keyWidth);
-      return { version: version ?? '0', key: key.map((k) => k ?? '') };
-    });
+  private rowIds(buf: Buffer): RowId[] {
+    return rowIdsOf(buf, this.keyWidth);
   }
 
   private async sendOnce(buf: Buffer, rows: number, ctx: UploadContext): Promise<void> {

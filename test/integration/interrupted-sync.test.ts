@@ -36,7 +36,8 @@ function sync(config: string): { child: ChildProcess; exit: Promise<{ code: numb
   return { child, exit };
 }
 
-describe('interrupted first sync', () => {
+// Two tidemark processes one after the other: on a busy machine each start takes seconds.
+describe('interrupted first sync', { timeout: 300_000 }, () => {
   it('goes on from the last applied batch after the sync process is killed, sending at most one batch again', async () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
