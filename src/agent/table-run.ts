@@ -12,6 +12,7 @@ import { ErrorCode, RetryableError, TidemarkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { TableName, TableSummary } from '../shared/protocol.js';
 import type { BatchTuner } from './batch-tuner.js';
+import type { LocalTable } from './local/local-catalog.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
 import type { RunBudget } from './run-budget.js';
@@ -49,20 +50,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
     result.localMaxVersion = localMax;
     const quarantinedRows = await local.quarantine.list(name, false);
     const quarantinedKeys = new Set(quarantinedRows.map((q) => JSON.stringify(q.key)));
-    const uploader = new Uploader({
-      table,
-      remote,
-      quarantinedKeys,
-      history: local.history,
-      quarantine: local.quarantine,
-      quarantineRetry: settings.quarantine,
-      now: deps.now,
-      tuner,
-      metrics,
-      log,
-      timeoutMs: settings.batchTimeoutSeconds * 1000,
-      budget,
-    });
+    const uploader = uploaderFor(deps, table, { tuner, log, budget, quarantinedKeys });
     const ctx: RunContext = { deps, table, snap, uploader, state, quarantinedKeys, result, log };
     const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
     // The xid counter never goes back, except when the database itself went back (a restored
@@ -180,6 +168,26 @@ export async function runTable(input: TableRunInput): Promise<void> {
   } finally {
     await snap.close();
   }
+}
+
+/** The uploader of one run (or verification) of `table`. */
+export function uploaderFor(
+  deps: TableSyncDeps,
+  table: LocalTable,
+  run: { tuner: BatchTuner; log: Logger; budget: RunBudget; quarantinedKeys: Set<string> },
+): Uploader {
+  const { local, remote, metrics, settings } = deps;
+  return new Uploader({
+    table,
+    remote,
+    history: local.history,
+    quarantine: local.quarantine,
+    quarantineRetry: settings.quarantine,
+    now: deps.now,
+    metrics,
+    timeoutMs: settings.batchTimeoutSeconds * 1000,
+    ...run,
+  });
 }
 
 /** Compares the local and remote counts; when they differ, bisects to the rows and repairs them. */

@@ -11,8 +11,7 @@ import type { TableStateRow } from './local/table-state-store.js';
 import { UNLIMITED } from './run-budget.js';
 import { big, emptyResult, errorCodeOf, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
 import { verifyAll } from './table-repair.js';
-import { runTable } from './table-run.js';
-import { Uploader } from './uploader.js';
+import { runTable, uploaderFor } from './table-run.js';
 
 export type { RunOptions, TableRunResult, TableSyncDeps, TableSyncSettings } from './run-context.js';
 export { uploadRanges } from './upload-ranges.js';
@@ -123,26 +122,13 @@ export class TableSync {
     const started = performance.now();
     const result = emptyResult(label);
     try {
-      const { local, remote, settings } = this.d;
+      const { local, remote } = this.d;
       const table = await local.catalog.describe(name);
       let summary = dryRun ? await remote.summary(name) : await remote.declare(name, table.declaration);
       const snap = await local.openSnapshot(table);
       try {
         const quarantinedKeys = new Set((await local.quarantine.list(name, false)).map((q) => JSON.stringify(q.key)));
-        const uploader = new Uploader({
-          table,
-          remote,
-          quarantinedKeys,
-          history: local.history,
-          quarantine: local.quarantine,
-          quarantineRetry: settings.quarantine,
-          now: this.d.now,
-          tuner: await this.tuner(name),
-          metrics: this.d.metrics,
-          log: this.d.log,
-          timeoutMs: settings.batchTimeoutSeconds * 1000,
-          budget: UNLIMITED,
-        });
+        const uploader = uploaderFor(this.d, table, { tuner: await this.tuner(name), log: this.d.log, budget: UNLIMITED, quarantinedKeys });
         const state = await local.state.read(name);
         const ctx: RunContext = { deps: this.d, table, snap, uploader, state, quarantinedKeys, result, log: this.d.log };
         summary = await verifyAll(ctx, 'manifest', { checkCount: false, verifyAll: true, dryRun });

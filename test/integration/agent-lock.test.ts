@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import {
   createDatabase,
   dumpRows,
+  startRecordingAgent,
   startTestAgent,
   startTestServer,
   TEST_AGENT_APPLICATION,
@@ -17,7 +18,6 @@ import {
   type TestDatabase,
   terminateAgentBackends,
 } from '../support/fixtures.js';
-import { RecordingRemote } from '../support/recording-remote.js';
 
 /** Backends of the test agents holding the single-agent advisory lock. */
 async function lockHolders(local: TestDatabase): Promise<number> {
@@ -94,17 +94,16 @@ describe('agent lock across local database restarts', () => {
     const { local, server, reg } = await setUp();
     await using _l = local;
     await using _s = server;
-    let recording: RecordingRemote | undefined;
-    await using agent = await startTestAgent(local, server, reg, {}, { wrapRemote: (r) => (recording = new RecordingRemote(r)) });
+    await using agent = await startRecordingAgent(local, server, reg);
+    const { recording } = agent;
     await agent.local.tracking.track('items');
     let terminated = false;
-    if (recording)
-      recording.beforeCall = async (call) => {
-        if (call.method === 'upload' && (call.rows ?? 0) > 0 && !terminated) {
-          terminated = true;
-          await terminateAgentBackends(local);
-        }
-      };
+    recording.beforeCall = async (call) => {
+      if (call.method === 'upload' && (call.rows ?? 0) > 0 && !terminated) {
+        terminated = true;
+        await terminateAgentBackends(local);
+      }
+    };
     const broken = await agent.agent.tickOnce();
     expect(terminated).toBe(true);
     expect(broken?.converged).toBe(false);

@@ -5,8 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDatabase } from '../support/fixtures.js';
-import { RecordingRemote } from '../support/recording-remote.js';
+import { createDatabase, dumpRows, startRecordingAgent, startTestAgent, startTestServer, type TestDatabase } from '../support/fixtures.js';
 
 interface QuarantineRow {
   key: string[];
@@ -232,14 +231,14 @@ describe('skip-ahead and quarantine', () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
     const reg = await setUp(local, server);
-    let recording: RecordingRemote | undefined;
-    await using agent = await startTestAgent(local, server, reg, {}, { wrapRemote: (r) => (recording = new RecordingRemote(r)) });
+    await using agent = await startRecordingAgent(local, server, reg);
+    const { recording } = agent;
     await agent.local.tracking.track('items');
     expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
     await local.query(`update items set qty = 0 where id = 7`);
     // A proxy answers 502 once, to the one-row batch; the summary the agent then asks for fails too (the proxy is still down).
-    recording?.inject({ match: (c) => c.method === 'upload' && c.rows === 1, errorClass: 'server_error' });
-    recording?.inject({ match: (c) => c.method === 'summary', errorClass: 'server_error' });
+    recording.inject({ match: (c) => c.method === 'upload' && c.rows === 1, errorClass: 'server_error' });
+    recording.inject({ match: (c) => c.method === 'summary', errorClass: 'server_error' });
     const first = await agent.agent.tick({ checkCount: true });
     expect(first.converged).toBe(false);
     expect(first.tables[0]?.error?.code).toBe('TM_SERVER_UNAVAILABLE');
@@ -255,12 +254,12 @@ describe('skip-ahead and quarantine', () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
     const reg = await setUp(local, server);
-    let recording: RecordingRemote | undefined;
-    await using agent = await startTestAgent(local, server, reg, {}, { wrapRemote: (r) => (recording = new RecordingRemote(r)) });
+    await using agent = await startRecordingAgent(local, server, reg);
+    const { recording } = agent;
     await agent.local.tracking.track('items');
     expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
     await local.query(`update items set qty = 0 where id = 7`);
-    recording?.inject({ match: (c) => c.method === 'upload' && c.rows === 1, errorClass: 'server_error' });
+    recording.inject({ match: (c) => c.method === 'upload' && c.rows === 1, errorClass: 'server_error' });
     const t = await agent.agent.tick({ checkCount: true });
     expect(t.tables[0]?.error).toBeUndefined();
     expect(t.converged).toBe(true);
@@ -274,19 +273,13 @@ describe('skip-ahead and quarantine', () => {
     await local.query(`create table items (id int primary key, qty int not null)`);
     await local.query(`insert into items select i, i from generate_series(1, 20) i`);
     const reg = await server.register('acme');
-    let recording: RecordingRemote | undefined;
-    await using agent = await startTestAgent(
-      local,
-      server,
-      reg,
-      { batch: { minRows: 1, maxRows: 1 } },
-      { wrapRemote: (r) => (recording = new RecordingRemote(r)) },
-    );
+    await using agent = await startRecordingAgent(local, server, reg, { batch: { minRows: 1, maxRows: 1 } });
+    const { recording } = agent;
     await agent.local.tracking.track('items');
     expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
     await local.query(`update items set qty = -qty where id between 1 and 5`);
     let seen = 0;
-    recording?.inject({ match: (c) => c.method === 'upload' && c.rows === 1 && ++seen === 2, errorClass: 'server_error' });
+    recording.inject({ match: (c) => c.method === 'upload' && c.rows === 1 && ++seen === 2, errorClass: 'server_error' });
     const t = await agent.agent.tick({ checkCount: true });
     expect(t.tables[0]?.error).toBeUndefined();
     expect(t.converged).toBe(true);

@@ -19,6 +19,7 @@ import { type AgentConfigInput, loadAgentConfig } from '../../src/shared/config/
 import { loadServerConfig, type ServerConfig } from '../../src/shared/config/server-config.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import type { RegisterResult } from '../../src/shared/protocol.js';
+import { RecordingRemote } from './recording-remote.js';
 
 const SERVER_TEMPLATE = 'tidemark_server_template';
 
@@ -143,6 +144,19 @@ export async function startTestAgent(
       await pool.end();
     },
   };
+}
+
+/** A test agent whose remote records every call and can fail chosen ones (recording-remote.ts). */
+export async function startRecordingAgent(
+  local: TestDatabase,
+  server: { url: string },
+  reg: RegisterResult,
+  overrides: Partial<AgentConfigInput> = {},
+): Promise<TestAgent & { recording: RecordingRemote }> {
+  let recording: RecordingRemote | undefined;
+  const agent = await startTestAgent(local, server, reg, overrides, { wrapRemote: (r) => (recording = new RecordingRemote(r)) });
+  if (!recording) throw new Error('the agent did not build its remote');
+  return Object.assign(agent, { recording });
 }
 
 /** Rows of a table as sorted JSON lines (for exact comparisons across databases). */
