@@ -12,9 +12,11 @@ import type { Logger } from '../shared/logger.js';
 import { formatTableName, parseTableName, type TableName, type TableSummary } from '../shared/protocol.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import { readAgentId } from './local/agent-identity.js';
+import { AgentLock, type AgentLockOptions } from './local/agent-lock.js';
 import { type LocalStores, pgLocalStores } from './local/local-stores.js';
 import { installStateSchema } from './local/state-schema.js';
 import type { Remote, RemoteFactory } from './remote.js';
+import { type RunBudgetFactory, timeBudget } from './run-budget.js';
 import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
 
 export interface TableStatus {
@@ -23,6 +25,16 @@ export interface TableStatus {
   remote: TableSummary | null;
   quarantined: { key: string[]; version: string; error: string; attempts: number }[];
   error: string | null;
+}
+
+/** What tests (and embedders) may inject into an agent. */
+export interface AgentOptions {
+  /** Clock and randomness of the lock's reconnect backoff. */
+  lock?: AgentLockOptions;
+  /** The budget of each table run; by default `runBudgetSeconds` of wall-clock time. */
+  budget?: RunBudgetFactory;
+  /** The clock (epoch ms) quarantine backoffs run on. */
+  now?: () => number;
 }
 
 export interface TickResult {
@@ -34,7 +46,7 @@ export interface TickResult {
 
 export class Agent {
   private readonly sync: TableSync;
-  private running: Promise<TickResult> | null = null;
+  private running: Promise<TickResult | null> | null = null;
   private task: ScheduledTask | null = null;
   private firstTick = true;
 
@@ -42,11 +54,16 @@ export class Agent {
     private readonly config: Readonly<AgentConfig>,
     readonly local: LocalStores,
     readonly remote: Remote,
+    /** The single-agent lock: the scheduled ticks run only while it is held (CLI commands take it themselves). */
+    readonly lock: AgentLock,
+    options: { budget: RunBudgetFactory; now?: (() => number) | undefined },
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
   ) {
     this.sync = new TableSync({
       local,
+      budget: options.budget,
+      now: options.now ?? Date.now,
       remote,
       metrics,
       log,
@@ -72,13 +89,22 @@ export class Agent {
    * Installs the local state schema, reads the agent's persistent id and builds its remote with
    * `makeRemote` (the composition root chooses the transport, e.g. `httpRemoteFactory(config)`).
    */
-  static async create(config: Readonly<AgentConfig>, pool: pg.Pool, metrics: AgentMetrics, log: Logger, makeRemote: RemoteFactory): Promise<Agent> {
+  static async create(
+    config: Readonly<AgentConfig>,
+    pool: pg.Pool,
+    metrics: AgentMetrics,
+    log: Logger,
+    makeRemote: RemoteFactory,
+    options: AgentOptions = {},
+  ): Promise<Agent> {
     if (!cron.validate(config.schedule)) throw new ConfigError(`invalid configuration: schedule: ${JSON.stringify(config.schedule)} is not a cron expression`);
     await installStateSchema(pool);
     const agentId = await readAgentId(pool);
     const local = pgLocalStores(pool);
     const remote = makeRemote(agentId);
-    return new Agent(config, local, remote, metrics, log.child({ agentId }));
+    const agentLog = log.child({ agentId });
+    const budget = options.budget ?? timeBudget(config.runBudgetSeconds);
+    return new Agent(config, local, remote, new AgentLock(pool, agentLog, options.lock), { budget, now: options.now }, metrics, agentLog);
   }
 
   /** The configured tables, or every tracked one. */
@@ -155,19 +181,37 @@ export class Agent {
     );
   }
 
-  /** Runs a tick unless one is in flight (then the tick is skipped and counted). */
+  /**
+   * Runs a tick unless one is in flight (then the tick is skipped and counted), and only while this
+   * agent holds the single-agent lock: a lock lost with its connection (the local database
+   * restarted) is re-taken first; if another agent took it meanwhile, or the database is still
+   * away, the tick is skipped.
+   */
   async tickOnce(): Promise<TickResult | null> {
     if (this.running) {
       this.metrics.runsSkipped.inc();
       this.log.warn({}, 'previous run still going; tick skipped');
       return null;
     }
-    this.running = this.tick();
+    this.running = this.lockedTick();
     try {
       return await this.running;
     } finally {
       this.running = null;
     }
+  }
+
+  private async lockedTick(): Promise<TickResult | null> {
+    const lock = await this.lock.ensure();
+    if (lock !== 'held') {
+      this.metrics.runsSkipped.inc();
+      this.log.warn(
+        { lock },
+        lock === 'busy' ? 'another agent holds the lock of this local database; tick skipped' : 'local database unavailable; tick skipped',
+      );
+      return null;
+    }
+    return this.tick();
   }
 
   /** Starts the schedule, with a first run right away. */
@@ -179,11 +223,12 @@ export class Agent {
     this.log.info({ schedule: this.config.schedule, tables: this.config.tables ?? 'all tracked' }, 'agent started');
   }
 
-  /** Stops the schedule, waits for the run in flight, and closes kept-alive connections to the server. */
+  /** Stops the schedule, waits for the run in flight, gives the lock up, and closes the remote. */
   async stop(): Promise<void> {
     if (this.task) await this.task.destroy();
     this.task = null;
     if (this.running) await this.running;
+    await this.lock.release();
     this.remote.close();
   }
 }

@@ -15,6 +15,7 @@ import type { QuarantineRetry } from './local/quarantine-store.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import type { DiffReport } from './manifest-diff.js';
 import type { Remote } from './remote.js';
+import type { RunBudgetFactory } from './run-budget.js';
 import type { Uploader, UploadStats } from './uploader.js';
 
 export interface TableSyncSettings {
@@ -29,6 +30,10 @@ export interface TableSyncSettings {
 
 export interface TableSyncDeps {
   local: LocalStores;
+  /** The agent's clock (epoch ms) for quarantine backoffs; injected by tests. */
+  now: () => number;
+  /** The budget of each run (run-budget.ts). */
+  budget: RunBudgetFactory;
   remote: Remote;
   metrics: AgentMetrics;
   log: Logger;
@@ -66,6 +71,8 @@ export interface RunContext {
   table: LocalTable;
   snap: LocalSnapshot;
   uploader: Uploader;
+  /** Keys (JSON) quarantined when the run began; rows that reach the server leave quarantine. */
+  quarantinedKeys: Set<string>;
   /** The table's state as the run found it (read once). */
   state: TableStateRow;
   result: TableRunResult;
@@ -95,13 +102,18 @@ export function emptyResult(table: string): TableRunResult {
 }
 
 export function incompleteError(settings: TableSyncSettings): { code: string; message: string } {
-  return { code: ErrorCode.RUN_INCOMPLETE, message: `run budget of ${settings.runBudgetSeconds} s used up; continuing next run` };
+  return { code: ErrorCode.RUN_INCOMPLETE, message: `run budget (${settings.runBudgetSeconds} s) used up; continuing next run` };
 }
 
 /** Counts an upload's rows; one cut short by the budget leaves the run incomplete (not converged). */
 export function addUpload(ctx: RunContext, s: UploadStats): void {
   ctx.result.rowsUploaded += s.rows;
-  if (!s.complete) ctx.result.error = incompleteError(ctx.deps.settings);
+  if (s.unconfirmed > 0)
+    ctx.result.error = {
+      code: ErrorCode.SERVER_UNAVAILABLE,
+      message: `${s.unconfirmed} row(s) met a timeout or server error and the server did not answer since; sent again next run`,
+    };
+  else if (!s.complete) ctx.result.error ??= incompleteError(ctx.deps.settings);
 }
 
 /** A bounded label for a failure: tidemark's own code, the class of a database error, or TM_INTERNAL. */

@@ -5,6 +5,7 @@
  */
 import { toError } from '../shared/errors.js';
 import { type Bound, formatTableName, type KeyRange, type TableSummary } from '../shared/protocol.js';
+import type { QuarantinedRow } from './local/quarantine-store.js';
 import { DEFAULT_DIFF, type DiffOptions, type DiffReport, diffRange, type RowDiff } from './manifest-diff.js';
 import { addUpload, KEY_CHUNK, type RunContext, type RunOptions } from './run-context.js';
 
@@ -21,14 +22,13 @@ export async function diff(ctx: RunContext, range: KeyRange, options: Omit<DiffO
   return report;
 }
 
-/** Retries the quarantined rows that are due; returns how many stay quarantined. */
-export async function retryQuarantine(ctx: RunContext): Promise<number> {
+/** Retries the quarantined rows (`all`, as the run found them) that are due; returns how many stay quarantined. */
+export async function retryQuarantine(ctx: RunContext, all: readonly QuarantinedRow[]): Promise<number> {
   const { table, snap, uploader, deps } = ctx;
   // Due: the backoff is over, or the row changed locally (fixed, or deleted) since it failed.
-  const all = await deps.local.quarantine.list(table.name, false);
   if (all.length === 0) return 0;
   const versions = await snap.versionsByKeys(all.map((q) => q.key));
-  const now = Date.now();
+  const now = deps.now();
   const due = all.filter((q) => q.nextRetryAt.getTime() <= now || versions.get(JSON.stringify(q.key)) !== q.version);
   if (due.length === 0) return all.length;
   const keys = due.map((q) => q.key);
@@ -43,6 +43,7 @@ export async function retryQuarantine(ctx: RunContext): Promise<number> {
   const appliedSet = new Set(applied.map((k) => JSON.stringify(k)));
   const release = keys.filter((k) => appliedSet.has(JSON.stringify(k)) || !versions.has(JSON.stringify(k)));
   await deps.local.quarantine.release(table.name, release);
+  for (const k of release) ctx.quarantinedKeys.delete(JSON.stringify(k));
   if (release.length) deps.log.info({ table: formatTableName(table.name), rows: release.length }, 'quarantined rows resolved');
   return all.length - release.length;
 }
@@ -108,6 +109,7 @@ export async function verifyAll(ctx: RunContext, reason: 'manifest' | 'resync', 
       // tidemark's back make them drift); the local count runs meanwhile.
       [summary, result.localCount] = await Promise.all([remote.recount(table.name), snap.count()]);
     }
+    if (!options.dryRun) await releaseVerified(ctx, found);
     const repaired = found.missing.length + found.changed.length + found.extra.length;
     if (isResync) summary = await remote.reportResync(table.name, { status: 'done', progress: 1, rowsRepaired: repaired });
     return summary;
@@ -116,6 +118,23 @@ export async function verifyAll(ctx: RunContext, reason: 'manifest' | 'resync', 
       await remote.reportResync(table.name, { status: 'failed', progress: 0, rowsRepaired: 0, error: toError(e).message.slice(0, 4000) }).catch(() => {});
     throw e;
   }
+}
+
+/**
+ * After a whole-table comparison, a quarantined row that the comparison found equal on both sides
+ * (neither missing nor changed) is on the server: it leaves quarantine.
+ */
+async function releaseVerified(ctx: RunContext, found: RowDiff): Promise<void> {
+  if (ctx.quarantinedKeys.size === 0) return;
+  const differing = new Set([...found.missing, ...found.changed].map((k) => JSON.stringify(k)));
+  const equal = [...ctx.quarantinedKeys].filter((k) => !differing.has(k));
+  if (equal.length === 0) return;
+  await ctx.deps.local.quarantine.release(
+    ctx.table.name,
+    equal.map((k) => JSON.parse(k) as string[]),
+  );
+  for (const k of equal) ctx.quarantinedKeys.delete(k);
+  ctx.deps.log.info({ table: ctx.result.table, rows: equal.length }, 'quarantined rows found equal on the server');
 }
 
 /** Verifies the next slice of the rolling pass (hash mode), sized so a pass takes the configured period. */

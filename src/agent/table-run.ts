@@ -8,11 +8,14 @@
  *   compare counts when deletes may have happened, and bisect to the rows if they differ
  *   verify the next slice of the table (rolling verification), or all of it on a requested resync
  */
+import { ErrorCode, RetryableError, TidemarkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { TableName, TableSummary } from '../shared/protocol.js';
 import type { BatchTuner } from './batch-tuner.js';
+import type { LocalTable } from './local/local-catalog.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
+import type { RunBudget } from './run-budget.js';
 import { addUpload, big, incompleteError, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
 import { diff, repair, retryQuarantine, verifyAll, verifySlice } from './table-repair.js';
 import { uploadRanges } from './upload-ranges.js';
@@ -22,8 +25,8 @@ export interface TableRunInput {
   deps: TableSyncDeps;
   name: TableName;
   options: RunOptions;
-  /** Epoch ms after which no new batch starts. */
-  deadline: number;
+  /** Once exhausted, no new batch starts. */
+  budget: RunBudget;
   /** The table's state, read once by the caller. */
   state: TableStateRow;
   tuner: BatchTuner;
@@ -34,7 +37,7 @@ export interface TableRunInput {
 }
 
 export async function runTable(input: TableRunInput): Promise<void> {
-  const { deps, name, options, deadline, state, tuner, result, log } = input;
+  const { deps, name, options, budget, state, tuner, result, log } = input;
   const { local, remote, metrics, settings } = deps;
   const label = result.table;
   const table = await local.catalog.describe(name);
@@ -45,19 +48,10 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const stats = await snap.stats();
     const localMax = stats.maxVersion;
     result.localMaxVersion = localMax;
-    const uploader = new Uploader({
-      table,
-      remote,
-      history: local.history,
-      quarantine: local.quarantine,
-      quarantineRetry: settings.quarantine,
-      tuner,
-      metrics,
-      log,
-      timeoutMs: settings.batchTimeoutSeconds * 1000,
-      deadline,
-    });
-    const ctx: RunContext = { deps, table, snap, uploader, state, result, log };
+    const quarantinedRows = await local.quarantine.list(name, false);
+    const quarantinedKeys = new Set(quarantinedRows.map((q) => JSON.stringify(q.key)));
+    const uploader = uploaderFor(deps, table, { tuner, log, budget, quarantinedKeys });
+    const ctx: RunContext = { deps, table, snap, uploader, state, quarantinedKeys, result, log };
     const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
     // The xid counter never goes back, except when the database itself went back (a restored
     // backup): then nothing the remote settled can be trusted, and the whole table is verified.
@@ -71,7 +65,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
 
     let complete = true;
     // 1. Quarantined rows whose retry is due.
-    result.quarantined = await retryQuarantine(ctx);
+    result.quarantined = await retryQuarantine(ctx, quarantinedRows);
 
     // 2. Upload what the remote may lack. A remote that holds none of the table's rows (the first
     // sync) takes plain inserts, cheaper than upserts.
@@ -80,23 +74,27 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const resume =
       saved && saved.baseline.settledVersion === summary.settledVersion && saved.baseline.settledXmax === summary.settledXmax && !restored ? saved : null;
     const ranges = uploadRanges(summary, resume);
+    // In the main (last) range, the resume point follows every batch that is through: whatever stops
+    // the run (the budget, a signal, a crash, a lost link or database), the next run goes on from
+    // there, and sends again at most the batch that was in flight. It stays valid while the server's
+    // settled state is this baseline.
+    const xip = [...new Set([...(resume?.xip ?? []), ...snapshot.xip])];
+    const baseline = { settledVersion: summary.settledVersion, settledXmax: summary.settledXmax };
+    let resumeSaved = saved !== null;
+    const saveResume = async (last: { key: string[]; version: string }): Promise<void> => {
+      await local.state.saveUploadResume(name, { after: { version: last.version, key: last.key }, xip, baseline });
+      resumeSaved = true;
+    };
     for (const [i, range] of ranges.entries()) {
-      // Past the deadline, stop once this run has moved something (however long its set-up took).
-      if (Date.now() > deadline && result.rowsUploaded > 0) {
+      // With the budget spent, stop once this run has moved something (however long its set-up took).
+      if (budget.exhausted() && result.rowsUploaded > 0) {
         complete = false;
         break;
       }
-      const s = await uploader.upload(await snap.copyOut(range), { insertOnly: remoteEmpty });
+      const main = i === ranges.length - 1;
+      const s = await uploader.upload(await snap.copyOut(range), { insertOnly: remoteEmpty, ...(main ? { onProgress: saveResume } : {}) });
       addUpload(ctx, s);
       complete &&= s.complete;
-      // Cut short in the main (last) range: the next run goes on from its last row.
-      if (!s.complete && i === ranges.length - 1 && s.lastRow) {
-        await local.state.saveUploadResume(name, {
-          after: { version: s.lastRow.version, key: s.lastRow.key },
-          xip: [...new Set([...(resume?.xip ?? []), ...snapshot.xip])],
-          baseline: { settledVersion: summary.settledVersion, settledXmax: summary.settledXmax },
-        });
-      }
     }
 
     // 3. Remote rows above the local max version cannot exist locally.
@@ -116,7 +114,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
         timeoutMs: settings.batchTimeoutSeconds * 1000,
       });
       summary = settled.summary;
-      if (saved) await local.state.saveUploadResume(name, null);
+      if (resumeSaved) await local.state.saveUploadResume(name, null);
     }
 
     // 5. Counts, when rows may have been deleted; bisection when they differ.
@@ -132,7 +130,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
     if (complete && fullVerify) {
       summary = await verifyAll(ctx, resync ? 'resync' : 'manifest', options);
       if (!options.dryRun) await local.state.save(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
-    } else if (complete && settings.verificationPeriodHours > 0 && Date.now() < deadline) {
+    } else if (complete && settings.verificationPeriodHours > 0 && !budget.exhausted()) {
       summary = (await verifySlice(ctx)) ?? summary;
     }
 
@@ -149,7 +147,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
       quarantined === 0 &&
       result.localCount === summary.rowCount &&
       (summary.maxVersion ?? null) === (localMax ?? null);
-    if (!complete) result.error = incompleteError(settings);
+    if (!complete) result.error ??= incompleteError(settings);
     log.info(
       {
         rowsUploaded: result.rowsUploaded,
@@ -161,9 +159,35 @@ export async function runTable(input: TableRunInput): Promise<void> {
       },
       'table synced',
     );
+  } catch (e) {
+    // A query or a COPY stream on a connection that died tells only "connection terminated": say why.
+    const lost = snap.connectionLost;
+    if (lost && !(e instanceof TidemarkError))
+      throw new RetryableError(ErrorCode.DB_UNAVAILABLE, `the local database connection was lost during the run: ${lost.message}`, { cause: e });
+    throw e;
   } finally {
     await snap.close();
   }
+}
+
+/** The uploader of one run (or verification) of `table`. */
+export function uploaderFor(
+  deps: TableSyncDeps,
+  table: LocalTable,
+  run: { tuner: BatchTuner; log: Logger; budget: RunBudget; quarantinedKeys: Set<string> },
+): Uploader {
+  const { local, remote, metrics, settings } = deps;
+  return new Uploader({
+    table,
+    remote,
+    history: local.history,
+    quarantine: local.quarantine,
+    quarantineRetry: settings.quarantine,
+    now: deps.now,
+    metrics,
+    timeoutMs: settings.batchTimeoutSeconds * 1000,
+    ...run,
+  });
 }
 
 /** Compares the local and remote counts; when they differ, bisects to the rows and repairs them. */

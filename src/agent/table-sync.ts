@@ -8,10 +8,10 @@ import { formatTableName, type TableName } from '../shared/protocol.js';
 import { initTableMetrics } from './agent-metrics.js';
 import { BatchTuner } from './batch-tuner.js';
 import type { TableStateRow } from './local/table-state-store.js';
+import { UNLIMITED } from './run-budget.js';
 import { big, emptyResult, errorCodeOf, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
 import { verifyAll } from './table-repair.js';
-import { runTable } from './table-run.js';
-import { Uploader } from './uploader.js';
+import { runTable, uploaderFor } from './table-run.js';
 
 export type { RunOptions, TableRunResult, TableSyncDeps, TableSyncSettings } from './run-context.js';
 export { uploadRanges } from './upload-ranges.js';
@@ -42,7 +42,6 @@ export class TableSync {
   async run(name: TableName, options: RunOptions): Promise<TableRunResult> {
     const label = formatTableName(name);
     const started = performance.now();
-    const deadline = Date.now() + this.d.settings.runBudgetSeconds * 1000;
     const { metrics } = this.d;
     const log = this.d.log.child({ table: label });
     const result = emptyResult(label);
@@ -54,7 +53,7 @@ export class TableSync {
         deps: this.d,
         name,
         options,
-        deadline,
+        budget: this.d.budget(),
         state,
         tuner: await this.tuner(name),
         result,
@@ -123,24 +122,15 @@ export class TableSync {
     const started = performance.now();
     const result = emptyResult(label);
     try {
-      const { local, remote, settings } = this.d;
+      const { local, remote } = this.d;
       const table = await local.catalog.describe(name);
       let summary = dryRun ? await remote.summary(name) : await remote.declare(name, table.declaration);
       const snap = await local.openSnapshot(table);
       try {
-        const uploader = new Uploader({
-          table,
-          remote,
-          history: local.history,
-          quarantine: local.quarantine,
-          quarantineRetry: settings.quarantine,
-          tuner: await this.tuner(name),
-          metrics: this.d.metrics,
-          log: this.d.log,
-          timeoutMs: settings.batchTimeoutSeconds * 1000,
-          deadline: Number.POSITIVE_INFINITY,
-        });
-        const ctx: RunContext = { deps: this.d, table, snap, uploader, state: await local.state.read(name), result, log: this.d.log };
+        const quarantinedKeys = new Set((await local.quarantine.list(name, false)).map((q) => JSON.stringify(q.key)));
+        const uploader = uploaderFor(this.d, table, { tuner: await this.tuner(name), log: this.d.log, budget: UNLIMITED, quarantinedKeys });
+        const state = await local.state.read(name);
+        const ctx: RunContext = { deps: this.d, table, snap, uploader, state, quarantinedKeys, result, log: this.d.log };
         summary = await verifyAll(ctx, 'manifest', { checkCount: false, verifyAll: true, dryRun });
         result.localCount ??= await snap.count();
         result.localMaxVersion = (await snap.stats()).maxVersion;

@@ -9,101 +9,39 @@
  *    stream and is cut again at the tuner's new, smaller limits and at most half its rows (until
  *    that many rows are through), so what is left of it joins the rows that follow, and batches that
  *    keep failing shrink to single rows in log2(rows) steps. A single row that still fails is
- *    skipped ahead: quarantined with the server's error (too large at once; timeout or server error
- *    once a later batch succeeds, which shows the server is up and the row is at fault; meanwhile
- *    batches are single rows). Eight single rows failing in a row with nothing succeeding in between
- *    mean the server is failing, not the rows: the upload stops with that error, quarantining none
- *    of them, and the next run starts again from the remote's settled version. Past the run's
- *    deadline no batch starts (the upload reports itself incomplete);
+ *    skipped ahead: too large, it is quarantined at once; after a timeout or server error it is a
+ *    suspect (meanwhile batches are single rows) until a later request succeeds, which shows the
+ *    server is up: then it is sent once more, and quarantined only if it fails again, so a passing
+ *    502 never quarantines a healthy row. At the end of the stream, a summary request stands in for
+ *    the later batch; if the server does not answer it, the suspects stay unconfirmed (neither
+ *    applied nor quarantined) and the upload is incomplete: the next run sends them again. Eight
+ *    single rows failing in a row with nothing succeeding in between mean the server is failing, not
+ *    the rows: the upload stops with that error, quarantining none of them. Past the run's budget
+ *    no batch starts (the upload reports itself incomplete);
  *  - rejected (400, bad rows): halved by rows until the bad rows stand alone, then quarantined, so
  *    one bad row never holds back its neighbours; the size is left alone;
  *  - network (server unreachable): two quick retries of the same batch, then the run fails;
  *  - conflict: an insert-only batch that met existing rows is re-sent as an upsert (and the rest of
  *    the upload too); a lease or schema conflict fails the run, as do auth and other client errors.
+ * A quarantined row that the server applies in any batch leaves quarantine at once.
  * Every request is recorded in tidemark.batch_history, which is pruned after each upload.
  */
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ErrorCode, InvariantError } from '../shared/errors.js';
-import type { Logger } from '../shared/logger.js';
 import { formatTableName } from '../shared/protocol.js';
-import { leadingCopyFields } from '../shared/row-shape.js';
-import type { AgentMetrics } from './agent-metrics.js';
-import type { BatchTuner } from './batch-tuner.js';
-import type { BatchHistory } from './local/batch-history.js';
-import type { LocalTable } from './local/local-catalog.js';
-import type { QuarantineRetry, QuarantineStore } from './local/quarantine-store.js';
-import { type Remote, RemoteError } from './remote.js';
+import { countRows, cutPoint, lastRowOf, type RowId, rowIdsOf } from './copy-rows.js';
+import { RemoteError } from './remote.js';
+import type { UploadCallOptions, UploadContext, UploaderDeps, UploadStats } from './upload-types.js';
 
-export interface UploaderDeps {
-  table: LocalTable;
-  remote: Remote;
-  history: BatchHistory;
-  quarantine: QuarantineStore;
-  quarantineRetry: QuarantineRetry;
-  tuner: BatchTuner;
-  metrics: AgentMetrics;
-  log: Logger;
-  timeoutMs: number;
-  /** Epoch ms after which no new batch starts. */
-  deadline: number;
-}
+export type { UploadCallOptions, UploaderDeps, UploadStats } from './upload-types.js';
 
-export interface UploadStats {
-  rows: number;
-  bytes: number;
-  batches: number;
-  quarantined: number;
-  /** False when the deadline stopped the stream early. */
-  complete: boolean;
-  /** Keys of the rows the server applied (only when asked for). */
-  appliedKeys?: string[][];
-  /**
-   * The last row (in stream order) that was applied or quarantined: every row before it in the
-   * stream is through. Where an upload cut short by the deadline resumes.
-   */
-  lastRow?: { key: string[]; version: string };
-}
-
-/** State of one upload() call. */
-interface UploadContext {
-  stats: UploadStats;
-  /** Single rows that failed for a transient reason, waiting for a success to prove the server is up. */
-  suspects: { buf: Buffer; error: RemoteError }[];
-  /** Requests recorded in the batch history. */
-  recorded: number;
-  /** Send batches as plain inserts (the remote held none of the table's rows); off after a conflict. */
-  insertOnly: boolean;
-}
-
-const NEWLINE = 0x0a;
 const NETWORK_RETRIES = 2;
 /** Pause before cutting again a batch that timed out or met a server error (a struggling server gets a moment). */
 const RETRY_PAUSE_MS = 100;
 /** Single rows failing in a row, with no success between, that mean the server (not the rows) is failing. */
 const MAX_SUSPECTS = 8;
-
-function countRows(buf: Buffer): number {
-  let n = 0;
-  for (let i = buf.indexOf(NEWLINE); i !== -1; i = buf.indexOf(NEWLINE, i + 1)) n++;
-  return n;
-}
-
-/**
- * Where to cut the first batch of `buf`: the end of the last complete row within `rows` rows and
- * `bytes` bytes, or of the first row if it alone is larger. 0 when `buf` holds no complete row.
- */
-function cutPoint(buf: Buffer, rows: number, bytes: number): number {
-  let end = 0;
-  let n = 0;
-  for (let i = buf.indexOf(NEWLINE); i !== -1 && n < rows; i = buf.indexOf(NEWLINE, i + 1)) {
-    if (n > 0 && i + 1 > bytes) break;
-    end = i + 1;
-    n++;
-  }
-  return end;
-}
 
 export class Uploader {
   private readonly label: string;
@@ -114,30 +52,19 @@ export class Uploader {
     this.keyWidth = d.table.shape.keyColumns.length;
   }
 
-  /** Key and version of the last row of a batch. */
-  private lastRowOf(buf: Buffer): { key: string[]; version: string } | undefined {
-    const end = buf[buf.length - 1] === NEWLINE ? buf.length - 1 : buf.length;
-    if (end <= 0) return undefined;
-    const start = buf.lastIndexOf(NEWLINE, end - 1) + 1;
-    const [version, ...key] = leadingCopyFields(buf.subarray(start, end).toString('utf8'), 1 + this.keyWidth);
-    return { version: version ?? '0', key: key.map((k) => k ?? '') };
+  private lastRowOf(buf: Buffer): RowId | undefined {
+    return lastRowOf(buf, this.keyWidth);
   }
 
-  /** Keys and versions of the rows in a batch (the leading wire columns). */
-  private rowIds(buf: Buffer): { key: string[]; version: string }[] {
-    const text = buf.toString('utf8');
-    const lines = text.split('\n');
-    if (lines[lines.length - 1] === '') lines.pop();
-    return lines.map((line) => {
-      const [version, ...key] = leadingCopyFields(line, 1 + this.keyWidth);
-      return { version: version ?? '0', key: key.map((k) => k ?? '') };
-    });
+  private rowIds(buf: Buffer): RowId[] {
+    return rowIdsOf(buf, this.keyWidth);
   }
 
   private async sendOnce(buf: Buffer, rows: number, ctx: UploadContext): Promise<void> {
     const { remote, table, tuner, metrics, history } = this.d;
     const { stats } = ctx;
     const started = performance.now();
+    this.d.budget.spend();
     try {
       await remote.upload(table.name, buf, { timeoutMs: this.d.timeoutMs, insertOnly: ctx.insertOnly });
       const seconds = (performance.now() - started) / 1000;
@@ -151,6 +78,7 @@ export class Uploader {
       stats.bytes += buf.length;
       stats.batches++;
       if (stats.appliedKeys) for (const id of this.rowIds(buf)) stats.appliedKeys.push(id.key);
+      await this.releaseApplied(buf);
     } catch (e) {
       const seconds = (performance.now() - started) / 1000;
       if (e instanceof RemoteError) {
@@ -171,16 +99,46 @@ export class Uploader {
 
   private async skipAhead(buf: Buffer, error: RemoteError, ctx: UploadContext): Promise<void> {
     const ids = this.rowIds(buf);
-    await this.d.quarantine.add(this.d.table.name, ids, `${error.code}: ${error.message}`, this.d.quarantineRetry);
+    await this.d.quarantine.add(this.d.table.name, ids, `${error.code}: ${error.message}`, this.d.quarantineRetry, new Date(this.d.now()));
     this.d.metrics.skipAheads.inc({ table: this.label });
     ctx.stats.quarantined += ids.length;
     this.d.log.warn({ table: this.label, rows: ids.length, errorClass: error.errorClass, code: error.code }, 'batch quarantined');
   }
 
-  /** Quarantines the suspects: a success has shown that the server is up, so those rows are at fault. */
-  private async releaseSuspects(ctx: UploadContext): Promise<void> {
-    const suspects = ctx.suspects.splice(0);
-    for (const s of suspects) await this.skipAhead(s.buf, s.error, ctx);
+  /** Quarantined rows that the server has just applied leave quarantine. */
+  private async releaseApplied(buf: Buffer): Promise<void> {
+    const set = this.d.quarantinedKeys;
+    if (set.size === 0) return;
+    const keys = this.rowIds(buf)
+      .map((id) => id.key)
+      .filter((k) => set.has(JSON.stringify(k)));
+    if (keys.length === 0) return;
+    await this.d.quarantine.release(this.d.table.name, keys);
+    for (const k of keys) set.delete(JSON.stringify(k));
+    this.d.log.info({ table: this.label, rows: keys.length }, 'quarantined rows reached the server');
+  }
+
+  /**
+   * A request succeeded since the suspects failed: the server is up. Each suspect is sent once
+   * more: a passing failure (a proxy's 502, a timeout) lets it through; failing again with the
+   * server up shows the row is at fault, and it is quarantined.
+   */
+  private async resolveSuspects(ctx: UploadContext): Promise<void> {
+    while (ctx.suspects.length > 0) {
+      const s = ctx.suspects[0] as { buf: Buffer; error: RemoteError };
+      try {
+        await this.sendOnce(s.buf, 1, ctx);
+      } catch (e) {
+        if (!(e instanceof RemoteError)) throw e;
+        if (e.errorClass === 'conflict' && e.code === ErrorCode.UPLOAD_CONFLICT && ctx.insertOnly) {
+          ctx.insertOnly = false; // the first try was applied after all: send it as an upsert
+          continue;
+        }
+        if (e.errorClass === 'network' || e.errorClass === 'auth' || e.errorClass === 'client_error' || e.errorClass === 'conflict') throw e;
+        await this.skipAhead(s.buf, e, ctx);
+      }
+      ctx.suspects.shift();
+    }
   }
 
   /**
@@ -193,7 +151,7 @@ export class Uploader {
     for (let networkAttempt = 0; ; networkAttempt++) {
       try {
         await this.sendOnce(buf, rows, ctx);
-        if (ctx.suspects.length > 0) await this.releaseSuspects(ctx);
+        if (ctx.suspects.length > 0) await this.resolveSuspects(ctx);
         return 'done';
       } catch (e) {
         if (!(e instanceof RemoteError)) throw e;
@@ -239,6 +197,21 @@ export class Uploader {
     }
   }
 
+  private async confirmSuspects(ctx: UploadContext): Promise<void> {
+    try {
+      await this.d.remote.summary(this.d.table.name);
+      await this.resolveSuspects(ctx);
+    } catch (e) {
+      if (!(e instanceof RemoteError)) throw e;
+      this.d.log.warn({ table: this.label, rows: ctx.suspects.length, errorClass: e.errorClass }, 'server still failing; rows left for the next run');
+    }
+    if (ctx.suspects.length > 0) {
+      ctx.stats.unconfirmed = ctx.suspects.length;
+      ctx.stats.complete = false;
+      ctx.suspects.length = 0;
+    }
+  }
+
   /** Sends `buf` in two halves by rows, each halved again while it fails for its size. */
   private async sendHalves(buf: Buffer, rows: number, ctx: UploadContext): Promise<void> {
     const half = Math.ceil(rows / 2);
@@ -251,8 +224,16 @@ export class Uploader {
   }
 
   /** Uploads a COPY text stream; resolves when every row is applied or quarantined (or the deadline passed). */
-  async upload(stream: Readable, options: { collectKeys?: boolean; insertOnly?: boolean } = {}): Promise<UploadStats> {
-    const stats: UploadStats = { rows: 0, bytes: 0, batches: 0, quarantined: 0, complete: true, ...(options.collectKeys ? { appliedKeys: [] } : {}) };
+  async upload(stream: Readable, options: UploadCallOptions = {}): Promise<UploadStats> {
+    const stats: UploadStats = {
+      rows: 0,
+      bytes: 0,
+      batches: 0,
+      quarantined: 0,
+      unconfirmed: 0,
+      complete: true,
+      ...(options.collectKeys ? { appliedKeys: [] } : {}),
+    };
     const ctx: UploadContext = { stats, suspects: [], recorded: 0, insertOnly: options.insertOnly === true };
     let pending: Buffer[] = [];
     let pendingBytes = 0;
@@ -287,7 +268,12 @@ export class Uploader {
       inflight = null;
       if ((await outcome) === 'done') {
         const last = this.lastRowOf(batch);
-        if (last) stats.lastRow = last;
+        // Behind an unconfirmed row, the rows are not all through: the resume point waits.
+        if (last && ctx.suspects.length === 0) {
+          stats.lastRow = last;
+          // Before the next batch goes: whatever stops the process now, the next run resumes here.
+          await options.onProgress?.(last);
+        }
         for (const h of halves) h.rows -= rows;
         halves = halves.filter((h) => h.rows > 0);
         return;
@@ -313,7 +299,7 @@ export class Uploader {
         }
         if (pendingRows === 0 || (!full && !final)) return true;
         // Past the deadline no batch starts, but every upload sends one: a run always makes progress.
-        if (ctx.recorded > 0 && Date.now() > this.d.deadline) return false;
+        if (ctx.recorded > 0 && this.d.budget.exhausted()) return false;
         sendNext();
       }
     };
@@ -332,9 +318,10 @@ export class Uploader {
       // COPY text ends every row with a newline: anything left would be a row cut short.
       if (stats.complete && pendingBytes > 0)
         throw new InvariantError(`COPY stream of ${this.label} ended inside a row (${pendingBytes} bytes after the last newline)`);
-      // Single rows that failed at the end, after the server last answered: quarantine rather than
-      // block the table forever (fewer than MAX_SUSPECTS, or the upload would have stopped).
-      if (ctx.suspects.length > 0) await this.releaseSuspects(ctx);
+      // Single rows that failed at the end, with no later batch to show the server is up: ask the
+      // server whether it is (a summary); if it answers, they are sent once more (quarantined if they
+      // fail again). If it does not, they stay unconfirmed: the upload is incomplete, retried next run.
+      if (ctx.suspects.length > 0) await this.confirmSuspects(ctx);
     } finally {
       if (!stream.destroyed) stream.destroy();
     }

@@ -21,6 +21,13 @@ function printTick(result: TickResult, json: boolean): void {
   }
 }
 
+/** Takes the single-agent lock at start, or fails: another agent runs, or the local database is away. */
+async function takeLock(agent: Agent): Promise<void> {
+  const state = await agent.lock.ensure();
+  if (state === 'busy') throw new TidemarkError(ErrorCode.LEASE_HELD, 'another tidemark agent is running against this local database');
+  if (state === 'unavailable') throw new TidemarkError(ErrorCode.DB_UNAVAILABLE, 'the local database cannot be reached to take the agent lock');
+}
+
 export function agentCommands(program: Command): void {
   addAgentOptions(
     program
@@ -36,15 +43,13 @@ export function agentCommands(program: Command): void {
     const metrics = createAgentMetrics();
     try {
       const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
-      const lock = await agent.local.lockAgent();
-      if (!lock) throw new TidemarkError(ErrorCode.LEASE_HELD, 'another tidemark agent is running against this local database');
       try {
+        await takeLock(agent);
         const result = await agent.tick({ checkCount: true });
         printTick(result, flags.json === true);
         if (result.tables.length === 0) throw new ExitError(EXIT_FAILURE, 'no tracked tables; run tidemark track TABLE first');
         if (!result.converged) throw new ExitError(EXIT_FAILURE, `${result.tables.filter((t) => !t.converged).length} table(s) did not converge`);
       } finally {
-        await lock.release();
         await agent.stop();
       }
     } finally {
@@ -69,19 +74,17 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
   try {
     const metrics = createAgentMetrics(config.tables ?? []);
     const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
-    const lock = await agent.local.lockAgent();
-    if (!lock) throw new TidemarkError(ErrorCode.LEASE_HELD, 'another tidemark agent is running against this local database');
     try {
+      await takeLock(agent);
       const listen = config.metricsListen ? parseListen(config.metricsListen) : null;
       const metricsServer = listen ? await serveMetrics(metrics.registry, listen.host, listen.port) : null;
       if (metricsServer) log.info({ url: metricsServer.url }, 'metrics listening');
       agent.start();
       const signal = await untilSignal();
       log.info({ signal }, 'stopping after the run in flight');
-      await agent.stop();
       await metricsServer?.close();
     } finally {
-      await lock.release();
+      await agent.stop();
     }
   } finally {
     await pool.end();

@@ -101,13 +101,9 @@ export function inspectCommands(program: Command): void {
   ).action(async (flags: AgentFlags & { dryRun?: boolean; json?: boolean }) => {
     const dryRun = flags.dryRun === true;
     const results = await withAgent(flags, async (agent) => {
-      const lock = await agent.local.lockAgent();
-      if (!lock && !dryRun) throw new ExitError(EXIT_FAILURE, 'another tidemark agent is running against this local database; stop it or use --dry-run');
-      try {
-        return await agent.verify({ dryRun });
-      } finally {
-        await lock?.release();
-      }
+      const held = (await agent.lock.ensure()) === 'held';
+      if (!held && !dryRun) throw new ExitError(EXIT_FAILURE, 'another tidemark agent is running against this local database; stop it or use --dry-run');
+      return agent.verify({ dryRun }); // withAgent's agent.stop() gives the lock up
     });
     if (flags.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
     else for (const r of results) printDiff(r, dryRun);

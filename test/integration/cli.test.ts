@@ -31,7 +31,8 @@ function tidemark(args: string[], env: Record<string, string> = {}): Promise<Run
 
 const COMMANDS = ['server', 'register', 'track', 'untrack', 'sync', 'agent', 'status', 'verify', 'resync', 'config check', 'demo', 'start'];
 
-describe('tidemark CLI', () => {
+// Each test starts tidemark processes one after the other: on a busy machine each start takes seconds.
+describe('tidemark CLI', { timeout: 300_000 }, () => {
   it('has --help on every command', async () => {
     const top = await tidemark(['--help']);
     expect(top.code).toBe(0);

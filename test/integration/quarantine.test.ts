@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDatabase } from '../support/fixtures.js';
+import { createDatabase, dumpRows, startRecordingAgent, startTestAgent, startTestServer, type TestDatabase } from '../support/fixtures.js';
 
 interface QuarantineRow {
   key: string[];
@@ -13,9 +13,11 @@ interface QuarantineRow {
   due_in_seconds: number;
 }
 
-async function quarantine(local: TestDatabase): Promise<QuarantineRow[]> {
+/** Quarantined rows; `due_in_seconds` from `at` (the agent's clock, epoch ms) or the database's now(). */
+async function quarantine(local: TestDatabase, at?: number): Promise<QuarantineRow[]> {
   return local.query<QuarantineRow>(
-    `select key_text as key, attempts, extract(epoch from next_retry_at - now())::float8 as due_in_seconds from tidemark.quarantine order by key_text`,
+    `select key_text as key, attempts, extract(epoch from next_retry_at - coalesce($1::timestamptz, now()))::float8 as due_in_seconds from tidemark.quarantine order by key_text`,
+    [at === undefined ? null : new Date(at)],
   );
 }
 
@@ -77,14 +79,16 @@ describe('skip-ahead and quarantine', () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
     const reg = await setUp(local, server);
-    await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 1, retryMaxSeconds: 60 } });
+    // The agent's clock is the test's: only the test moves it, however slow the machine.
+    let now = Date.now();
+    await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 1, retryMaxSeconds: 60 } }, { now: () => now });
     await agent.local.tracking.track('items');
     await agent.agent.tick();
     await server.db.query(`alter table public.items add constraint qty_not_negative check (qty >= 0) not valid`);
     await local.query(`update items set qty = -1 where id = 10`);
 
     await agent.agent.tick();
-    const [first] = await quarantine(local);
+    const [first] = await quarantine(local, now);
     expect(first?.attempts).toBe(1);
     expect(first?.due_in_seconds).toBeGreaterThan(0.5);
     expect(first?.due_in_seconds).toBeLessThanOrEqual(1);
@@ -94,10 +98,10 @@ describe('skip-ahead and quarantine', () => {
     expect((await quarantine(local))[0]?.attempts).toBe(1);
 
     // Due: retried, rejected again, and the next wait is twice as long.
-    await new Promise((r) => setTimeout(r, 1100));
+    now += 1100;
     const t = await agent.agent.tick();
     expect(t.converged).toBe(false);
-    const [second] = await quarantine(local);
+    const [second] = await quarantine(local, now);
     expect(second?.attempts).toBe(2);
     expect(second?.due_in_seconds).toBeGreaterThan(1.5);
     expect(second?.due_in_seconds).toBeLessThanOrEqual(2);
@@ -220,6 +224,86 @@ describe('skip-ahead and quarantine', () => {
     expect(t.converged).toBe(true);
     expect(await quarantine(local)).toEqual([]);
     expect(await server.db.query(`select count(*)::int as n from items where id = 42`)).toEqual([{ n: 0 }]);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
+  it('does not quarantine a healthy row whose one-row batch met a passing 502, at the end of an upload', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    const reg = await setUp(local, server);
+    await using agent = await startRecordingAgent(local, server, reg);
+    const { recording } = agent;
+    await agent.local.tracking.track('items');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await local.query(`update items set qty = 0 where id = 7`);
+    // A proxy answers 502 once, to the one-row batch; the summary the agent then asks for fails too (the proxy is still down).
+    recording.inject({ match: (c) => c.method === 'upload' && c.rows === 1, errorClass: 'server_error' });
+    recording.inject({ match: (c) => c.method === 'summary', errorClass: 'server_error' });
+    const first = await agent.agent.tick({ checkCount: true });
+    expect(first.converged).toBe(false);
+    expect(first.tables[0]?.error?.code).toBe('TM_SERVER_UNAVAILABLE');
+    expect(await quarantine(local)).toEqual([]);
+    const second = await agent.agent.tick({ checkCount: true });
+    expect(second.tables[0]?.error).toBeUndefined();
+    expect(second.converged).toBe(true);
+    expect(await quarantine(local)).toEqual([]);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
+  it('sends a row that met a passing 502 once more when the server answers, in the same run', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    const reg = await setUp(local, server);
+    await using agent = await startRecordingAgent(local, server, reg);
+    const { recording } = agent;
+    await agent.local.tracking.track('items');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await local.query(`update items set qty = 0 where id = 7`);
+    recording.inject({ match: (c) => c.method === 'upload' && c.rows === 1, errorClass: 'server_error' });
+    const t = await agent.agent.tick({ checkCount: true });
+    expect(t.tables[0]?.error).toBeUndefined();
+    expect(t.converged).toBe(true);
+    expect(await quarantine(local)).toEqual([]);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
+  it('does not quarantine healthy rows when a 502 hits a one-row batch in the middle of an upload', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table items (id int primary key, qty int not null)`);
+    await local.query(`insert into items select i, i from generate_series(1, 20) i`);
+    const reg = await server.register('acme');
+    await using agent = await startRecordingAgent(local, server, reg, { batch: { minRows: 1, maxRows: 1 } });
+    const { recording } = agent;
+    await agent.local.tracking.track('items');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await local.query(`update items set qty = -qty where id between 1 and 5`);
+    let seen = 0;
+    recording.inject({ match: (c) => c.method === 'upload' && c.rows === 1 && ++seen === 2, errorClass: 'server_error' });
+    const t = await agent.agent.tick({ checkCount: true });
+    expect(t.tables[0]?.error).toBeUndefined();
+    expect(t.converged).toBe(true);
+    expect(await quarantine(local)).toEqual([]);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
+  it('takes a quarantined row out of quarantine as soon as it reaches the server another way (verify)', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    const reg = await setUp(local, server);
+    await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 3600, retryMaxSeconds: 3600 } });
+    await agent.local.tracking.track('items');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await server.db.query(`alter table public.items add constraint qty_not_negative check (qty >= 0) not valid`);
+    await local.query(`update items set qty = -1 where id = 9`);
+    expect((await agent.agent.tick()).converged).toBe(false);
+    expect((await quarantine(local)).map((q) => q.key)).toEqual([['9']]);
+    // The replica's constraint goes; `verify` repairs the row (its retry is an hour away) and it leaves quarantine.
+    await server.db.query(`alter table public.items drop constraint qty_not_negative`);
+    const [verified] = await agent.agent.verify({ dryRun: false });
+    expect(verified?.error).toBeUndefined();
+    expect(await quarantine(local)).toEqual([]);
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
     expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
   });
 });

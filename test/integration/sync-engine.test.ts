@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
+import { requestBudget } from '../../src/agent/run-budget.js';
 import { freePort } from '../../src/cli/free-port.js';
 import { createDatabase, dumpRows, startTestAgent, startTestServer } from '../support/fixtures.js';
 
@@ -71,8 +72,14 @@ describe('sync engine', () => {
     await local.query(`create table items (id int primary key, name text not null)`);
     await local.query(`insert into items select i, 'item ' || i from generate_series(1, 5000) i`);
     const reg = await server.register('acme');
-    // A budget that lets a run send only a few small batches.
-    await using agent = await startTestAgent(local, server, reg, { runBudgetSeconds: 0.05, batch: { minBytes: 1024, maxBytes: 4096, initialBytes: 4096 } });
+    // A budget that lets a run send only a few small batches (counted in requests: the same on any machine).
+    await using agent = await startTestAgent(
+      local,
+      server,
+      reg,
+      { batch: { minBytes: 1024, maxBytes: 4096, initialBytes: 4096 } },
+      { runBudget: requestBudget(3) },
+    );
     await agent.local.tracking.track('items');
     let sent = 0;
     let runs = 0;

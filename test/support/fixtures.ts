@@ -12,12 +12,14 @@ import { type AgentMetrics, createAgentMetrics } from '../../src/agent/agent-met
 import { httpRemoteFactory } from '../../src/agent/http-remote.js';
 import type { LocalStores } from '../../src/agent/local/local-stores.js';
 import type { Remote } from '../../src/agent/remote.js';
+import type { RunBudgetFactory } from '../../src/agent/run-budget.js';
 import { adminRequest } from '../../src/cli/admin-client.js';
 import { startServer } from '../../src/server/start-server.js';
 import { type AgentConfigInput, loadAgentConfig } from '../../src/shared/config/agent-config.js';
 import { loadServerConfig, type ServerConfig } from '../../src/shared/config/server-config.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import type { RegisterResult } from '../../src/shared/protocol.js';
+import { RecordingRemote } from './recording-remote.js';
 
 const SERVER_TEMPLATE = 'tidemark_server_template';
 
@@ -81,6 +83,21 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
   };
 }
 
+/** application_name of the test agents' connections (to find their backends in pg_stat_activity). */
+export const TEST_AGENT_APPLICATION = 'tidemark-test-agent';
+
+/**
+ * Terminates the backends of the test agents of `db` (pg_terminate_backend: what the agent sees
+ * when its database restarts) and returns how many there were.
+ */
+export async function terminateAgentBackends(db: TestDatabase): Promise<number> {
+  const rows = await db.query<{ n: number }>(
+    `select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where datname = current_database() and application_name = $1::text`,
+    [TEST_AGENT_APPLICATION],
+  );
+  return rows[0]?.n ?? 0;
+}
+
 export interface TestAgent extends AsyncDisposable {
   agent: Agent;
   metrics: AgentMetrics;
@@ -93,7 +110,7 @@ export async function startTestAgent(
   server: { url: string },
   reg: RegisterResult,
   overrides: Partial<AgentConfigInput> = {},
-  options: { wrapRemote?: (remote: Remote) => Remote } = {},
+  options: { wrapRemote?: (remote: Remote) => Remote; runBudget?: RunBudgetFactory; now?: () => number } = {},
 ): Promise<TestAgent> {
   const config = loadAgentConfig({
     env: {},
@@ -108,12 +125,15 @@ export async function startTestAgent(
       ...overrides,
     },
   });
-  const pool = new pg.Pool({ connectionString: local.url, max: 2 * config.concurrency + 2 });
+  const pool = new pg.Pool({ connectionString: local.url, max: 2 * config.concurrency + 2, application_name: TEST_AGENT_APPLICATION });
   pool.on('error', () => {});
   const metrics = createAgentMetrics();
   const http = httpRemoteFactory(config);
   const wrap = options.wrapRemote ?? ((r: Remote) => r);
-  const agent = await Agent.create(config, pool, metrics, silentLogger, (agentId) => wrap(http(agentId)));
+  const agent = await Agent.create(config, pool, metrics, silentLogger, (agentId) => wrap(http(agentId)), {
+    ...(options.runBudget ? { budget: options.runBudget } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
   return {
     agent,
     metrics,
@@ -124,6 +144,19 @@ export async function startTestAgent(
       await pool.end();
     },
   };
+}
+
+/** A test agent whose remote records every call and can fail chosen ones (recording-remote.ts). */
+export async function startRecordingAgent(
+  local: TestDatabase,
+  server: { url: string },
+  reg: RegisterResult,
+  overrides: Partial<AgentConfigInput> = {},
+): Promise<TestAgent & { recording: RecordingRemote }> {
+  let recording: RecordingRemote | undefined;
+  const agent = await startTestAgent(local, server, reg, overrides, { wrapRemote: (r) => (recording = new RecordingRemote(r)) });
+  if (!recording) throw new Error('the agent did not build its remote');
+  return Object.assign(agent, { recording });
 }
 
 /** Rows of a table as sorted JSON lines (for exact comparisons across databases). */

@@ -56,6 +56,8 @@ function countRows(buf: Buffer): number {
 export class RecordingRemote implements Remote {
   readonly calls: RemoteCall[] = [];
   private readonly faults: (Fault & { left: number })[] = [];
+  /** Awaited before each call reaches the inner remote (or a fault): a test acts at a chosen point of a run. */
+  beforeCall: ((call: RemoteCall) => Promise<void>) | null = null;
 
   constructor(private readonly inner: Remote) {}
 
@@ -75,6 +77,7 @@ export class RecordingRemote implements Remote {
 
   private async call<T>(call: RemoteCall, run: () => Promise<T>): Promise<T> {
     this.calls.push(call);
+    await this.beforeCall?.(call);
     const fault = this.faults.find((f) => f.left > 0 && f.match(call));
     if (fault) {
       fault.left--;

@@ -34,6 +34,8 @@ export interface Snapshot {
 /** Opens a REPEATABLE READ, READ ONLY snapshot of the database for one table's run. */
 export async function openSnapshot(pool: pg.Pool, table: LocalTable): Promise<LocalSnapshot> {
   const client = await pool.connect();
+  const onError = (): void => {}; // until LocalSnapshot takes the client (its queries reject meanwhile)
+  client.on('error', onError);
   try {
     await client.query('begin isolation level repeatable read read only');
     const { rows } = await client.query<{ xmin: string; xmax: string; xip: string[] }>(
@@ -42,6 +44,7 @@ export async function openSnapshot(pool: pg.Pool, table: LocalTable): Promise<Lo
          from pg_current_snapshot() as s`,
     );
     await client.query(PINNED_SETTINGS_SQL);
+    client.off('error', onError);
     return new LocalSnapshot(client, table, rows[0] as Snapshot);
   } catch (e) {
     client.release(true);
@@ -51,11 +54,26 @@ export async function openSnapshot(pool: pg.Pool, table: LocalTable): Promise<Lo
 
 export class LocalSnapshot {
   private closed = false;
+  /** Set when the connection died (the database restarted): queries fail, and close() discards it. */
+  private broken: Error | null = null;
+  private readonly onError = (e: Error): void => {
+    this.broken = e;
+  };
+
   constructor(
     private readonly client: pg.PoolClient,
     readonly table: LocalTable,
     readonly snapshot: Snapshot,
-  ) {}
+  ) {
+    // A checked-out client has no error listener: without this one, a database restart during a
+    // run would crash the process instead of failing the run.
+    client.on('error', this.onError);
+  }
+
+  /** The error that killed the snapshot's connection (the database restarted or ended it), if it died. */
+  get connectionLost(): Error | null {
+    return this.broken;
+  }
 
   async stats(): Promise<{ maxVersion: string | null; maxModifiedSince: (since: string) => Promise<string | null> }> {
     const { shape } = this.table;
@@ -196,7 +214,9 @@ export class LocalSnapshot {
     if (this.closed) return;
     this.closed = true;
     try {
+      if (this.broken) throw this.broken;
       await this.client.query('rollback');
+      this.client.off('error', this.onError);
       this.client.release();
     } catch {
       this.client.release(true);

@@ -5,7 +5,6 @@
  */
 import type pg from 'pg';
 
-import { lockAgent } from './agent-identity.js';
 import { type BatchHistory, PgBatchHistory } from './batch-history.js';
 import { type LocalTable, PgLocalCatalog } from './local-catalog.js';
 import { type LocalSnapshot, openSnapshot } from './local-snapshot.js';
@@ -21,8 +20,6 @@ export interface LocalStores {
   quarantine: QuarantineStore;
   /** Opens a read snapshot for one table's run (local-snapshot.ts). */
   openSnapshot(table: LocalTable): Promise<LocalSnapshot>;
-  /** Takes the single-agent lock (agent-identity.ts); null when another agent holds it. */
-  lockAgent(): Promise<{ release: () => Promise<void> } | null>;
 }
 
 export function pgLocalStores(pool: pg.Pool): LocalStores {
@@ -33,6 +30,5 @@ export function pgLocalStores(pool: pg.Pool): LocalStores {
     history: new PgBatchHistory(pool),
     quarantine: new PgQuarantineStore(pool),
     openSnapshot: (table) => openSnapshot(pool, table),
-    lockAgent: () => lockAgent(pool),
   };
 }

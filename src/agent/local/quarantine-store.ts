@@ -26,7 +26,7 @@ export interface QuarantineRetry {
 /** What the uploader and the run need of the quarantine. */
 export interface QuarantineStore {
   /** Quarantines rows (or counts one more attempt for rows already there). */
-  add(table: TableName, rows: { key: string[]; version: string }[], error: string, retry: QuarantineRetry): Promise<void>;
+  add(table: TableName, rows: { key: string[]; version: string }[], error: string, retry: QuarantineRetry, at: Date): Promise<void>;
   /** Quarantined rows of a table, oldest first; `onlyDue` keeps those whose backoff is over. */
   list(table: TableName, onlyDue: boolean): Promise<QuarantinedRow[]>;
   count(table: TableName): Promise<number>;
@@ -37,16 +37,17 @@ export interface QuarantineStore {
 export class PgQuarantineStore implements QuarantineStore {
   constructor(private readonly pool: pg.Pool) {}
 
-  async add(table: TableName, rows: { key: string[]; version: string }[], error: string, retry: QuarantineRetry): Promise<void> {
+  /** `at`: the agent's clock now; the next retry is due a backoff after it. */
+  async add(table: TableName, rows: { key: string[]; version: string }[], error: string, retry: QuarantineRetry, at: Date): Promise<void> {
     if (rows.length === 0) return;
     await this.pool.query(
       /* sql */ `
       insert into tidemark.quarantine as q (schema_name, table_name, key_text, version, error, next_retry_at)
-      select $1::text, $2::text, array(select jsonb_array_elements_text(k)), v, $5::text, now() + make_interval(secs => $6::double precision)
+      select $1::text, $2::text, array(select jsonb_array_elements_text(k)), v, $5::text, $8::timestamptz + make_interval(secs => $6::double precision)
         from unnest($3::jsonb[], $4::bigint[]) as r(k, v)
       on conflict (schema_name, table_name, key_text) do update set
         version = excluded.version, error = excluded.error, attempts = q.attempts + 1,
-        next_retry_at = now() + make_interval(secs => least($7::double precision, $6::double precision * power(2, q.attempts)))`,
+        next_retry_at = $8::timestamptz + make_interval(secs => least($7::double precision, $6::double precision * power(2, q.attempts)))`,
       [
         table.schema,
         table.name,
@@ -55,6 +56,7 @@ export class PgQuarantineStore implements QuarantineStore {
         error.slice(0, 2000),
         retry.retryBaseSeconds,
         retry.retryMaxSeconds,
+        at,
       ],
     );
   }

@@ -1,0 +1,52 @@
+/**
+ * COPY text as the uploader cuts it: rows end with a newline; the leading wire columns of a row are
+ * its version and key. Pure functions on buffers.
+ */
+import { leadingCopyFields } from '../shared/row-shape.js';
+
+const NEWLINE = 0x0a;
+
+export interface RowId {
+  key: string[];
+  version: string;
+}
+
+export function countRows(buf: Buffer): number {
+  let n = 0;
+  for (let i = buf.indexOf(NEWLINE); i !== -1; i = buf.indexOf(NEWLINE, i + 1)) n++;
+  return n;
+}
+
+/**
+ * Where to cut the first batch of `buf`: the end of the last complete row within `rows` rows and
+ * `bytes` bytes, or of the first row if it alone is larger. 0 when `buf` holds no complete row.
+ */
+export function cutPoint(buf: Buffer, rows: number, bytes: number): number {
+  let end = 0;
+  let n = 0;
+  for (let i = buf.indexOf(NEWLINE); i !== -1 && n < rows; i = buf.indexOf(NEWLINE, i + 1)) {
+    if (n > 0 && i + 1 > bytes) break;
+    end = i + 1;
+    n++;
+  }
+  return end;
+}
+
+/** Key and version of the last row of a batch (`keyWidth` key columns). */
+export function lastRowOf(buf: Buffer, keyWidth: number): RowId | undefined {
+  const end = buf[buf.length - 1] === NEWLINE ? buf.length - 1 : buf.length;
+  if (end <= 0) return undefined;
+  const start = buf.lastIndexOf(NEWLINE, end - 1) + 1;
+  const [version, ...key] = leadingCopyFields(buf.subarray(start, end).toString('utf8'), 1 + keyWidth);
+  return { version: version ?? '0', key: key.map((k) => k ?? '') };
+}
+
+/** Keys and versions of the rows in a batch (the leading wire columns). */
+export function rowIdsOf(buf: Buffer, keyWidth: number): RowId[] {
+  const lines = buf.toString('utf8').split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  return lines.map((line) => {
+    const [version, ...key] = leadingCopyFields(line, 1 + keyWidth);
+    return { version: version ?? '0', key: key.map((k) => k ?? '') };
+  });
+}
