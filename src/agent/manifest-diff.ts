@@ -1,6 +1,6 @@
 /**
  * Finds the rows that differ between the local snapshot and the remote copy over a (version, key)
- * range (DESIGN.md, Manifests). Both sides answer the same manifest requests with the same SQL, in
+ * range (docs/design.md, Manifests and verification). Both sides answer the same manifest requests with the same SQL, in
  * parallel, and only what differs is looked at more closely:
  *   1. coarse buckets: the rows are spread over at most 2^10 buckets by a hash of their key, and
  *      each side returns every bucket's hash sum (8 bytes a bucket, so at most 8 KiB). All equal

@@ -1,5 +1,5 @@
 /**
- * The phases of one run of one table (DESIGN.md, One run, per table), in one local snapshot:
+ * The phases of one run of one table (docs/design.md, One run, per table), in one local snapshot:
  *   declare the table (the server checks the schema and returns its summary; this also renews the lease)
  *   retry quarantined rows that are due
  *   upload rows the remote may lack: versions >= its settled xmax, or in its in-progress list
