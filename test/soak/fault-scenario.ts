@@ -36,8 +36,7 @@ import { type LocalCluster, startLocalCluster } from './local-cluster.js';
 import { Daemon, type ProcessLog as Log, type LogLine, ProcessLog, parseLogLine, tidemark } from './processes.js';
 import { SCHEMA_SQL, SeededWriter, seedSql, type WriteKind } from './seeded-writer.js';
 
-export type Disruption = 'agent-kill' | 'server-kill' | 'local-restart';
-const DISRUPTIONS: readonly Disruption[] = ['agent-kill', 'server-kill', 'local-restart'];
+export type Disruption = 'agent-kill' | 'server-kill' | 'local-restart' | 'cloud-restart';
 
 export interface ScenarioOptions {
   seed: number;
@@ -59,6 +58,8 @@ export interface ScenarioOptions {
   maxSyncAttempts: number;
   /** Longest wait for any one event (a bound for failures, not a pace). */
   eventTimeoutMs: number;
+  /** Restarts the server's database (immediate mode); when given, cloud restarts join the disruptions. */
+  restartCloud?: () => Promise<void>;
   progress?: (line: string) => void;
   /** Where to write every line every process printed (for a failed run's post-mortem). */
   logFile?: string;
@@ -150,7 +151,7 @@ export async function runFaultScenario(options: ScenarioOptions): Promise<Scenar
   const random = seededRandom(options.seed ^ 0xfa11);
   const log = new ProcessLog();
   const violations: string[] = [];
-  const disruptions: Record<Disruption | 'replay', number> = { 'agent-kill': 0, 'server-kill': 0, 'local-restart': 0, replay: 0 };
+  const disruptions: Record<Disruption | 'replay', number> = { 'agent-kill': 0, 'server-kill': 0, 'local-restart': 0, 'cloud-restart': 0, replay: 0 };
   const dir = mkdtempSync(join(tmpdir(), 'tidemark-field-run-'));
   /** Set as soon as the cluster has booted (from a callback), so that it is always stopped. */
   const owned: { cluster: LocalCluster | null } = { cluster: null };
@@ -268,7 +269,7 @@ export async function runFaultScenario(options: ScenarioOptions): Promise<Scenar
       wr.start(10);
       agentWanted = true;
       if (!ag.running) await ag.start(agentReady);
-      const order = [...DISRUPTIONS];
+      const order: Disruption[] = ['agent-kill', 'server-kill', 'local-restart', ...(options.restartCloud ? (['cloud-restart'] as const) : [])];
       for (let i = order.length - 1; i > 0; i--) {
         const j = Math.floor(random() * (i + 1));
         [order[i], order[j]] = [order[j] as Disruption, order[i] as Disruption];
@@ -291,6 +292,15 @@ export async function runFaultScenario(options: ScenarioOptions): Promise<Scenar
           // The agent meets the proxy's 503s while the server is away (it keeps declaring its tables every tick).
           await until('requests while the server is down', () => px.requests.length >= down + 3, options.eventTimeoutMs);
           await sv.start(serverReady);
+        } else if (disruption === 'cloud-restart' && options.restartCloud) {
+          const crashesBefore = sv.crashes;
+          await options.restartCloud();
+          const after = px.requests.length;
+          // The server must carry on (answering 503 while its database is away), and the agent with it.
+          await wait('the server to answer uploads again after its database restarted', () =>
+            px.requests.slice(after).some((r) => r.clientStatus !== null && r.clientStatus < 300 && r.route === 'upload'),
+          );
+          if (sv.crashes > crashesBefore) violations.push(`the server died when its PostgreSQL restarted (cycle ${cycle + 1})`);
         } else {
           const crashesBefore = ag.crashes;
           const agentStartsBefore = ag.starts;

@@ -3,9 +3,10 @@
  *
  * The fault-injection scenario of test/integration/fault-injection.test.ts, longer: N cycles of the
  * random mix (resets mid-body and after the response, 502/503 before and after the server, delays),
- * agent and server SIGKILLed and restarted, the local database restarted, a held upload replayed,
- * a seeded writer throughout. Prints a summary (faults by kind, writes by kind, rows lost, extra
- * and stale per table) and exits 1 if any check failed. The cloud database gets its own cluster too.
+ * agent and server SIGKILLed and restarted, the local database restarted, the cloud database
+ * restarted too (it gets its own cluster here), a held upload replayed, a 5xx after a commit, a
+ * seeded writer throughout. Prints a summary (faults by kind, writes by kind, rows lost, extra and
+ * stale per table) and exits 1 if any check failed. Progress goes to stderr, the summary to stdout.
  * Seed: `--seed N` or TIDEMARK_FAULT_SEED, else random (printed).
  */
 import pg from 'pg';
@@ -82,6 +83,7 @@ async function main(): Promise<void> {
       mix: DEFAULT_MIX,
       maxSyncAttempts: 4,
       eventTimeoutMs: 120_000,
+      restartCloud: () => cloud.restart(),
       ...(args.logFile ? { logFile: args.logFile } : {}),
       ...(args.quiet ? {} : { progress: (line: string) => process.stderr.write(`${stamp()}  ${line}\n`) }),
     });
