@@ -368,11 +368,19 @@ export async function runFaultScenario(options: ScenarioOptions): Promise<Scenar
       syncAttempts = options.maxSyncAttempts;
       violations.push(`sync --once did not converge in ${options.maxSyncAttempts} attempts; the last said: ${last.replace(/\s+/g, ' ')}`);
     }
-    const status = await tidemark(['status', '--json', '--config', configFile], log, 'status', env);
+    // The server's O(1) figures, as the agent reads them: GET of each table's summary (the agent's id keeps its lease).
+    const agentId = await withClient(
+      localUrl,
+      async (c) => (await c.query<{ id: string }>(`select agent_id::text as id from tidemark.agent`)).rows[0]?.id ?? '',
+    );
     const summaries = new Map<string, number>();
-    if (status.code === 0)
-      for (const s of JSON.parse(status.stdout) as { table: string; remote: { rowCount: number } | null }[])
-        if (s.remote) summaries.set(s.table, s.remote.rowCount);
+    for (const t of TABLES) {
+      const res = await fetch(`${serverUrl}/v1/customers/${creds.clientId}/databases/${creds.databaseId}/tables/public.${t.name}`, {
+        headers: { authorization: `Bearer ${creds.apiKey}`, 'x-tidemark-agent-id': agentId },
+      });
+      if (res.ok) summaries.set(`public.${t.name}`, ((await res.json()) as { rowCount: number }).rowCount);
+      else violations.push(`public.${t.name}: the server's summary could not be read (${res.status})`);
+    }
 
     for (const t of TABLES) {
       const localRows = await withClient(localUrl, async (c) => {
