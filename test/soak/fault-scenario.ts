@@ -319,6 +319,11 @@ export async function runFaultScenario(options: ScenarioOptions): Promise<Scenar
       await wr.stop();
       px.setMix(null);
       agentWanted = true;
+      // An upload cut mid-body: the server must drop it whole and free its connection (no COPY
+      // left waiting for the rest of a body that will never come); the agent sends it again.
+      const cut = px.once((r) => r.route === 'upload' && r.table === 'public.pairs' && r.bodyRows > 0, 'reset-mid-body');
+      await wr.updatePair(1 + Math.floor(random() * options.pairs));
+      await within(cut, 'an upload of pairs to cut mid-body', wait);
       // An upload held by the proxy (the agent sees a reset and sends it again), replayed once
       // newer versions of all its rows are on the server: a late packet must not overwrite them.
       const held = px.once((r) => r.route === 'upload' && r.table === 'public.items' && r.bodyRows > 0, 'capture');
@@ -368,6 +373,17 @@ export async function runFaultScenario(options: ScenarioOptions): Promise<Scenar
       syncAttempts = options.maxSyncAttempts;
       violations.push(`sync --once did not converge in ${options.maxSyncAttempts} attempts; the last said: ${last.replace(/\s+/g, ' ')}`);
     }
+    // Every client is gone: a server session still busy (a COPY waiting for the rest of a body cut
+    // by a reset, a transaction left open) is a leak that ends with a hung server.
+    const busy = await withClient(options.cloudUrl, async (c) => {
+      const { rows } = await c.query<{ state: string; query: string }>(
+        `select state, left(query, 120) as query from pg_stat_activity
+          where datname = current_database() and application_name = 'tidemark-server' and state is distinct from 'idle'`,
+      );
+      return rows;
+    });
+    if (busy.length)
+      violations.push(`the server left ${busy.length} database session(s) busy after every client had gone, e.g. ${busy[0]?.state}: ${busy[0]?.query}`);
     // The server's O(1) figures, as the agent reads them: GET of each table's summary (the agent's id keeps its lease).
     const agentId = await withClient(
       localUrl,
@@ -433,7 +449,7 @@ export async function runFaultScenario(options: ScenarioOptions): Promise<Scenar
     violations.push(`the scenario could not finish: ${(e as Error).message}`);
   } finally {
     await agent?.kill().catch(() => {});
-    await server?.kill('SIGTERM').catch(() => {});
+    if (server?.running && !(await server.stop(30_000))) violations.push('the server did not stop within 30 s of SIGTERM (it was killed)');
     await writer?.close().catch(() => {});
     await proxy?.close().catch(() => {});
     await owned.cluster?.stop().catch(() => {});

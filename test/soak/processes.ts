@@ -162,6 +162,25 @@ export class Daemon {
     child.kill(signal);
     await this.exited;
   }
+
+  /**
+   * Asks it to stop (SIGTERM, as a service manager does) and waits up to `timeoutMs`; one that has
+   * not exited by then is killed. Resolves false when it had to be killed.
+   */
+  async stop(timeoutMs: number): Promise<boolean> {
+    const child = this.child;
+    if (!child) return true;
+    this.killing = true;
+    child.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const inTime = await Promise.race([this.exited.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
+    clearTimeout(timer);
+    if (!inTime) {
+      child.kill('SIGKILL');
+      await this.exited;
+    }
+    return inTime;
+  }
 }
 
 export interface CommandResult {

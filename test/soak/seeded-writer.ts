@@ -126,6 +126,16 @@ export class SeededWriter {
     ]);
   }
 
+  /** Updates one row of `pairs` (the first with a code at or above `code`), alone in its transaction. */
+  updatePair(code: number): Promise<WriteKind | null> {
+    return this.transaction('update', [
+      [
+        `update pairs set payload = payload || '{"one": true}' where (site, code) = (select site, code from pairs where code >= $1::int order by code limit 1)`,
+        [code],
+      ],
+    ]);
+  }
+
   private async transaction(kind: WriteKind, statements: [string, unknown[]][]): Promise<WriteKind | null> {
     let c: pg.Client;
     try {
