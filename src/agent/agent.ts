@@ -11,8 +11,10 @@ import { ConfigError, ErrorCode, TidemarkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { formatTableName, parseTableName, type TableName, type TableSummary } from '../shared/protocol.js';
 import type { AgentMetrics } from './agent-metrics.js';
-import { PgLocalDatabase } from './local-database.js';
-import { HttpRemote } from './remote-client.js';
+import { readAgentId } from './local/agent-identity.js';
+import { type LocalStores, pgLocalStores } from './local/local-stores.js';
+import { installStateSchema } from './local/state-schema.js';
+import type { Remote, RemoteFactory } from './remote.js';
 import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
 
 export interface TableStatus {
@@ -38,8 +40,8 @@ export class Agent {
 
   private constructor(
     private readonly config: Readonly<AgentConfig>,
-    readonly local: PgLocalDatabase,
-    readonly remote: HttpRemote,
+    readonly local: LocalStores,
+    readonly remote: Remote,
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
   ) {
@@ -66,27 +68,23 @@ export class Agent {
     });
   }
 
-  /** Installs the local state schema and reads the agent's persistent id. */
-  static async create(config: Readonly<AgentConfig>, pool: pg.Pool, metrics: AgentMetrics, log: Logger): Promise<Agent> {
+  /**
+   * Installs the local state schema, reads the agent's persistent id and builds its remote with
+   * `makeRemote` (the composition root chooses the transport, e.g. `httpRemoteFactory(config)`).
+   */
+  static async create(config: Readonly<AgentConfig>, pool: pg.Pool, metrics: AgentMetrics, log: Logger, makeRemote: RemoteFactory): Promise<Agent> {
     if (!cron.validate(config.schedule)) throw new ConfigError(`invalid configuration: schedule: ${JSON.stringify(config.schedule)} is not a cron expression`);
-    const local = new PgLocalDatabase(pool);
-    await local.installStateSchema();
-    const agentId = await local.agentId();
-    const remote = new HttpRemote({
-      serverUrl: config.serverUrl,
-      clientId: config.clientId,
-      databaseId: config.databaseId.toLowerCase(),
-      apiKey: config.apiKey,
-      agentId,
-      gzip: config.gzip,
-    });
+    await installStateSchema(pool);
+    const agentId = await readAgentId(pool);
+    const local = pgLocalStores(pool);
+    const remote = makeRemote(agentId);
     return new Agent(config, local, remote, metrics, log.child({ agentId }));
   }
 
   /** The configured tables, or every tracked one. */
   async tables(): Promise<TableName[]> {
     if (this.config.tables?.length) return this.config.tables.map((t) => parseTableName(t));
-    return this.local.listTracked();
+    return this.local.catalog.listTracked();
   }
 
   /** One run over every table. Never throws. */
@@ -135,14 +133,19 @@ export class Agent {
         const label = formatTableName(name);
         const out: TableStatus = { table: label, local: null, remote: null, quarantined: [], error: null };
         try {
-          const table = await this.local.describe(name);
+          const table = await this.local.catalog.describe(name);
           const snap = await this.local.openSnapshot(table);
           try {
             out.local = { rowCount: await snap.count(), maxVersion: (await snap.stats()).maxVersion, horizon: snap.snapshot.xmin };
           } finally {
             await snap.close();
           }
-          out.quarantined = (await this.local.quarantined(name, false)).map((q) => ({ key: q.key, version: q.version, error: q.error, attempts: q.attempts }));
+          out.quarantined = (await this.local.quarantine.list(name, false)).map((q) => ({
+            key: q.key,
+            version: q.version,
+            error: q.error,
+            attempts: q.attempts,
+          }));
           out.remote = await this.remote.summary(name);
         } catch (e) {
           out.error = e instanceof TidemarkError ? `${e.message} [${e.code}]` : String(e);

@@ -27,7 +27,15 @@
  *    first) to recover the throughput estimate and the ceiling, then starts at the last successful
  *    full batch's size if the replay ended above it (about to grow or to probe).
  */
-import type { BatchRecord } from './local-database.js';
+/** One upload request as the tuner learns from it (and tidemark.batch_history keeps it). */
+export interface BatchRecord {
+  rows: number;
+  bytes: number;
+  durationSeconds: number;
+  outcome: 'ok' | 'failed' | 'rejected';
+  /** The failure's class (remote.ts ErrorClass), null for a success. */
+  errorClass: string | null;
+}
 
 export interface TunerLimits {
   /** Duration one upload request should take, in seconds. */

@@ -12,7 +12,7 @@
  * Rows are hashed with their columns' own hash functions when both sides can (`record`), else from
  * their canonical text.
  */
-import { ErrorCode } from '../shared/errors.js';
+import { ErrorCode, InvariantError } from '../shared/errors.js';
 import {
   type HashKind,
   type KeyRange,
@@ -23,8 +23,8 @@ import {
   type ManifestRow,
 } from '../shared/protocol.js';
 import { bucketLayout } from '../shared/row-shape.js';
-import type { LocalSnapshot } from './local-database.js';
-import { type HttpRemote, RemoteError } from './remote-client.js';
+import type { LocalSnapshot } from './local/local-snapshot.js';
+import { type Remote, RemoteError } from './remote.js';
 
 export interface DiffOptions {
   mode: ManifestMode;
@@ -75,14 +75,14 @@ export function bucketBits(rows: number, perBucket: number): number {
 export function differingBuckets(local: string, remote: string): number[] {
   const a = Buffer.from(local, 'base64');
   const b = Buffer.from(remote, 'base64');
-  if (a.length !== b.length) throw new Error('bucket answers of different sizes');
+  if (a.length !== b.length) throw new InvariantError(`bucket answers of different sizes (${a.length} and ${b.length} bytes)`);
   const out: number[] = [];
   for (let i = 0; i < a.length; i += 8) if (a.readBigUInt64LE(i) !== b.readBigUInt64LE(i)) out.push(i / 8);
   return out;
 }
 
 /** Compares a range, hashing with `record` when both sides can, else `text`. */
-export async function diffRange(snap: LocalSnapshot, remote: HttpRemote, range: KeyRange, options: DiffOptions): Promise<DiffReport> {
+export async function diffRange(snap: LocalSnapshot, remote: Remote, range: KeyRange, options: DiffOptions): Promise<DiffReport> {
   if (await snap.recordHashing()) {
     try {
       return await diffWith(snap, remote, range, options, 'record');
@@ -94,7 +94,7 @@ export async function diffRange(snap: LocalSnapshot, remote: HttpRemote, range: 
   return diffWith(snap, remote, range, options, 'text');
 }
 
-async function diffWith(snap: LocalSnapshot, remote: HttpRemote, range: KeyRange, options: DiffOptions, hashKind: HashKind): Promise<DiffReport> {
+async function diffWith(snap: LocalSnapshot, remote: Remote, range: KeyRange, options: DiffOptions, hashKind: HashKind): Promise<DiffReport> {
   const report: DiffReport = { missing: [], extra: [], changed: [], bucketsCompared: 0, mismatchedBuckets: 0, rowsCompared: 0, roundTrips: 0, hashKind };
   const table = snap.table.name;
   const { mode } = options;

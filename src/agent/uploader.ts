@@ -4,7 +4,7 @@
  * bytes limit only when its single row does), so a learned body-size limit is never overshot. The
  * next batch is cut only once the one in flight is done, at the limits that one left.
  *
- * Failures, by class (remote-client.ts):
+ * Failures, by class (remote.ts):
  *  - too large, timeout, server error (about the size): the batch goes back to the head of the
  *    stream and is cut again at the tuner's new, smaller limits and at most half its rows (until
  *    that many rows are through), so what is left of it joins the rows that follow, and batches that
@@ -25,24 +25,27 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { ErrorCode, TidemarkError } from '../shared/errors.js';
+import { ErrorCode, InvariantError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { formatTableName } from '../shared/protocol.js';
 import { leadingCopyFields } from '../shared/row-shape.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import type { BatchTuner } from './batch-tuner.js';
-import type { LocalTable, PgLocalDatabase } from './local-database.js';
-import { type HttpRemote, RemoteError } from './remote-client.js';
+import type { BatchHistory } from './local/batch-history.js';
+import type { LocalTable } from './local/local-catalog.js';
+import type { QuarantineRetry, QuarantineStore } from './local/quarantine-store.js';
+import { type Remote, RemoteError } from './remote.js';
 
 export interface UploaderDeps {
   table: LocalTable;
-  local: PgLocalDatabase;
-  remote: HttpRemote;
+  remote: Remote;
+  history: BatchHistory;
+  quarantine: QuarantineStore;
+  quarantineRetry: QuarantineRetry;
   tuner: BatchTuner;
   metrics: AgentMetrics;
   log: Logger;
   timeoutMs: number;
-  quarantine: { retryBaseSeconds: number; retryMaxSeconds: number };
   /** Epoch ms after which no new batch starts. */
   deadline: number;
 }
@@ -132,7 +135,7 @@ export class Uploader {
   }
 
   private async sendOnce(buf: Buffer, rows: number, ctx: UploadContext): Promise<void> {
-    const { remote, table, tuner, metrics, local } = this.d;
+    const { remote, table, tuner, metrics, history } = this.d;
     const { stats } = ctx;
     const started = performance.now();
     try {
@@ -143,7 +146,7 @@ export class Uploader {
       metrics.rowsUploaded.inc({ table: this.label }, rows);
       metrics.bytesUploaded.inc({ table: this.label }, buf.length);
       ctx.recorded++;
-      await local.recordBatch(table.name, { rows, bytes: buf.length, durationSeconds: seconds, outcome: 'ok', errorClass: null });
+      await history.record(table.name, { rows, bytes: buf.length, durationSeconds: seconds, outcome: 'ok', errorClass: null });
       stats.rows += rows;
       stats.bytes += buf.length;
       stats.batches++;
@@ -156,7 +159,7 @@ export class Uploader {
         metrics.batchDuration.observe({ table: this.label, outcome }, seconds);
         metrics.batchFailures.inc({ table: this.label, error_class: e.errorClass });
         ctx.recorded++;
-        await local.recordBatch(table.name, { rows, bytes: buf.length, durationSeconds: seconds, outcome, errorClass: e.errorClass });
+        await history.record(table.name, { rows, bytes: buf.length, durationSeconds: seconds, outcome, errorClass: e.errorClass });
       }
       throw e;
     } finally {
@@ -168,8 +171,7 @@ export class Uploader {
 
   private async skipAhead(buf: Buffer, error: RemoteError, ctx: UploadContext): Promise<void> {
     const ids = this.rowIds(buf);
-    const { quarantine } = this.d;
-    await this.d.local.quarantine(this.d.table.name, ids, `${error.code}: ${error.message}`, quarantine.retryBaseSeconds, quarantine.retryMaxSeconds);
+    await this.d.quarantine.add(this.d.table.name, ids, `${error.code}: ${error.message}`, this.d.quarantineRetry);
     this.d.metrics.skipAheads.inc({ table: this.label });
     ctx.stats.quarantined += ids.length;
     this.d.log.warn({ table: this.label, rows: ids.length, errorClass: error.errorClass, code: error.code }, 'batch quarantined');
@@ -329,14 +331,14 @@ export class Uploader {
       await settle(); // in flight when the deadline stopped the upload
       // COPY text ends every row with a newline: anything left would be a row cut short.
       if (stats.complete && pendingBytes > 0)
-        throw new TidemarkError(ErrorCode.INTERNAL, `COPY stream of ${this.label} ended inside a row (${pendingBytes} bytes after the last newline)`);
+        throw new InvariantError(`COPY stream of ${this.label} ended inside a row (${pendingBytes} bytes after the last newline)`);
       // Single rows that failed at the end, after the server last answered: quarantine rather than
       // block the table forever (fewer than MAX_SUSPECTS, or the upload would have stopped).
       if (ctx.suspects.length > 0) await this.releaseSuspects(ctx);
     } finally {
       if (!stream.destroyed) stream.destroy();
     }
-    if (ctx.recorded > 0) await this.d.local.pruneHistory(this.d.table.name);
+    if (ctx.recorded > 0) await this.d.history.prune(this.d.table.name);
     return stats;
   }
 }

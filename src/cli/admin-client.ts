@@ -1,8 +1,40 @@
-/** The admin API, as the CLI calls it. */
-import { ErrorCode, ProtocolError, RetryableError } from '../shared/errors.js';
-import type { ErrorBody } from '../shared/protocol.js';
+/** The admin API, as the CLI calls it: paths from the protocol's route builders, answers parsed by their schemas. */
+import type { z } from 'zod';
 
-export async function adminRequest<T>(serverUrl: string, adminKey: string, method: string, path: string, body?: unknown): Promise<T> {
+import { ErrorCode, ProtocolError, RetryableError, TidemarkError } from '../shared/errors.js';
+import {
+  adminPaths,
+  errorBodySchema,
+  type RegisterResult,
+  type ResyncResult,
+  registerResultSchema,
+  resyncResultSchema,
+  type TenantInfo,
+  type TenantList,
+  tenantInfoSchema,
+  tenantListSchema,
+} from '../shared/protocol.js';
+
+const ADMIN_TIMEOUT_MS = 60_000;
+
+/** Reads an error code the server sent, if it is one of ours. */
+function errorCodeOf(code: string): ErrorCode {
+  return (Object.values(ErrorCode) as string[]).includes(code) ? (code as ErrorCode) : ErrorCode.INTERNAL;
+}
+
+/**
+ * One admin request. With `schema`, the answer is parsed by it (a server answering something else
+ * is reported as such); without, the decoded JSON is returned as is (kept for callers that predate
+ * the schemas; prefer the typed functions below).
+ */
+export async function adminRequest<T = unknown>(
+  serverUrl: string,
+  adminKey: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  schema?: z.ZodType<T>,
+): Promise<T> {
   const url = `${serverUrl.replace(/\/+$/, '')}${path}`;
   let res: Response;
   try {
@@ -10,7 +42,7 @@ export async function adminRequest<T>(serverUrl: string, adminKey: string, metho
       method,
       headers: { authorization: `Bearer ${adminKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(60_000),
+      signal: AbortSignal.timeout(ADMIN_TIMEOUT_MS),
     });
   } catch (e) {
     const cause = (e as { cause?: { code?: string; message?: string } }).cause;
@@ -19,17 +51,50 @@ export async function adminRequest<T>(serverUrl: string, adminKey: string, metho
     });
   }
   const text = await res.text();
-  if (!res.ok) {
-    let message = `server answered ${res.status}`;
-    let code: ErrorCode = ErrorCode.INTERNAL;
-    try {
-      const parsed = JSON.parse(text) as ErrorBody;
-      message = parsed.error.message;
-      code = parsed.error.code as ErrorCode;
-    } catch {
-      // not a tidemark body
-    }
-    throw new ProtocolError(code, res.status, message);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
   }
-  return JSON.parse(text) as T;
+  if (!res.ok) {
+    const parsed = errorBodySchema.safeParse(json);
+    // The server says "required" for a missing and a wrong key alike; the CLI always sends one.
+    if (res.status === 401)
+      throw new ProtocolError(
+        ErrorCode.AUTH_UNAUTHENTICATED,
+        401,
+        `admin key not accepted by the server at ${serverUrl}: check --admin-key, TIDEMARK_ADMIN_KEY or adminKey in the config file`,
+      );
+    if (!parsed.success) throw new ProtocolError(ErrorCode.INTERNAL, res.status, `${method} ${path}: server answered ${res.status}`);
+    throw new ProtocolError(errorCodeOf(parsed.data.error.code), res.status, parsed.data.error.message);
+  }
+  if (!schema) return json as T; // legacy callers: their own type, unchecked
+  const parsed = schema.safeParse(json);
+  if (!parsed.success)
+    throw new TidemarkError(
+      ErrorCode.INTERNAL,
+      `${method} ${path}: unexpected answer from the server (${parsed.error.issues[0]?.message ?? 'invalid'}); is it a tidemark server of this version?`,
+    );
+  return parsed.data;
+}
+
+/** Registers a database for a client: its id and API key (shown once). */
+export function registerDatabase(serverUrl: string, adminKey: string, clientId: string, name: string): Promise<RegisterResult> {
+  return adminRequest(serverUrl, adminKey, 'POST', adminPaths.databases(clientId), { name }, registerResultSchema);
+}
+
+/** Requests a resync of some tables (all declared ones when `tables` is undefined); the tables flagged. */
+export function requestResync(serverUrl: string, adminKey: string, clientId: string, databaseId: string, tables?: string[]): Promise<ResyncResult> {
+  return adminRequest(serverUrl, adminKey, 'POST', adminPaths.resync(clientId, databaseId), tables ? { tables } : {}, resyncResultSchema);
+}
+
+/** One tenant: its tables, lag and resync state. */
+export function tenantInfo(serverUrl: string, adminKey: string, clientId: string, databaseId: string): Promise<TenantInfo> {
+  return adminRequest(serverUrl, adminKey, 'GET', adminPaths.database(clientId, databaseId), undefined, tenantInfoSchema);
+}
+
+/** Every tenant. */
+export function listTenants(serverUrl: string, adminKey: string): Promise<TenantList> {
+  return adminRequest(serverUrl, adminKey, 'GET', adminPaths.tenants(), undefined, tenantListSchema);
 }

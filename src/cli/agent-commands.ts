@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 
 import { Agent, type TickResult } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
+import { httpRemoteFactory } from '../agent/http-remote.js';
 import { parseListen } from '../shared/config/load-config.js';
 import { ErrorCode, TidemarkError } from '../shared/errors.js';
 import { serveMetrics } from '../shared/metrics/metrics-endpoint.js';
@@ -34,7 +35,7 @@ export function agentCommands(program: Command): void {
     const pool = localPool(config.databaseUrl, log, 'tidemark-agent', config.concurrency);
     const metrics = createAgentMetrics();
     try {
-      const agent = await Agent.create(config, pool, metrics, log);
+      const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
       const lock = await agent.local.lockAgent();
       if (!lock) throw new TidemarkError(ErrorCode.LEASE_HELD, 'another tidemark agent is running against this local database');
       try {
@@ -67,7 +68,7 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
   const pool = localPool(config.databaseUrl, log, 'tidemark-agent', config.concurrency);
   try {
     const metrics = createAgentMetrics(config.tables ?? []);
-    const agent = await Agent.create(config, pool, metrics, log);
+    const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
     const lock = await agent.local.lockAgent();
     if (!lock) throw new TidemarkError(ErrorCode.LEASE_HELD, 'another tidemark agent is running against this local database');
     try {

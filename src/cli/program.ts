@@ -3,7 +3,7 @@ import { Command, CommanderError } from 'commander';
 
 import { TIDEMARK_VERSION } from '../shared/metrics/build-info.js';
 import { agentCommands } from './agent-commands.js';
-import { describeError, EXIT_USAGE } from './common.js';
+import { type DatabaseSide, describeError, EXIT_USAGE } from './common.js';
 import { configCommand } from './config-command.js';
 import { demoCommand } from './demo-command.js';
 import { inspectCommands } from './inspect-commands.js';
@@ -29,10 +29,26 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** The database each command works on directly (the others reach databases only through the server). */
+const DATABASE_SIDE: Readonly<Record<string, DatabaseSide>> = {
+  server: 'cloud database',
+  track: 'local database',
+  untrack: 'local database',
+  sync: 'local database',
+  agent: 'local database',
+  status: 'local database',
+  verify: 'local database',
+};
+
 /** Runs the CLI with these arguments; sets process.exitCode. */
 export async function runCli(argv: readonly string[]): Promise<void> {
+  let side: DatabaseSide | undefined;
   try {
-    await buildProgram().parseAsync([...argv]);
+    const program = buildProgram();
+    program.hook('preAction', (_root, action) => {
+      side = DATABASE_SIDE[action.name()];
+    });
+    await program.parseAsync([...argv]);
     process.exitCode = 0;
   } catch (e) {
     if (e instanceof CommanderError) {
@@ -40,7 +56,7 @@ export async function runCli(argv: readonly string[]): Promise<void> {
       process.exitCode = e.exitCode === 0 ? 0 : EXIT_USAGE;
       return;
     }
-    const { line, exitCode } = describeError(e);
+    const { line, exitCode } = describeError(e, side);
     process.stderr.write(`tidemark: ${line}\n`);
     process.exitCode = exitCode;
   }

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 
 import { ConfigError } from '../shared/errors.js';
-import { CLIENT_ID_PATTERN, type RegisterResult } from '../shared/protocol.js';
-import { adminRequest } from './admin-client.js';
+import { CLIENT_ID_PATTERN } from '../shared/protocol.js';
+import { registerDatabase } from './admin-client.js';
 import { adminConfigFrom } from './common.js';
 
 export function registerCommand(program: Command): void {
@@ -18,9 +18,7 @@ export function registerCommand(program: Command): void {
       const { serverUrl: server, adminKey } = adminConfigFrom(flags);
       if (!CLIENT_ID_PATTERN.test(flags.client))
         throw new ConfigError(`invalid --client ${JSON.stringify(flags.client)}: use lower-case letters, digits, - and _`);
-      const result = await adminRequest<RegisterResult>(server, adminKey, 'POST', `/v1/admin/customers/${encodeURIComponent(flags.client)}/databases`, {
-        name: flags.name,
-      });
+      const result = await registerDatabase(server, adminKey, flags.client, flags.name);
       process.stdout.write(`${JSON.stringify({ clientId: result.clientId, databaseId: result.databaseId, apiKey: result.apiKey })}\n`);
     });
 }

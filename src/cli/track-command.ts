@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 
-import { PgLocalDatabase } from '../agent/local-database.js';
+import { PgTableTracking } from '../agent/local/table-tracking.js';
 import { formatTableName } from '../shared/protocol.js';
 import { databaseUrlFrom, localPool, logger, splitList } from './common.js';
 
@@ -18,7 +18,7 @@ export function trackCommand(program: Command): void {
       const log = logger(undefined, 'warn', 2);
       const pool = localPool(url, log, 'tidemark-track');
       try {
-        const local = new PgLocalDatabase(pool);
+        const local = new PgTableTracking(pool);
         for (const t of tables) {
           const tracked = await local.track(t, {
             keyColumns: flags.keyColumns ? splitList(flags.keyColumns) : undefined,
@@ -41,7 +41,7 @@ export function trackCommand(program: Command): void {
       const url = databaseUrlFrom(flags);
       const pool = localPool(url, logger(undefined, 'warn', 2), 'tidemark-track');
       try {
-        const local = new PgLocalDatabase(pool);
+        const local = new PgTableTracking(pool);
         for (const t of tables) process.stdout.write(`untracked ${formatTableName(await local.untrack(t))}\n`);
       } finally {
         await pool.end();

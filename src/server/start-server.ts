@@ -5,8 +5,8 @@ import type { Logger } from '../shared/logger.js';
 import { createPool } from '../shared/pg.js';
 import { buildApp } from './app.js';
 import { migrate } from './migrations.js';
+import { PgTenantStore } from './pg-tenant-store.js';
 import { createServerMetrics } from './server-metrics.js';
-import { PgTenantStore } from './tenant-store.js';
 
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:8080 */

@@ -7,7 +7,7 @@ export const ErrorCode = {
   CONFIG_INVALID: 'TM_CONFIG_INVALID',
   /** The local table does not exist. Check the name (schema.table) and the search_path. */
   SOURCE_TABLE_MISSING: 'TM_SOURCE_TABLE_MISSING',
-  /** The local table has no primary key and no key columns were configured. Add a primary key, or set keyColumns. */
+  /** The local table has no primary key and no key columns were given. Add a primary key, or name unique not-null columns with `tidemark track TABLE --key-columns a,b`. */
   SOURCE_TABLE_NO_KEY: 'TM_SOURCE_TABLE_NO_KEY',
   /** The table is not tracked yet. Run `tidemark track TABLE` against the local database. */
   SOURCE_TABLE_NOT_TRACKED: 'TM_SOURCE_TABLE_NOT_TRACKED',
@@ -15,7 +15,7 @@ export const ErrorCode = {
   TABLE_NAME_INVALID: 'TM_TABLE_NAME_INVALID',
   /** A column type cannot be replicated (only plain type names are accepted). Exclude the table or change the type. */
   COLUMN_TYPE_UNSUPPORTED: 'TM_COLUMN_TYPE_UNSUPPORTED',
-  /** Authentication failed: missing or unknown API key. Use the key printed by `tidemark register`. */
+  /** Authentication failed: a missing or unknown API key (or admin key on admin routes). Use the key printed by `tidemark register`, or the server's admin key. */
   AUTH_UNAUTHENTICATED: 'TM_AUTH_UNAUTHENTICATED',
   /** The key is valid but bound to another client or database. Check --client and --database-id. */
   AUTH_FORBIDDEN: 'TM_AUTH_FORBIDDEN',
@@ -31,7 +31,7 @@ export const ErrorCode = {
   UPLOAD_CONFLICT: 'TM_UPLOAD_CONFLICT',
   /** The request body is larger than the server accepts. The agent shrinks its batches by itself. */
   PAYLOAD_TOO_LARGE: 'TM_PAYLOAD_TOO_LARGE',
-  /** The request is malformed. This is a bug in the caller; report it. */
+  /** The request is malformed or beyond a protocol limit; the message names the field and the limit. From a tidemark agent this is a bug; report it. */
   REQUEST_INVALID: 'TM_REQUEST_INVALID',
   /** Something was not found (client, database, route). Check the identifiers. */
   NOT_FOUND: 'TM_NOT_FOUND',
@@ -39,15 +39,15 @@ export const ErrorCode = {
   SERVER_UNAVAILABLE: 'TM_SERVER_UNAVAILABLE',
   /** A request timed out. Retried with a smaller batch; check the link if it persists. */
   TIMEOUT: 'TM_TIMEOUT',
-  /** The database refused the credentials. Fix the connection string or password; retried on the next run. */
+  /** The database refused the credentials. Fix the connection string or password; retried after a long backoff (minutes), so failed logins do not pile up. */
   DB_AUTH_FAILED: 'TM_DB_AUTH_FAILED',
-  /** The database is unreachable or restarting. Retried on the next tick. */
+  /** The database is unreachable or restarting. Retried after a short backoff (seconds). */
   DB_UNAVAILABLE: 'TM_DB_UNAVAILABLE',
-  /** A transient database conflict (serialization failure, deadlock). Retried on the next run. */
+  /** A transient database conflict (serialization failure, deadlock). Retried after a short backoff (seconds). */
   DB_CONFLICT: 'TM_DB_CONFLICT',
   /** An unexpected database error. Read the message; report it if it is not about your data. */
   DB_ERROR: 'TM_DB_ERROR',
-  /** The table did not converge within the run's time budget. It continues on the next tick. */
+  /** The table did not converge within the run's time budget. It continues on the next run. */
   RUN_INCOMPLETE: 'TM_RUN_INCOMPLETE',
   /** An internal invariant was broken: a bug. Report it with the log line. */
   INTERNAL: 'TM_INTERNAL',

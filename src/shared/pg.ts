@@ -1,7 +1,9 @@
 import pg from 'pg';
 
+import { redactConnectionString, toConnectionUrl } from './connection-string.js';
 import { ErrorCode, RetryableError, TidemarkError, toError } from './errors.js';
 import type { Logger } from './logger.js';
+import { typeNameProblem } from './protocol/column-type.js';
 
 /** A SQL identifier, quoted. Only `ident` and `qualified` make one. */
 export type SqlIdent = string & { readonly __brand: 'SqlIdent' };
@@ -23,12 +25,11 @@ export function identList(names: readonly string[]): SqlIdent {
 /**
  * Type names as `format_type()` prints them: `integer`, `character varying(20)`,
  * `timestamp(3) with time zone`, `numeric(10,2)[]`, optionally schema-qualified (`public.citext`).
- * Quoted names are refused: nothing else can reach DDL, so a hostile agent cannot inject SQL.
+ * Quoted names, clauses (`default`, `generated` …) and out-of-range type modifiers are refused
+ * (`typeNameProblem`): nothing else can reach DDL, so a hostile agent cannot inject SQL.
  */
-const TYPE_NAME = /^(?:[a-z_][a-z0-9_$]*\.)?[a-z_][a-z0-9_$ ]*(?:\(\d+(?:,\d+)?\))?(?: [a-z ]+)?(?:\[\])*$/;
-
 export function isSafeTypeName(name: string): boolean {
-  return name.length <= 128 && TYPE_NAME.test(name);
+  return typeNameProblem(name) === null;
 }
 
 /** Brands a type name; callers must also have had the database resolve it (`to_regtype`). */
@@ -38,7 +39,7 @@ export function sqlType(name: string): SqlType {
 }
 
 /**
- * Session settings under which both sides print rows identically (DESIGN.md, Manifests).
+ * Session settings under which both sides print rows identically (docs/design.md, Manifests).
  * Applied with `set local` at the start of every transaction that reads or writes row data.
  */
 export const PINNED_SETTINGS_SQL = /* sql */ `
@@ -54,7 +55,8 @@ export interface PoolOptions {
 
 export function createPool(options: PoolOptions, log: Logger): pg.Pool {
   const pool = new pg.Pool({
-    connectionString: options.connectionString,
+    // libpq's keyword/value form too; parts left out come from PG* variables (pg reads them).
+    connectionString: toConnectionUrl(options.connectionString),
     max: options.max ?? 10,
     application_name: options.applicationName,
     idleTimeoutMillis: 30_000,
@@ -98,7 +100,7 @@ interface PgErrorLike {
   message?: unknown;
 }
 
-/** SQLSTATEs that tidemark acts on by name (classification below; special cases at their call sites). */
+/** SQLSTATEs that tidemark acts on by name (classified in PG_ERROR_CLASSES below). */
 export const SqlState = {
   UNIQUE_VIOLATION: '23505',
   UNDEFINED_FUNCTION: '42883',
@@ -107,6 +109,11 @@ export const SqlState = {
   DEADLOCK_DETECTED: '40P01',
   INVALID_PASSWORD: '28P01',
   INVALID_AUTHORIZATION: '28000',
+  CARDINALITY_VIOLATION: '21000',
+  PROGRAM_LIMIT_EXCEEDED: '54000',
+  ADMIN_SHUTDOWN: '57P01',
+  CRASH_SHUTDOWN: '57P02',
+  CANNOT_CONNECT_NOW: '57P03',
 } as const;
 
 /** The SQLSTATE (or Node socket error code) of an error, if it has one. */
@@ -116,24 +123,98 @@ export function sqlstateOf(e: unknown): string | undefined {
 }
 
 /**
- * Maps a driver or server error to an ErrorCode by SQLSTATE (never by message text).
- *   08xxx connection exceptions, 57P01 admin shutdown, 57P03 cannot connect now, ECONNREFUSED/ECONNRESET: unavailable
- *   40001 serialization failure, 40P01 deadlock: conflict (retry)
- *   28P01 invalid password, 28000 invalid authorization: auth (long backoff)
- *   42P01 undefined table: table missing
+ * How an error is handled:
+ *  - `unavailable`: the database or the link is down or restarting; retry soon (short backoff);
+ *  - `conflict`: a transient clash with another transaction; retry soon (short backoff);
+ *  - `auth`: credentials refused; retrying soon only adds failed logins (and may lock the role):
+ *    retry rarely (long backoff) until an operator fixes the password;
+ *  - `missing_table`: a table is gone; not retried until the configuration or schema changes;
+ *  - `data`: the data itself is refused (bad value, constraint): retrying the same data fails again;
+ *  - `other`: anything else; not retried by itself.
  */
-export function classifyPgError(e: unknown): { code: ErrorCode; retryable: boolean; sqlstate: string | undefined } {
-  const err = e as PgErrorLike;
-  const sqlstate = typeof err?.code === 'string' ? err.code : undefined;
-  if (sqlstate === undefined) return { code: ErrorCode.DB_ERROR, retryable: false, sqlstate };
-  if (sqlstate.startsWith('08') || sqlstate === '57P01' || sqlstate === '57P02' || sqlstate === '57P03')
-    return { code: ErrorCode.DB_UNAVAILABLE, retryable: true, sqlstate };
-  if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE'].includes(sqlstate))
-    return { code: ErrorCode.DB_UNAVAILABLE, retryable: true, sqlstate };
-  if (sqlstate === '40001' || sqlstate === '40P01') return { code: ErrorCode.DB_CONFLICT, retryable: true, sqlstate };
-  if (sqlstate === '28P01' || sqlstate === '28000') return { code: ErrorCode.DB_AUTH_FAILED, retryable: true, sqlstate };
-  if (sqlstate === '42P01') return { code: ErrorCode.SOURCE_TABLE_MISSING, retryable: false, sqlstate };
-  return { code: ErrorCode.DB_ERROR, retryable: false, sqlstate };
+export type PgErrorClass = 'unavailable' | 'conflict' | 'auth' | 'missing_table' | 'data' | 'other';
+
+/** When to try again: `short` (seconds, with jitter), `long` (minutes, with jitter), or `none`. */
+export type Backoff = 'short' | 'long' | 'none';
+
+interface PgErrorRule {
+  /** SQLSTATEs: five characters exactly, or a two-character class (`08` = every 08xxx), or a Node socket error code. */
+  match: readonly string[];
+  class: PgErrorClass;
+  code: ErrorCode;
+  retryable: boolean;
+  backoff: Backoff;
+}
+
+/**
+ * The one table of SQLSTATE handling (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+ * First match wins; exact codes are listed before the classes that contain them. Special cases
+ * that depend on context stay at their call site but name their SQLSTATE from `SqlState`:
+ * 23505 on an insert-only upload means "re-send as upsert" (TM_UPLOAD_CONFLICT), and 42883 on
+ * record hashing means "hash text instead".
+ */
+export const PG_ERROR_CLASSES: readonly PgErrorRule[] = [
+  // Connection exceptions (08xxx), server shutting down or starting (57P01-57P03), socket errors.
+  {
+    match: [
+      '08',
+      SqlState.ADMIN_SHUTDOWN,
+      SqlState.CRASH_SHUTDOWN,
+      SqlState.CANNOT_CONNECT_NOW,
+      'ECONNREFUSED',
+      'ECONNRESET',
+      'ETIMEDOUT',
+      'ENOTFOUND',
+      'EPIPE',
+      'EHOSTUNREACH',
+      'EAI_AGAIN',
+    ],
+    class: 'unavailable',
+    code: ErrorCode.DB_UNAVAILABLE,
+    retryable: true,
+    backoff: 'short',
+  },
+  // Serialization failure, deadlock: the transaction lost a race; the next attempt usually wins.
+  { match: [SqlState.SERIALIZATION_FAILURE, SqlState.DEADLOCK_DETECTED], class: 'conflict', code: ErrorCode.DB_CONFLICT, retryable: true, backoff: 'short' },
+  // Invalid password (28P01), invalid authorization (28000): the long backoff of STYLE.md.
+  { match: ['28'], class: 'auth', code: ErrorCode.DB_AUTH_FAILED, retryable: true, backoff: 'long' },
+  // Undefined table.
+  { match: [SqlState.UNDEFINED_TABLE], class: 'missing_table', code: ErrorCode.SOURCE_TABLE_MISSING, retryable: false, backoff: 'none' },
+  // Data exceptions (22xxx), integrity violations (23xxx), duplicate keys in one statement (21000),
+  // program limit exceeded (54000, e.g. an index row too large): the rows are at fault.
+  {
+    match: ['22', '23', SqlState.CARDINALITY_VIOLATION, SqlState.PROGRAM_LIMIT_EXCEEDED],
+    class: 'data',
+    code: ErrorCode.DB_ERROR,
+    retryable: false,
+    backoff: 'none',
+  },
+];
+
+function ruleMatches(rule: PgErrorRule, sqlstate: string): boolean {
+  return rule.match.some((m) => (m.length === 2 ? sqlstate.length === 5 && sqlstate.startsWith(m) : m === sqlstate));
+}
+
+export interface PgErrorClassification {
+  code: ErrorCode;
+  /** Worth retrying later (unavailable, conflict, auth); see `backoff` for when. */
+  retryable: boolean;
+  sqlstate: string | undefined;
+  class: PgErrorClass;
+  backoff: Backoff;
+}
+
+/** Maps a driver or server error to an ErrorCode by SQLSTATE (never by message text), from PG_ERROR_CLASSES. */
+export function classifyPgError(e: unknown): PgErrorClassification {
+  const sqlstate = sqlstateOf(e);
+  const rule = sqlstate === undefined ? undefined : PG_ERROR_CLASSES.find((r) => ruleMatches(r, sqlstate));
+  if (!rule) return { code: ErrorCode.DB_ERROR, retryable: false, sqlstate, class: 'other', backoff: 'none' };
+  return { code: rule.code, retryable: rule.retryable, sqlstate, class: rule.class, backoff: rule.backoff };
+}
+
+/** True when the rows themselves were refused (class `data`): an upload with them fails again as is. */
+export function isDataRejection(sqlstate: string | undefined): boolean {
+  return sqlstate !== undefined && classifyPgError({ code: sqlstate }).class === 'data';
 }
 
 /** Wraps a database error into a TidemarkError with context, keeping the original as cause. */
@@ -144,13 +225,7 @@ export function wrapPgError(e: unknown, context: string): TidemarkError {
   return retryable ? new RetryableError(code, message, { cause: e }) : new TidemarkError(code, message, { cause: e });
 }
 
-/** Redacts the password of a connection string for logs and `config check`. */
+/** Redacts the password of a connection string (URL or keyword/value form) for logs and `config check`. */
 export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '<unparsable url>';
-  }
+  return redactConnectionString(url);
 }

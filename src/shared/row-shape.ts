@@ -4,6 +4,7 @@
  * hash equally and ranges mean the same rows on both sides.
  */
 
+import { ErrorCode, InvariantError, ProtocolError } from './errors.js';
 import { ident, identList, type SqlIdent, type SqlType, sqlType } from './pg.js';
 import type { Bound, ColumnSpec, HashKind, KeyRange, ManifestMode, ManifestRequest, ManifestResponse } from './protocol.js';
 import { MAX_BUCKET_BITS, VERSION_COLUMN } from './protocol.js';
@@ -46,14 +47,23 @@ export function columnListSql(shape: RowShape): SqlIdent {
 
 function columnType(shape: RowShape, name: string): SqlType {
   const col = shape.columns.find((c) => c.name === name);
-  if (!col) throw new Error(`column ${name} is not in the shape`);
+  if (!col) throw new InvariantError(`column ${name} is not in the shape`);
   return sqlType(col.type);
+}
+
+/**
+ * Checks that a key from a request (a range bound, a delete) has one value per key column: a
+ * client's mistake the schema cannot see (it does not know the table), so a 400 before any SQL runs.
+ */
+export function assertKeyArity(shape: RowShape, key: readonly string[], what: string): void {
+  if (key.length !== shape.keyColumns.length)
+    throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `${what} has ${key.length} key value(s); the table's key has ${shape.keyColumns.length} column(s)`);
 }
 
 function boundSql(shape: RowShape, bound: Bound, op: '>=' | '>' | '<', bind: ParamBinder): string {
   const v = bind(bound.version, 'bigint' as SqlType);
   if (bound.key === null) return `${ident(VERSION_COLUMN)} ${op} ${v}`;
-  if (bound.key.length !== shape.keyColumns.length) throw new Error('bound key has the wrong number of columns');
+  assertKeyArity(shape, bound.key, 'a range bound');
   const keys = shape.keyColumns.map((k, i) => bind(bound.key?.[i] as string, columnType(shape, k)));
   // The plain bound on the version beside the row comparison lets PostgreSQL 17 and older stop the
   // index scan there too (they use a row comparison to start a scan, not always to end it).
@@ -101,53 +111,8 @@ export function hashSumSql(hashExpr: string): string {
   return `((coalesce(sum(${hashExpr}), 0) % 18446744073709551616 + 18446744073709551616) % 18446744073709551616)::text`;
 }
 
-// --- COPY text ---------------------------------------------------------------------------------
-
-const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
-
-/** Decodes one COPY text field (`\N` is null). */
-export function decodeCopyField(field: string): string | null {
-  if (field === '\\N') return null;
-  if (!field.includes('\\')) return field;
-  let out = '';
-  for (let i = 0; i < field.length; i++) {
-    const c = field[i] as string;
-    if (c !== '\\') {
-      out += c;
-      continue;
-    }
-    const n = field[i + 1] ?? '';
-    if (n in ESCAPES) {
-      out += ESCAPES[n];
-      i++;
-    } else if (n === 'x' && /^[0-9a-fA-F]/.test(field[i + 2] ?? '')) {
-      const hex = /^[0-9a-fA-F]{1,2}/.exec(field.slice(i + 2))?.[0] ?? '';
-      out += String.fromCharCode(Number.parseInt(hex, 16));
-      i += 1 + hex.length;
-    } else if (/[0-7]/.test(n)) {
-      const oct = /^[0-7]{1,3}/.exec(field.slice(i + 1))?.[0] ?? '';
-      out += String.fromCharCode(Number.parseInt(oct, 8));
-      i += oct.length;
-    } else {
-      out += n;
-      i++;
-    }
-  }
-  return out;
-}
-
-/** The first `n` fields of a COPY text line, decoded. */
-export function leadingCopyFields(line: string, n: number): (string | null)[] {
-  const out: (string | null)[] = [];
-  let start = 0;
-  for (let i = 0; i < n; i++) {
-    let end = line.indexOf('\t', start);
-    if (end === -1) end = line.length;
-    out.push(decodeCopyField(line.slice(start, end)));
-    start = end + 1;
-  }
-  return out;
-}
+// --- COPY text: the codec lives in protocol/copy-text.ts; re-exported here for existing importers.
+export { decodeCopyField, leadingCopyFields } from './protocol/copy-text.js';
 
 // --- Manifests (both sides run exactly this) --------------------------------------------------
 
@@ -172,7 +137,7 @@ export function keyHashSql(shape: RowShape, kind: HashKind = 'text'): string {
 }
 
 function mask(bits: number): number {
-  if (!Number.isInteger(bits) || bits < 0 || bits > MAX_BUCKET_BITS) throw new Error(`bucket bits must be 0..${MAX_BUCKET_BITS}`);
+  if (!Number.isInteger(bits) || bits < 0 || bits > MAX_BUCKET_BITS) throw new InvariantError(`bucket bits must be 0..${MAX_BUCKET_BITS}`);
   return 2 ** bits - 1;
 }
 

@@ -5,6 +5,7 @@
  * timings), then one results table. Exits non-zero only when data came out wrong. See README.md.
  */
 import { engineBench } from './engine-bench.js';
+import { sourceBench } from './source-bench.js';
 import { type BenchOptions, log, Results } from './support.js';
 import { tunerBench } from './tuner-bench.js';
 import { verifyBench } from './verify-bench.js';
@@ -13,12 +14,13 @@ const PARTS = {
   engine: engineBench,
   tuner: tunerBench,
   verify: verifyBench,
+  source: sourceBench,
 } as const;
 type Part = keyof typeof PARTS;
 
 function usage(message: string): never {
   process.stderr.write(
-    `${message}\nusage: main.js [engine|tuner|verify ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]\n`,
+    `${message}\nusage: main.js [engine|tuner|verify|source ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]\n`,
   );
   process.exit(2);
 }

@@ -7,7 +7,8 @@ import pg from 'pg';
 
 import { Agent } from '../../src/agent/agent.js';
 import { createAgentMetrics } from '../../src/agent/agent-metrics.js';
-import { PgLocalDatabase } from '../../src/agent/local-database.js';
+import { httpRemoteFactory } from '../../src/agent/http-remote.js';
+import { PgTableTracking } from '../../src/agent/local/table-tracking.js';
 import { startEmbeddedCluster } from '../../src/cli/embedded-cluster.js';
 import { type AgentConfigInput, loadAgentConfig } from '../../src/shared/config/agent-config.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -84,7 +85,7 @@ export async function tunerBench(options: BenchOptions, results: Results): Promi
     await generateItems(localUrl, rows);
     {
       const pool = new pg.Pool({ connectionString: localUrl, max: 2 });
-      await new PgLocalDatabase(pool).track('public.bench_items');
+      await new PgTableTracking(pool).track('public.bench_items');
       await pool.end();
     }
     await sql(localUrl, 'vacuum analyze bench_items');
@@ -176,7 +177,7 @@ async function runOnce(p: {
   const pool = new pg.Pool({ connectionString: p.localUrl, max: 8 });
   pool.on('error', () => {});
   try {
-    const agent = await Agent.create(config, pool, createAgentMetrics(), silentLogger);
+    const agent = await Agent.create(config, pool, createAgentMetrics(), silentLogger, httpRemoteFactory(config));
     const t0 = performance.now();
     const tick = await agent.tick({ checkCount: true });
     const seconds = (performance.now() - t0) / 1000;

@@ -14,7 +14,8 @@ import copyStreams from 'pg-copy-streams';
 
 import { Agent } from '../../src/agent/agent.js';
 import { createAgentMetrics } from '../../src/agent/agent-metrics.js';
-import { PgLocalDatabase } from '../../src/agent/local-database.js';
+import { httpRemoteFactory } from '../../src/agent/http-remote.js';
+import { PgTableTracking } from '../../src/agent/local/table-tracking.js';
 import { startEmbeddedCluster } from '../../src/cli/embedded-cluster.js';
 import { loadAgentConfig } from '../../src/shared/config/agent-config.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -180,10 +181,10 @@ async function scenario(
     cleanups.push(() => localPool.end());
     if (sc.versions === 1) {
       await generateItems(localUrl, rows);
-      await new PgLocalDatabase(localPool).track('public.bench_items');
+      await new PgTableTracking(localPool).track('public.bench_items');
     } else {
       await sql(localUrl, ITEMS_DDL);
-      await new PgLocalDatabase(localPool).track('public.bench_items');
+      await new PgTableTracking(localPool).track('public.bench_items');
       await withClient(localUrl, async (c) => {
         const per = Math.ceil(rows / sc.versions);
         for (let lo = 1; lo <= rows; lo += per) await c.query(itemsInsert('bench_items', lo, Math.min(rows, lo + per - 1)));
@@ -210,7 +211,7 @@ async function scenario(
         verification: { periodHours: 0 },
       },
     });
-    const agent = await Agent.create(config, localPool, createAgentMetrics(), silentLogger);
+    const agent = await Agent.create(config, localPool, createAgentMetrics(), silentLogger, httpRemoteFactory(config));
     cleanups.push(() => agent.stop());
     t0 = performance.now();
     const first = await agent.tick({ checkCount: true });

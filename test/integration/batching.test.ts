@@ -31,7 +31,7 @@ describe('batch tuning', () => {
     await local.query(`insert into items select i, repeat(md5(i::text), 3) from generate_series(1, 20000) i`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg);
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
 
     const tick = await agent.agent.tick({ checkCount: true });
     expect(tick.tables[0]?.error).toBeUndefined();
@@ -87,7 +87,7 @@ describe('batch tuning', () => {
     await local.query(`insert into items select i, repeat('x', (i * 7919) % 3000) from generate_series(1, 1500) i`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg, { batch: { minBytes: 1024, initialBytes: 8 * 1024 } });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     const tick = await agent.agent.tick({ checkCount: true });
     expect(tick.converged).toBe(true);
     const h = await history(local);
@@ -107,7 +107,7 @@ describe('batch tuning', () => {
     await local.query(`insert into items select generate_series(1, 100)`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg);
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     // 700 old batches of this table and 600 of another one.
     await local.query(`insert into tidemark.batch_history (schema_name, table_name, rows, bytes, duration_seconds, outcome)
       select 'public', t, 1, 10, 0.01, 'ok' from (values ('items', 700), ('other', 600)) v(t, n), generate_series(1, n)`);

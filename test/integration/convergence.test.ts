@@ -42,7 +42,7 @@ describe('randomized convergence', () => {
     await local.query(TABLES);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg, { batch: { initialBytes: 4096, minBytes: 1024 } });
-    for (const t of NAMES) await agent.local.track(t);
+    for (const t of NAMES) await agent.local.tracking.track(t);
 
     const c = new pg.Client({ connectionString: local.url });
     await c.connect();

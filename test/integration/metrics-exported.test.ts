@@ -34,8 +34,8 @@ describe('exported metrics', () => {
     await server.db.query(`create table public.drifted (id int primary key)`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg, { verification: { periodHours: 24 } });
-    await agent.local.track('items');
-    await agent.local.track('drifted');
+    await agent.local.tracking.track('items');
+    await agent.local.tracking.track('drifted');
 
     // 1. First upload (batches, throughput, lag, last success, rolling verification), and a failing table.
     const first = await agent.agent.tick();

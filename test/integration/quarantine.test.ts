@@ -33,7 +33,7 @@ describe('skip-ahead and quarantine', () => {
     await using server = await startTestServer();
     const reg = await setUp(local, server);
     await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 0.01 } });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
 
     // A constraint only the replica has: the server rejects the row, the local database keeps it.
@@ -78,7 +78,7 @@ describe('skip-ahead and quarantine', () => {
     await using server = await startTestServer();
     const reg = await setUp(local, server);
     await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 1, retryMaxSeconds: 60 } });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     await agent.agent.tick();
     await server.db.query(`alter table public.items add constraint qty_not_negative check (qty >= 0) not valid`);
     await local.query(`update items set qty = -1 where id = 10`);
@@ -108,7 +108,7 @@ describe('skip-ahead and quarantine', () => {
     await using server = await startTestServer();
     const reg = await setUp(local, server);
     await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 3600, retryMaxSeconds: 3600 } });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
     await server.db.query(`alter table public.items add constraint qty_not_negative check (qty >= 0) not valid`);
     await local.query(`update items set qty = -1 where id = 9`);
@@ -134,7 +134,7 @@ describe('skip-ahead and quarantine', () => {
     await local.query(`update items set note = repeat('x', 20000) where id = 123`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 0.01 } });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
 
     const first = await agent.agent.tick({ checkCount: true });
     expect(first.tables[0]?.error).toBeUndefined();
@@ -156,7 +156,7 @@ describe('skip-ahead and quarantine', () => {
     await using server = await startTestServer();
     const reg = await setUp(local, server);
     await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 0.01 } });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     await agent.agent.tick();
     // The replica fails on one row with an error that is not about the data (53100: disk full): a 500.
     await server.db.query(`create function boom() returns trigger language plpgsql as $$
@@ -184,7 +184,7 @@ describe('skip-ahead and quarantine', () => {
     await using server = await startTestServer();
     const reg = await setUp(local, server);
     await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 0.01 } });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     await agent.agent.tick();
     await server.db.query(`create function boom() returns trigger language plpgsql as $$
       begin raise exception 'no space left' using errcode = '53100'; end $$`);
@@ -207,7 +207,7 @@ describe('skip-ahead and quarantine', () => {
     await using server = await startTestServer();
     const reg = await setUp(local, server);
     await using agent = await startTestAgent(local, server, reg, { quarantine: { retryBaseSeconds: 0.01 } });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     await agent.agent.tick();
     await server.db.query(`alter table public.items add constraint qty_not_negative check (qty >= 0) not valid`);
     await local.query(`update items set qty = -1 where id = 42`);

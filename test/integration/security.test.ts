@@ -228,7 +228,7 @@ describe('server security and bad input', () => {
     await local.query(`insert into items values (1, 'beta')`);
     const reg = await server.register('alpha');
     await using agent = await startTestAgent(local, server, reg);
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     expect((await agent.agent.tick()).converged).toBe(true);
     expect(await server.db.query(`select tidemark_client_id, tidemark_database_id::text as db from items`)).toEqual([
       { tidemark_client_id: 'alpha', db: reg.databaseId },

@@ -37,7 +37,7 @@ describe('sync engine', () => {
         (3, -1, -0.000001, '', '', false, '-infinity', 'infinity', '0001-01-01 BC', '00000000-0000-0000-0000-000000000000', '[]', '\\x', '{}', '{}', 'NaN')`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg);
-    await agent.local.track('everything');
+    await agent.local.tracking.track('everything');
     const tick = await agent.agent.tick({ checkCount: true });
     expect(tick.tables[0]?.error).toBeUndefined();
     expect(tick.converged).toBe(true);
@@ -53,7 +53,7 @@ describe('sync engine', () => {
     await local.query(`insert into items select i, 'item ' || i from generate_series(1, 1000) i`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg);
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     expect((await agent.agent.tick()).converged).toBe(true);
 
     await local.query(`update items set name = 'changed' where id % 10 = 0`);
@@ -73,7 +73,7 @@ describe('sync engine', () => {
     const reg = await server.register('acme');
     // A budget that lets a run send only a few small batches.
     await using agent = await startTestAgent(local, server, reg, { runBudgetSeconds: 0.05, batch: { minBytes: 1024, maxBytes: 4096, initialBytes: 4096 } });
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     let sent = 0;
     let runs = 0;
     let converged = false;
@@ -101,7 +101,7 @@ describe('sync engine', () => {
     await local.query(`insert into items select generate_series(1, 300)`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg);
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     expect((await agent.agent.tick()).converged).toBe(true);
     // An old row (no new version) disappears: only counts or manifests can see it.
     await local.query(`delete from items where id = 150`);
@@ -123,7 +123,7 @@ describe('sync engine', () => {
     await local.query(`create table items (id int primary key, name text not null)`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg);
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
 
     const slow = new pg.Client({ connectionString: local.url });
     await slow.connect();
@@ -149,7 +149,7 @@ describe('sync engine', () => {
     await local.query(`insert into items select i, 'v1' from generate_series(1, 100) i`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg);
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     await agent.agent.tick();
     // Save the state, then move on and sync the newer state.
     await local.query(`create table backup as select id, name, tidemark_version from items`);
@@ -182,8 +182,8 @@ describe('sync engine', () => {
     const regB = await server.register('beta');
     await using agentA = await startTestAgent(localA, server, regA);
     await using agentB = await startTestAgent(localB, server, regB);
-    await agentA.local.track('items');
-    await agentB.local.track('items');
+    await agentA.local.tracking.track('items');
+    await agentB.local.tracking.track('items');
     expect((await agentA.agent.tick()).converged).toBe(true);
     expect((await agentB.agent.tick()).converged).toBe(true);
     await localB.query(`delete from items where id <= 10`);
@@ -204,7 +204,7 @@ describe('sync engine', () => {
     await local.query(`insert into items select generate_series(1, 10)`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, { url: `http://127.0.0.1:${await freePort()}` }, reg);
-    await agent.local.track('items');
+    await agent.local.tracking.track('items');
     const result = await agent.agent.tick();
     expect(result.converged).toBe(false);
     expect(result.tables[0]?.error?.code).toBe('TM_SERVER_UNAVAILABLE');

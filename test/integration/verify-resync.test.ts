@@ -11,7 +11,7 @@ async function syncedTable(rows: number) {
   await local.query(`insert into items select i, 'item ' || i, i % 97 from generate_series(1, ${rows}) i`);
   const reg = await server.register('acme');
   const agent = await startTestAgent(local, server, reg);
-  await agent.local.track('items');
+  await agent.local.tracking.track('items');
   expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
   return { local, server, reg, agent };
 }
@@ -78,8 +78,8 @@ describe('verification and forced resync', () => {
     await local.query(`insert into plain select i, 'p' || i from generate_series(1, 300) i`);
     const reg = await server.register('acme');
     await using agent = await startTestAgent(local, server, reg);
-    await agent.local.track('shapes');
-    await agent.local.track('plain');
+    await agent.local.tracking.track('shapes');
+    await agent.local.tracking.track('plain');
     expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
     await server.db.query(`update shapes set at = point(0, 0) where id = 17`);
     await server.db.query(`update plain set label = 'edited' where id = 17`);

@@ -9,7 +9,9 @@ import { inject } from 'vitest';
 
 import { Agent } from '../../src/agent/agent.js';
 import { type AgentMetrics, createAgentMetrics } from '../../src/agent/agent-metrics.js';
-import type { PgLocalDatabase } from '../../src/agent/local-database.js';
+import { httpRemoteFactory } from '../../src/agent/http-remote.js';
+import type { LocalStores } from '../../src/agent/local/local-stores.js';
+import type { Remote } from '../../src/agent/remote.js';
 import { adminRequest } from '../../src/cli/admin-client.js';
 import { startServer } from '../../src/server/start-server.js';
 import { type AgentConfigInput, loadAgentConfig } from '../../src/shared/config/agent-config.js';
@@ -82,7 +84,7 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
 export interface TestAgent extends AsyncDisposable {
   agent: Agent;
   metrics: AgentMetrics;
-  local: PgLocalDatabase;
+  local: LocalStores;
   pool: pg.Pool;
 }
 
@@ -91,6 +93,7 @@ export async function startTestAgent(
   server: { url: string },
   reg: RegisterResult,
   overrides: Partial<AgentConfigInput> = {},
+  options: { wrapRemote?: (remote: Remote) => Remote } = {},
 ): Promise<TestAgent> {
   const config = loadAgentConfig({
     env: {},
@@ -108,7 +111,9 @@ export async function startTestAgent(
   const pool = new pg.Pool({ connectionString: local.url, max: 2 * config.concurrency + 2 });
   pool.on('error', () => {});
   const metrics = createAgentMetrics();
-  const agent = await Agent.create(config, pool, metrics, silentLogger);
+  const http = httpRemoteFactory(config);
+  const wrap = options.wrapRemote ?? ((r: Remote) => r);
+  const agent = await Agent.create(config, pool, metrics, silentLogger, (agentId) => wrap(http(agentId)));
   return {
     agent,
     metrics,

@@ -6,9 +6,8 @@
  * Durations carry seeded jitter; the seed is printed, and TIDEMARK_TEST_SEED=<seed> replays a run.
  */
 import { describe, expect, it } from 'vitest';
-
+import type { BatchRecord } from '../../src/agent/batch-tuner.js';
 import { BatchTuner, type TunerLimits } from '../../src/agent/batch-tuner.js';
-import type { BatchRecord } from '../../src/agent/local-database.js';
 import { AGENT_DEFAULTS } from '../../src/shared/config/agent-config.js';
 import { seededRandom as random } from '../support/seeded-random.js';
 

@@ -1,5 +1,4 @@
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -9,21 +8,9 @@ import { loadAgentConfig } from '../../src/shared/config/agent-config.js';
 import { parseListen } from '../../src/shared/config/load-config.js';
 import { loadServerConfig } from '../../src/shared/config/server-config.js';
 import { ConfigError } from '../../src/shared/errors.js';
+import { REQUIRED, tempYaml } from '../support/config-fixtures.js';
 
 const CONFIG_DIR = join(import.meta.dirname, '../../config');
-const REQUIRED = {
-  databaseUrl: 'postgres://u@h/db',
-  serverUrl: 'http://127.0.0.1:8080',
-  clientId: 'acme',
-  databaseId: '6f1c1f3e-8d3b-4f6e-9a43-2b7d1c0e5a10',
-  apiKey: 'k',
-};
-
-function tempYaml(text: string): string {
-  const file = join(tmpdir(), `tidemark-test-${process.pid}-${Math.random()}.yaml`);
-  writeFileSync(file, text);
-  return file;
-}
 
 describe('configuration', () => {
   it('parses every file in config/', () => {

@@ -4,7 +4,19 @@ import { bucketBits, compareRows, differingBuckets, type RowDiff } from '../../s
 import { uploadRanges } from '../../src/agent/table-sync.js';
 import { ident, isSafeTypeName, qualified } from '../../src/shared/pg.js';
 import { formatTableName, parseTableName, type TableSummary } from '../../src/shared/protocol.js';
-import { bucketLayout, decodeCopyField, leadingCopyFields, positionalBinder, type RowShape, rangeSql } from '../../src/shared/row-shape.js';
+import { assertKeyArity, bucketLayout, decodeCopyField, leadingCopyFields, positionalBinder, type RowShape, rangeSql } from '../../src/shared/row-shape.js';
+
+/** A table keyed by (a text, b integer). */
+const TWO_KEY_SHAPE: RowShape = {
+  table: qualified('public', 't'),
+  columns: [
+    { name: 'tidemark_version', type: 'bigint', notNull: true },
+    { name: 'a', type: 'text', notNull: true },
+    { name: 'b', type: 'integer', notNull: true },
+  ],
+  keyColumns: ['a', 'b'],
+  collatableKeys: new Set(['a']),
+};
 
 describe('table names', () => {
   it('round-trip hostile names through their text form', () => {
@@ -53,22 +65,22 @@ describe('SQL safety', () => {
   });
 
   it('builds (version, key) range predicates with parameters and byte-order collation for text keys', () => {
-    const shape: RowShape = {
-      table: qualified('public', 't'),
-      columns: [
-        { name: 'tidemark_version', type: 'bigint', notNull: true },
-        { name: 'a', type: 'text', notNull: true },
-        { name: 'b', type: 'integer', notNull: true },
-      ],
-      keyColumns: ['a', 'b'],
-      collatableKeys: new Set(['a']),
-    };
+    const shape = TWO_KEY_SHAPE;
     const params: unknown[] = [];
     const sql = rangeSql(shape, { lower: { version: '5', key: ["x'); drop", '1'] }, upper: { version: '9', key: null } }, positionalBinder(params));
     expect(sql).toBe(
       '"tidemark_version" >= $1::bigint and ("tidemark_version", "a" collate "C", "b") >= ($1::bigint, $2::text, $3::integer) and "tidemark_version" < $4::bigint',
     );
     expect(params).toEqual(['5', "x'); drop", '1', '9']);
+  });
+
+  it('refuses a key of the wrong arity with a 400, before any SQL runs', () => {
+    expect(() => assertKeyArity(TWO_KEY_SHAPE, ['x'], 'a delete key')).toThrow(
+      expect.objectContaining({ status: 400, message: expect.stringMatching(/1 key value/) }),
+    );
+    expect(() => rangeSql(TWO_KEY_SHAPE, { lower: { version: '1', key: ['x'] }, upper: null }, positionalBinder([]))).toThrow(
+      expect.objectContaining({ status: 400, code: 'TM_REQUEST_INVALID' }),
+    );
   });
 });
 

@@ -1,7 +1,11 @@
+import cron from 'node-cron';
 import { z } from 'zod';
 
-import { CLIENT_ID_PATTERN, UUID_PATTERN } from '../protocol.js';
-import { type ConfigSources, type EnvMap, loadConfig } from './load-config.js';
+import { connectionFromPgEnv } from '../connection-string.js';
+import { CLIENT_ID_PATTERN, formatTableName, parseTableName, UUID_PATTERN } from '../protocol.js';
+import { type ConfigSources, type EnvMap, loadConfig, parseListen } from './load-config.js';
+import { connectionString, secretString } from './redact.js';
+import { serverConfigSchema } from './server-config.js';
 
 const MiB = 1024 * 1024;
 
@@ -25,28 +29,68 @@ export const AGENT_DEFAULTS = {
 
 const intFrom = (min: number) => z.coerce.number().int().min(min);
 
+function problemOf(fn: () => unknown): string | null {
+  try {
+    fn();
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** A cron expression node-cron accepts (5 fields, or 6 with seconds): what the agent schedules. */
+export const cronSchema = z.string().refine((s) => cron.validate(s), {
+  error: (issue) => `${JSON.stringify(issue.input)} is not a cron expression (5 fields, or 6 with seconds first), e.g. "*/5 * * * *"`,
+});
+
+/** A client id, lower-cased (ids are case-insensitive to people, lower case on the wire). */
+export const clientIdConfigSchema = z.string().trim().toLowerCase().regex(CLIENT_ID_PATTERN, 'lower-case letters, digits, - and _');
+
+/** A database id: a UUID in any case, kept in its canonical lower-case form. */
+export const databaseIdConfigSchema = z.string().trim().toLowerCase().regex(UUID_PATTERN, 'a UUID');
+
+/** A table name (`schema.table`, quoted where needed), kept in its canonical text form. */
+export const tableNameConfigSchema = z.string().transform((text, ctx) => {
+  try {
+    return formatTableName(parseTableName(text));
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+/** HOST:PORT, or empty for none. */
+export const listenConfigSchema = z.string().superRefine((s, ctx) => {
+  const problem = s === '' ? null : problemOf(() => parseListen(s));
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
 export const agentConfigSchema = z
   .object({
-    /** Local database connection string (the source of truth). */
-    databaseUrl: z.string().min(1),
+    /**
+     * Local database (the source of truth): a postgresql:// URL or a keyword/value string
+     * (`host=localhost dbname=erp`); parts left out come from PG* variables, as for psql.
+     * Default: the database the PG* variables name, if any.
+     */
+    databaseUrl: connectionString(),
     /** Base URL of the tidemark server, e.g. https://sync.example.com. */
     serverUrl: z.url(),
     /** Client (tenant) id given at registration. */
-    clientId: z.string().regex(CLIENT_ID_PATTERN, 'lower-case letters, digits, - and _'),
-    /** Database id given at registration. */
-    databaseId: z.string().regex(UUID_PATTERN, 'a UUID'),
-    /** API key given at registration (write `{ env: TIDEMARK_API_KEY }` in files). */
-    apiKey: z.string().min(1),
+    clientId: clientIdConfigSchema,
+    /** Database id given at registration (a UUID; kept in lower case). */
+    databaseId: databaseIdConfigSchema,
+    /** API key given at registration (write `{ env: TIDEMARK_API_KEY }` in files). A secret: never printed. */
+    apiKey: secretString(),
     /** Tables to sync (schema.table); default: every tracked table. */
-    tables: z.array(z.string().min(1)).optional(),
-    /** Cron expression of runs; default every minute. */
-    schedule: z.string().default(AGENT_DEFAULTS.schedule),
+    tables: z.array(tableNameConfigSchema).optional(),
+    /** Cron expression of runs (node-cron: 5 fields, or 6 with seconds); default every minute. */
+    schedule: cronSchema.default(AGENT_DEFAULTS.schedule),
     /** Tables synced at once. */
     concurrency: intFrom(1).default(AGENT_DEFAULTS.concurrency),
     /** Seconds a table's run may take before it yields to the next tick. */
     runBudgetSeconds: z.coerce.number().positive().default(AGENT_DEFAULTS.runBudgetSeconds),
     /** HOST:PORT of the agent's /metrics (served by `tidemark agent`), or empty for none. */
-    metricsListen: z.string().default(AGENT_DEFAULTS.metricsListen),
+    metricsListen: listenConfigSchema.default(AGENT_DEFAULTS.metricsListen),
     /** Compress uploads with gzip (worth it on slow links, not on fast ones). */
     gzip: z.coerce.boolean().default(false),
     logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
@@ -105,6 +149,13 @@ const AGENT_HINTS = {
   apiKey: '--api-key or TIDEMARK_API_KEY',
 };
 
+/** Defaults taken from the environment: the database the PG* variables name, as psql would use it. */
+export function pgEnvDefaults(env: ConfigSources['env']): Record<string, unknown> {
+  const databaseUrl = connectionFromPgEnv(env);
+  return databaseUrl === undefined ? {} : { databaseUrl };
+}
+
 export function loadAgentConfig(sources: ConfigSources): Readonly<AgentConfig> {
-  return loadConfig(agentConfigSchema, AGENT_ENV, sources, AGENT_HINTS);
+  // serverConfigSchema: one file may also hold the server's keys (adminKey for `register`).
+  return loadConfig(agentConfigSchema, AGENT_ENV, sources, AGENT_HINTS, { alsoInFiles: [serverConfigSchema], defaults: pgEnvDefaults(sources.env) });
 }

@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 
 import { ConfigError } from '../errors.js';
+import { shapeOf } from './redact.js';
 
 /** Inputs of a config load; all of it is passed in, so loading is pure and testable. */
 export interface ConfigSources {
@@ -61,6 +62,66 @@ function resolveEnvRefs(v: unknown, env: ConfigSources['env'], path: string, err
   return v;
 }
 
+/** The keys a config file may hold, nested: a key maps to its sub-keys, or to null for a value. */
+type KeyTree = Map<string, KeyTree | null>;
+
+function addKeys(tree: KeyTree, schema: z.core.$ZodType): void {
+  for (const [k, sub] of Object.entries(shapeOf(schema) ?? {})) {
+    const subShape = shapeOf(sub);
+    if (!subShape) {
+      if (!tree.has(k)) tree.set(k, null);
+      continue;
+    }
+    const node = tree.get(k) ?? new Map();
+    tree.set(k, node);
+    addKeys(node, sub);
+  }
+}
+
+function keyPaths(tree: KeyTree, prefix = ''): string[] {
+  return [...tree].flatMap(([k, sub]) => [`${prefix}${k}`, ...(sub ? keyPaths(sub, `${prefix}${k}.`) : [])]);
+}
+
+/** Edit distance (insertions, deletions, substitutions, adjacent swaps), case-insensitive. */
+function distance(a: string, b: string): number {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  const d: number[][] = Array.from({ length: x.length + 1 }, (_, i) => Array.from({ length: y.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= x.length; i++)
+    for (let j = 1; j <= y.length; j++) {
+      const row = d[i] as number[];
+      const prev = d[i - 1] as number[];
+      row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (x[i - 1] === y[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && x[i - 1] === y[j - 2] && x[i - 2] === y[j - 1]) row[j] = Math.min(row[j] as number, ((d[i - 2] as number[])[j - 2] as number) + 1);
+    }
+  return (d[x.length] as number[])[y.length] as number;
+}
+
+/** The valid key path closest to a misspelled one (by its full path or its last part), if any is close. */
+function closestKey(path: string, tree: KeyTree): string | undefined {
+  const key = path.split('.').pop() ?? path;
+  let best: { path: string; d: number } | undefined;
+  for (const candidate of keyPaths(tree)) {
+    const d = Math.min(distance(path, candidate), distance(key, candidate.split('.').pop() ?? candidate));
+    if (!best || d < best.d) best = { path: candidate, d };
+  }
+  return best && best.d <= Math.max(2, Math.floor(key.length / 3)) ? best.path : undefined;
+}
+
+/** Reports every key of a file that no tidemark command reads, naming the closest valid key. */
+function checkKnownKeys(value: Obj, tree: KeyTree, root: KeyTree, prefix: string, errors: string[]): void {
+  for (const [k, v] of Object.entries(value)) {
+    const path = `${prefix}${k}`;
+    if (!tree.has(k)) {
+      const near = closestKey(path, root);
+      errors.push(`${path}: unknown key${near ? ` (did you mean ${near}?)` : ''}`);
+      continue;
+    }
+    const sub = tree.get(k);
+    if (sub && isObj(v) && !('env' in v && Object.keys(v).length === 1)) checkKnownKeys(v, sub, root, `${path}.`, errors);
+  }
+}
+
 function getPath(value: unknown, path: readonly PropertyKey[]): unknown {
   let node = value;
   for (const p of path) {
@@ -78,6 +139,16 @@ function deepFreeze<T>(v: T): T {
   return v;
 }
 
+export interface LoadOptions {
+  /**
+   * Schemas of the other commands whose keys the same file may hold (ignored here). A key that
+   * neither the command's schema nor these know is an error naming the closest valid key.
+   */
+  alsoInFiles?: readonly z.core.$ZodType[];
+  /** Defaults computed from the environment (below the file), e.g. a database from PG* variables. */
+  defaults?: Obj;
+}
+
 /**
  * defaults (in the schema) < file < TIDEMARK_* env < flags. Returns a deep-frozen config, or throws
  * one ConfigError listing every bad path.
@@ -88,7 +159,9 @@ export function loadConfig<S extends z.ZodType>(
   sources: ConfigSources,
   /** Where a user can set a key, e.g. `--database or TIDEMARK_DATABASE_URL`, by config path. */
   hints: Readonly<Record<string, string>> = {},
+  options: LoadOptions = {},
 ): Readonly<z.output<S>> {
+  const { alsoInFiles = [], defaults = {} } = options;
   const errors: string[] = [];
   let fromFile: Obj = {};
   if (sources.file) {
@@ -105,9 +178,14 @@ export function loadConfig<S extends z.ZodType>(
       throw new ConfigError(`config file ${sources.file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
     }
     if (parsed != null && !isObj(parsed)) throw new ConfigError(`config file ${sources.file} must hold a mapping`);
+    // Strict: a misspelled key (`concurency`) is an error, not silently ignored.
+    const fileKeys: KeyTree = new Map();
+    for (const s of [schema, ...alsoInFiles]) addKeys(fileKeys, s);
+    checkKnownKeys((parsed ?? {}) as Obj, fileKeys, fileKeys, '', errors);
     // One file may serve several commands: only the keys this command reads are resolved, so an
     // environment reference it does not need (another command's secret) need not be set.
-    const known = 'shape' in schema && isObj(schema.shape) ? new Set(Object.keys(schema.shape)) : null;
+    const shape = shapeOf(schema);
+    const known = shape ? new Set(Object.keys(shape)) : null;
     const own = Object.fromEntries(Object.entries(parsed ?? {}).filter(([k]) => known === null || known.has(k)));
     fromFile = (resolveEnvRefs(own, sources.env, '', errors) as Obj) ?? {};
   }
@@ -116,7 +194,7 @@ export function loadConfig<S extends z.ZodType>(
     const value = sources.env[name];
     if (value !== undefined && value !== '') setPath(fromEnv, path, value);
   }
-  const merged = merge(merge(fromFile, fromEnv), sources.flags);
+  const merged = merge(merge(merge(defaults, fromFile), fromEnv), sources.flags);
   const result = schema.safeParse(merged);
   if (!result.success) {
     for (const issue of result.error.issues) {

@@ -1,12 +1,13 @@
 /**
- * The agent's only access to the server: the table routes of the wire protocol over HTTP(S).
- * Failures become typed errors whose `errorClass` (a bounded label) drives retries and metrics.
+ * `Remote` over HTTP(S): the table routes of the wire protocol. HTTP statuses end here: each
+ * failure becomes a transport-neutral `RemoteError` (remote.ts) whose `errorClass` drives retries,
+ * quarantine and metrics.
  */
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { gzipSync } from 'node:zlib';
-
-import { ErrorCode, TidemarkError } from '../shared/errors.js';
+import type { AgentConfig } from '../shared/config/agent-config.js';
+import { ErrorCode } from '../shared/errors.js';
 import {
   COPY_CONTENT_TYPE,
   type DeleteRequest,
@@ -16,34 +17,15 @@ import {
   type ManifestRequest,
   type ManifestResponse,
   type ResyncReport,
-  type SettleParams,
   type TableDeclaration,
   type TableName,
   type TableSummary,
   tablePath,
   type UploadResult,
 } from '../shared/protocol.js';
+import { type ErrorClass, type Remote, RemoteError, type RemoteFactory, type RemoteTraffic, type UploadOptions } from './remote.js';
 
-/** Why a request failed, as a low-cardinality label. */
-export type ErrorClass = 'network' | 'timeout' | 'too_large' | 'rejected' | 'conflict' | 'auth' | 'client_error' | 'server_error';
-
-export class RemoteError extends TidemarkError {
-  constructor(
-    code: ErrorCode,
-    readonly errorClass: ErrorClass,
-    readonly status: number | null,
-    message: string,
-    options?: ErrorOptions,
-  ) {
-    super(code, message, options);
-  }
-  /** Transient: the server or the link, not the data. */
-  get retryable(): boolean {
-    return this.errorClass === 'network' || this.errorClass === 'timeout' || this.errorClass === 'server_error';
-  }
-}
-
-export interface RemoteOptions {
+export interface HttpRemoteOptions {
   serverUrl: string;
   clientId: string;
   databaseId: string;
@@ -52,24 +34,16 @@ export interface RemoteOptions {
   gzip: boolean;
 }
 
-export interface UploadOptions {
-  settle?: SettleParams | undefined;
-  maxModified?: string | null | undefined;
-  /** The remote holds none of these rows: insert without the upsert (409 TM_UPLOAD_CONFLICT if wrong). */
-  insertOnly?: boolean | undefined;
-  timeoutMs: number;
-}
-
 const JSON_TIMEOUT_MS = 120_000;
 
-export class HttpRemote {
+export class HttpRemote implements Remote {
   private readonly base: string;
   private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
   private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 16 });
   /** Bytes sent and requests made, for verification reports and benchmarks. */
-  readonly traffic = { requests: 0, bytesSent: 0, bytesReceived: 0 };
+  readonly traffic: RemoteTraffic = { requests: 0, bytesSent: 0, bytesReceived: 0 };
 
-  constructor(private readonly options: RemoteOptions) {
+  constructor(private readonly options: HttpRemoteOptions) {
     this.base = options.serverUrl.replace(/\/+$/, '');
   }
 
@@ -88,8 +62,8 @@ export class HttpRemote {
     } catch (e) {
       const err = e as { name?: string; code?: string; message?: string };
       if (err.name === 'TimeoutError' || err.name === 'AbortError')
-        throw new RemoteError(ErrorCode.TIMEOUT, 'timeout', null, `${method} ${url} timed out after ${timeoutMs} ms`, { cause: e });
-      throw new RemoteError(ErrorCode.SERVER_UNAVAILABLE, 'network', null, `server unreachable at ${this.base}: ${err.code ?? err.message ?? String(e)}`, {
+        throw new RemoteError(ErrorCode.TIMEOUT, 'timeout', `${method} ${url} timed out after ${timeoutMs} ms`, { cause: e });
+      throw new RemoteError(ErrorCode.SERVER_UNAVAILABLE, 'network', `server unreachable at ${this.base}: ${err.code ?? err.message ?? String(e)}`, {
         cause: e,
       });
     }
@@ -117,8 +91,8 @@ export class HttpRemote {
               : s >= 500 || s === 429
                 ? 'server_error'
                 : 'client_error';
-    if (cls === 'server_error') throw new RemoteError(ErrorCode.SERVER_UNAVAILABLE, cls, s, `server error ${s}: ${message}`);
-    throw new RemoteError(code, cls, s, message);
+    if (cls === 'server_error') throw new RemoteError(ErrorCode.SERVER_UNAVAILABLE, cls, `server error ${s}: ${message}`);
+    throw new RemoteError(code, cls, message);
   }
 
   /**
@@ -210,4 +184,17 @@ export class HttpRemote {
   reportResync(table: TableName, report: ResyncReport): Promise<TableSummary> {
     return this.request('PUT', this.url(table, '/resync'), JSON.stringify(report), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
+}
+
+/** The HTTP remote of an agent configured with `config` (a `RemoteFactory` for Agent.create). */
+export function httpRemoteFactory(config: Readonly<AgentConfig>): RemoteFactory {
+  return (agentId) =>
+    new HttpRemote({
+      serverUrl: config.serverUrl,
+      clientId: config.clientId,
+      databaseId: config.databaseId.toLowerCase(),
+      apiKey: config.apiKey,
+      agentId,
+      gzip: config.gzip,
+    });
 }

@@ -1,0 +1,81 @@
+/**
+ * Owns the DDL of tidemark's own state in the local database (schema `tidemark`): the version
+ * trigger function and the tables of the stores (tracked_table: local-catalog.ts and
+ * table-tracking.ts; agent: agent-identity.ts; table_state: table-state-store.ts; batch_history:
+ * batch-history.ts; quarantine: quarantine-store.ts). Installed idempotently at every start.
+ */
+import type pg from 'pg';
+
+import { withTransaction } from '../../shared/pg.js';
+
+const STATE_SCHEMA_SQL = /* sql */ `
+  create schema if not exists tidemark;
+  create or replace function tidemark.stamp_version() returns trigger language plpgsql as $fn$
+  begin
+    -- The writing transaction's 64-bit id: versions order by transaction start (DESIGN.md, Row versions).
+    new.tidemark_version := pg_current_xact_id()::text::bigint;
+    return new;
+  end
+  $fn$;
+  create table if not exists tidemark.tracked_table (
+    schema_name text not null,
+    table_name text not null,
+    key_columns text[],
+    modified_column text,
+    tracked_at timestamptz not null default now(),
+    primary key (schema_name, table_name)
+  );
+  create table if not exists tidemark.agent (
+    singleton boolean primary key default true check (singleton),
+    agent_id uuid not null
+  );
+  create table if not exists tidemark.table_state (
+    schema_name text not null,
+    table_name text not null,
+    last_delete_count bigint,
+    last_stats_identity text,
+    verify_cursor jsonb,
+    verify_pass_started_at timestamptz,
+    verify_rows_done bigint not null default 0,
+    last_success_at timestamptz,
+    primary key (schema_name, table_name)
+  );
+  alter table tidemark.table_state add column if not exists last_success_at timestamptz;
+  alter table tidemark.table_state add column if not exists upload_resume jsonb;
+  create table if not exists tidemark.batch_history (
+    id bigint generated always as identity primary key,
+    schema_name text not null,
+    table_name text not null,
+    finished_at timestamptz not null default now(),
+    rows int not null,
+    bytes bigint not null,
+    duration_seconds double precision not null,
+    outcome text not null,
+    error_class text
+  );
+  create index if not exists batch_history_table on tidemark.batch_history (schema_name, table_name, id);
+  create table if not exists tidemark.quarantine (
+    schema_name text not null,
+    table_name text not null,
+    key_text text[] not null,
+    version bigint not null,
+    error text not null,
+    attempts int not null default 1,
+    first_failed_at timestamptz not null default now(),
+    next_retry_at timestamptz not null,
+    primary key (schema_name, table_name, key_text)
+  );`;
+
+/** Creates or upgrades the state schema; concurrent installers wait for each other. */
+export async function installStateSchema(pool: pg.Pool): Promise<void> {
+  await withTransaction(pool, async (c) => {
+    await c.query(/* sql */ `select pg_advisory_xact_lock(hashtext('tidemark.install'))`);
+    await c.query(STATE_SCHEMA_SQL);
+  });
+}
+
+/** Whether a table of the state schema exists yet (read-only commands run before any install). */
+export async function stateTableExists(pool: pg.Pool, table: 'tracked_table' | 'quarantine'): Promise<boolean> {
+  const { rows } = await pool.query<{ ok: boolean }>(/* sql */ `select to_regclass($1::text) is not null as ok`, [`tidemark.${table}`]);
+  return rows[0]?.ok === true;
+}

@@ -1,0 +1,151 @@
+/**
+ * The phases of a run that compare and mend rather than stream: retrying quarantined rows, the
+ * bisection of a range with the manifest diff, repairing what it found, a whole-table
+ * verification (`verify`, a resync, a restored database), and the next slice of the rolling one.
+ */
+import { toError } from '../shared/errors.js';
+import { type Bound, formatTableName, type KeyRange, type TableSummary } from '../shared/protocol.js';
+import { DEFAULT_DIFF, type DiffOptions, type DiffReport, diffRange, type RowDiff } from './manifest-diff.js';
+import { addUpload, KEY_CHUNK, type RunContext, type RunOptions } from './run-context.js';
+
+/** Rows a rolling verification slice covers at least. */
+const MIN_SLICE_ROWS = 1000;
+
+/** Bisection with its figures counted in the metrics. */
+export async function diff(ctx: RunContext, range: KeyRange, options: Omit<DiffOptions, 'expectedRows'> & { expectedRows?: number }): Promise<DiffReport> {
+  const { snap } = ctx;
+  // The planner's row estimate sizes the first level when the caller knows no better.
+  const expectedRows = options.expectedRows ?? (await snap.estimatedRows());
+  const report = await diffRange(snap, ctx.deps.remote, range, { ...options, expectedRows });
+  ctx.deps.metrics.rowsCompared.inc({ table: ctx.result.table }, report.rowsCompared);
+  return report;
+}
+
+/** Retries the quarantined rows that are due; returns how many stay quarantined. */
+export async function retryQuarantine(ctx: RunContext): Promise<number> {
+  const { table, snap, uploader, deps } = ctx;
+  // Due: the backoff is over, or the row changed locally (fixed, or deleted) since it failed.
+  const all = await deps.local.quarantine.list(table.name, false);
+  if (all.length === 0) return 0;
+  const versions = await snap.versionsByKeys(all.map((q) => q.key));
+  const now = Date.now();
+  const due = all.filter((q) => q.nextRetryAt.getTime() <= now || versions.get(JSON.stringify(q.key)) !== q.version);
+  if (due.length === 0) return all.length;
+  const keys = due.map((q) => q.key);
+  const applied: string[][] = [];
+  for (let i = 0; i < keys.length; i += KEY_CHUNK) {
+    const chunk = keys.slice(i, i + KEY_CHUNK);
+    const s = await uploader.upload(await snap.copyOutKeys(chunk), { collectKeys: true });
+    addUpload(ctx, s);
+    applied.push(...(s.appliedKeys ?? []));
+  }
+  // Released: rows the server took, and rows that no longer exist locally (nothing left to send).
+  const appliedSet = new Set(applied.map((k) => JSON.stringify(k)));
+  const release = keys.filter((k) => appliedSet.has(JSON.stringify(k)) || !versions.has(JSON.stringify(k)));
+  await deps.local.quarantine.release(table.name, release);
+  if (release.length) deps.log.info({ table: formatTableName(table.name), rows: release.length }, 'quarantined rows resolved');
+  return all.length - release.length;
+}
+
+/** Uploads missing and changed rows, deletes extra ones (by key and version). */
+export async function repair(ctx: RunContext, found: RowDiff, reason: 'manifest' | 'resync'): Promise<TableSummary> {
+  const { remote, metrics } = ctx.deps;
+  const { table, snap, uploader, result } = ctx;
+  const label = result.table;
+  let summary: TableSummary | null = null;
+  if (found.missing.length || found.changed.length || found.extra.length)
+    metrics.manifestMismatches.inc({ table: label }, found.missing.length + found.changed.length + found.extra.length);
+  for (let i = 0; i < found.extra.length; i += KEY_CHUNK) {
+    const del = await remote.delete(table.name, { keys: found.extra.slice(i, i + KEY_CHUNK) });
+    result.rowsDeleted += del.rowsDeleted;
+    metrics.rowsDeleted.inc({ table: label, reason }, del.rowsDeleted);
+    summary = del.summary;
+  }
+  const keys = [...found.missing, ...found.changed];
+  for (let i = 0; i < keys.length; i += KEY_CHUNK) {
+    const s = await uploader.upload(await snap.copyOutKeys(keys.slice(i, i + KEY_CHUNK)));
+    addUpload(ctx, s);
+  }
+  return keys.length || !summary ? remote.summary(table.name) : summary;
+}
+
+/**
+ * Compares the whole table (hash mode) and repairs the differences, or with dryRun only reports
+ * them; a resync reports its progress to the server.
+ */
+export async function verifyAll(ctx: RunContext, reason: 'manifest' | 'resync', options: RunOptions): Promise<TableSummary> {
+  const { remote, metrics } = ctx.deps;
+  const { table, snap, result } = ctx;
+  const isResync = reason === 'resync';
+  let lastReport = 0;
+  const report = async (progress: number): Promise<void> => {
+    if (!isResync || Date.now() - lastReport < 1000) return;
+    lastReport = Date.now();
+    await remote.reportResync(table.name, { status: 'running', progress, rowsRepaired: 0 });
+  };
+  if (isResync) await remote.reportResync(table.name, { status: 'running', progress: 0, rowsRepaired: 0 });
+  try {
+    let pendingReport: Promise<void> = Promise.resolve();
+    const found = await diff(
+      ctx,
+      { lower: null, upper: null },
+      {
+        ...DEFAULT_DIFF,
+        mode: 'hash',
+        onProgress: (p) => {
+          metrics.verificationProgress.set({ table: result.table }, p);
+          pendingReport = pendingReport.then(() => report(p)).catch(() => {});
+        },
+      },
+    );
+    await pendingReport;
+    result.diff = found;
+    let summary: TableSummary;
+    if (options.dryRun) summary = await remote.summary(table.name);
+    else {
+      await repair(ctx, found, reason);
+      // A full pass is the moment to refresh the server's O(1) figures from its rows (edits behind
+      // tidemark's back make them drift); the local count runs meanwhile.
+      [summary, result.localCount] = await Promise.all([remote.recount(table.name), snap.count()]);
+    }
+    const repaired = found.missing.length + found.changed.length + found.extra.length;
+    if (isResync) summary = await remote.reportResync(table.name, { status: 'done', progress: 1, rowsRepaired: repaired });
+    return summary;
+  } catch (e) {
+    if (isResync)
+      await remote.reportResync(table.name, { status: 'failed', progress: 0, rowsRepaired: 0, error: toError(e).message.slice(0, 4000) }).catch(() => {});
+    throw e;
+  }
+}
+
+/** Verifies the next slice of the rolling pass (hash mode), sized so a pass takes the configured period. */
+export async function verifySlice(ctx: RunContext): Promise<TableSummary | null> {
+  const { local, settings, metrics, log } = ctx.deps;
+  const { table, snap, state, result } = ctx;
+  const estimate = Math.max(await snap.estimatedRows(), 1);
+  const runsPerPass = Math.max(1, (settings.verificationPeriodHours * 3600) / settings.intervalSeconds);
+  const sliceRows = Math.max(MIN_SLICE_ROWS, Math.ceil(estimate / runsPerPass));
+  const lower: Bound | null = state.verifyCursor;
+  const range: KeyRange = { lower, upper: null };
+  const end = await snap.nthBound(range, sliceRows);
+  const slice: KeyRange = { lower, upper: end };
+  const found = await diff(ctx, slice, { ...DEFAULT_DIFF, mode: 'hash', expectedRows: sliceRows });
+  let summary: TableSummary | null = null;
+  if (found.missing.length || found.changed.length || found.extra.length) {
+    result.diff = found;
+    log.warn(
+      { table: result.table, missing: found.missing.length, changed: found.changed.length, extra: found.extra.length },
+      'verification found differences',
+    );
+    summary = await repair(ctx, found, 'manifest');
+  }
+  const done = end === null;
+  const rowsDone = done ? 0 : state.verifyRowsDone + sliceRows;
+  await local.state.save(table.name, {
+    verifyCursor: end,
+    verifyPassStartedAt: done || !state.verifyPassStartedAt ? new Date() : state.verifyPassStartedAt,
+    verifyRowsDone: rowsDone,
+  });
+  metrics.verificationProgress.set({ table: result.table }, done ? 1 : Math.min(1, rowsDone / estimate));
+  return summary;
+}

@@ -1,0 +1,187 @@
+/**
+ * The phases of one run of one table (DESIGN.md, One run, per table), in one local snapshot:
+ *   declare the table (the server checks the schema and returns its summary; this also renews the lease)
+ *   retry quarantined rows that are due
+ *   upload rows the remote may lack: versions >= its settled xmax, or in its in-progress list
+ *   delete remote rows above the local max version (a restored backup, deleted top rows)
+ *   settle: tell the server the snapshot's horizon
+ *   compare counts when deletes may have happened, and bisect to the rows if they differ
+ *   verify the next slice of the table (rolling verification), or all of it on a requested resync
+ */
+import type { Logger } from '../shared/logger.js';
+import type { TableName, TableSummary } from '../shared/protocol.js';
+import type { BatchTuner } from './batch-tuner.js';
+import type { TableStateRow } from './local/table-state-store.js';
+import { DEFAULT_DIFF } from './manifest-diff.js';
+import { addUpload, big, incompleteError, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
+import { diff, repair, retryQuarantine, verifyAll, verifySlice } from './table-repair.js';
+import { uploadRanges } from './upload-ranges.js';
+import { Uploader } from './uploader.js';
+
+export interface TableRunInput {
+  deps: TableSyncDeps;
+  name: TableName;
+  options: RunOptions;
+  /** Epoch ms after which no new batch starts. */
+  deadline: number;
+  /** The table's state, read once by the caller. */
+  state: TableStateRow;
+  tuner: BatchTuner;
+  result: TableRunResult;
+  log: Logger;
+  /** Reports the lag measured from the modified-time column (null without one). */
+  onModifiedLag: (seconds: number | null) => void;
+}
+
+export async function runTable(input: TableRunInput): Promise<void> {
+  const { deps, name, options, deadline, state, tuner, result, log } = input;
+  const { local, remote, metrics, settings } = deps;
+  const label = result.table;
+  const table = await local.catalog.describe(name);
+  let summary = await remote.declare(name, table.declaration);
+  const snap = await local.openSnapshot(table);
+  try {
+    const { snapshot } = snap;
+    const stats = await snap.stats();
+    const localMax = stats.maxVersion;
+    result.localMaxVersion = localMax;
+    const uploader = new Uploader({
+      table,
+      remote,
+      history: local.history,
+      quarantine: local.quarantine,
+      quarantineRetry: settings.quarantine,
+      tuner,
+      metrics,
+      log,
+      timeoutMs: settings.batchTimeoutSeconds * 1000,
+      deadline,
+    });
+    const ctx: RunContext = { deps, table, snap, uploader, state, result, log };
+    const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
+    // The xid counter never goes back, except when the database itself went back (a restored
+    // backup): then nothing the remote settled can be trusted, and the whole table is verified.
+    const restored = BigInt(snapshot.xmin) < BigInt(summary.settledVersion);
+    if (restored)
+      log.warn({ localHorizon: snapshot.xmin, remoteSettled: summary.settledVersion }, 'local database went back in time; verifying the whole table');
+
+    // Lag from the modified-time column: the newest local change against the newest on the server.
+    const localModified = await stats.maxModifiedSince(summary.settledXmax ?? summary.settledVersion);
+    input.onModifiedLag(localModified && summary.maxModified ? Math.max(0, (Date.parse(localModified) - Date.parse(summary.maxModified)) / 1000) : null);
+
+    let complete = true;
+    // 1. Quarantined rows whose retry is due.
+    result.quarantined = await retryQuarantine(ctx);
+
+    // 2. Upload what the remote may lack. A remote that holds none of the table's rows (the first
+    // sync) takes plain inserts, cheaper than upserts.
+    const remoteEmpty = summary.rowCount === 0 && summary.maxVersion === null;
+    const saved = state.uploadResume;
+    const resume =
+      saved && saved.baseline.settledVersion === summary.settledVersion && saved.baseline.settledXmax === summary.settledXmax && !restored ? saved : null;
+    const ranges = uploadRanges(summary, resume);
+    for (const [i, range] of ranges.entries()) {
+      // Past the deadline, stop once this run has moved something (however long its set-up took).
+      if (Date.now() > deadline && result.rowsUploaded > 0) {
+        complete = false;
+        break;
+      }
+      const s = await uploader.upload(await snap.copyOut(range), { insertOnly: remoteEmpty });
+      addUpload(ctx, s);
+      complete &&= s.complete;
+      // Cut short in the main (last) range: the next run goes on from its last row.
+      if (!s.complete && i === ranges.length - 1 && s.lastRow) {
+        await local.state.saveUploadResume(name, {
+          after: { version: s.lastRow.version, key: s.lastRow.key },
+          xip: [...new Set([...(resume?.xip ?? []), ...snapshot.xip])],
+          baseline: { settledVersion: summary.settledVersion, settledXmax: summary.settledXmax },
+        });
+      }
+    }
+
+    // 3. Remote rows above the local max version cannot exist locally.
+    const remoteMax = big(summary.maxVersion);
+    if (remoteMax !== null && (localMax === null || remoteMax > BigInt(localMax))) {
+      const del = await remote.delete(name, localMax === null ? { all: true } : { aboveVersion: localMax });
+      result.rowsDeleted += del.rowsDeleted;
+      metrics.rowsDeleted.inc({ table: label, reason: 'above_version' }, del.rowsDeleted);
+      summary = del.summary;
+    }
+
+    // 4. Settle the horizon (only once every visible row above it is up).
+    if (complete) {
+      const settled = await remote.upload(name, Buffer.alloc(0), {
+        settle: { settledVersion: snapshot.xmin, settledXmax: snapshot.xmax, settledXip: snapshot.xip },
+        maxModified: localModified,
+        timeoutMs: settings.batchTimeoutSeconds * 1000,
+      });
+      summary = settled.summary;
+      if (saved) await local.state.saveUploadResume(name, null);
+    }
+
+    // 5. Counts, when rows may have been deleted; bisection when they differ.
+    const deletes = await local.catalog.deleteCounter(name);
+    const deletesMoved = state.lastDeleteCount !== deletes.deletes || state.lastStatsIdentity !== deletes.identity;
+    const fullVerify = resync || restored || options.verifyAll === true;
+    if (complete && !fullVerify && (options.checkCount || deletesMoved)) {
+      summary = await checkCounts(ctx, summary);
+      await local.state.save(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
+    }
+
+    // 6. Whole-table verification (resync, restore, `verify`), or the next rolling slice.
+    if (complete && fullVerify) {
+      summary = await verifyAll(ctx, resync ? 'resync' : 'manifest', options);
+      if (!options.dryRun) await local.state.save(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
+    } else if (complete && settings.verificationPeriodHours > 0 && Date.now() < deadline) {
+      summary = (await verifySlice(ctx)) ?? summary;
+    }
+
+    // Convergence: everything up, nothing quarantined, and the remote holds what the snapshot holds.
+    if (result.localCount === null) result.localCount = await snap.count();
+    result.remoteCount = summary.rowCount;
+    result.remoteMaxVersion = summary.maxVersion;
+    const quarantined = await local.quarantine.count(name);
+    metrics.quarantinedRows.set({ table: label }, quarantined);
+    result.quarantined = quarantined;
+    result.converged =
+      complete &&
+      result.error === undefined &&
+      quarantined === 0 &&
+      result.localCount === summary.rowCount &&
+      (summary.maxVersion ?? null) === (localMax ?? null);
+    if (!complete) result.error = incompleteError(settings);
+    log.info(
+      {
+        rowsUploaded: result.rowsUploaded,
+        rowsDeleted: result.rowsDeleted,
+        quarantined,
+        localCount: result.localCount,
+        remoteCount: result.remoteCount,
+        converged: result.converged,
+      },
+      'table synced',
+    );
+  } finally {
+    await snap.close();
+  }
+}
+
+/** Compares the local and remote counts; when they differ, bisects to the rows and repairs them. */
+async function checkCounts(ctx: RunContext, before: TableSummary): Promise<TableSummary> {
+  const { result, snap, log } = ctx;
+  let summary = before;
+  result.localCount = await snap.count();
+  if (result.localCount !== summary.rowCount) {
+    log.info({ localCount: result.localCount, remoteCount: summary.rowCount }, 'counts differ; bisecting');
+    const found = await diff(
+      ctx,
+      { lower: null, upper: null },
+      { ...DEFAULT_DIFF, mode: 'count', expectedRows: Math.max(result.localCount, summary.rowCount) },
+    );
+    summary = await repair(ctx, found, 'manifest');
+    result.diff = found;
+    // Rows agree but counts do not: the replica was edited behind tidemark's back; refresh its figures.
+    if (summary.rowCount !== result.localCount) summary = await ctx.deps.remote.recount(ctx.table.name);
+  }
+  return summary;
+}

@@ -1,0 +1,60 @@
+/** Admin routes (register a database, request a resync, list tenants), authenticated by the admin key. */
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+
+import { ErrorCode, ProtocolError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { parseTableName } from '../shared/protocol.js';
+import { clientIdSchema, databaseIdSchema, parse, registerSchema, resyncRequestSchema } from './request-schemas.js';
+import type { TenantStore } from './tenant-store.js';
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+export function registerAdminRoutes(app: FastifyInstance, options: { store: TenantStore; adminKey: string; log: Logger }): void {
+  const { store, log } = options;
+  const adminKeyHash = sha256(options.adminKey);
+  const requireAdmin = async (req: FastifyRequest): Promise<void> => {
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    if (!given || !timingSafeEqual(sha256(given), adminKeyHash))
+      throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
+  };
+  const clientIdOf = (s: string): string => parse(clientIdSchema, s, 'clientId');
+  const databaseIdOf = (s: string): string => parse(databaseIdSchema, s, 'databaseId').toLowerCase();
+
+  app.post<{ Params: { clientId: string }; Body: unknown }>('/v1/admin/customers/:clientId/databases', { preHandler: requireAdmin }, async (req, reply) => {
+    const clientId = clientIdOf(req.params.clientId);
+    const { name } = parse(registerSchema, req.body, 'body');
+    const result = await store.registerDatabase(clientId, name);
+    log.info({ clientId, databaseId: result.databaseId }, 'database registered');
+    return reply.code(201).send(result);
+  });
+
+  app.post<{ Params: { clientId: string; databaseId: string }; Body: unknown }>(
+    '/v1/admin/customers/:clientId/databases/:databaseId/resync',
+    { preHandler: requireAdmin },
+    async (req, reply) => {
+      const clientId = clientIdOf(req.params.clientId);
+      const databaseId = databaseIdOf(req.params.databaseId);
+      const body = parse(resyncRequestSchema, req.body ?? undefined, 'body');
+      const tables = body?.tables ? body.tables.map((t) => parseTableName(t)) : null;
+      const flagged = await store.requestResync(clientId, databaseId, tables);
+      if (flagged.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 404, 'no matching declared table for this database');
+      log.info({ clientId, databaseId, tables: flagged }, 'resync requested');
+      return reply.code(202).send({ tables: flagged });
+    },
+  );
+
+  app.get('/v1/admin/tenants', { preHandler: requireAdmin }, async () => ({ tenants: await store.listTenants() }));
+  app.get<{ Params: { clientId: string; databaseId: string } }>(
+    '/v1/admin/customers/:clientId/databases/:databaseId',
+    { preHandler: requireAdmin },
+    async (req) => {
+      const [tenant] = await store.listTenants(clientIdOf(req.params.clientId), databaseIdOf(req.params.databaseId));
+      if (!tenant) throw new ProtocolError(ErrorCode.NOT_FOUND, 404, 'no such client/database');
+      return tenant;
+    },
+  );
+}

@@ -1,0 +1,116 @@
+/**
+ * Replica tables' DDL: the check of a declaration's form, the comparison with an existing replica,
+ * and the creation of a replica (tenant columns leading the key and every index, row-level security
+ * by tenant).
+ */
+import type pg from 'pg';
+
+import { ErrorCode, ProtocolError } from '../shared/errors.js';
+import { ident, isSafeTypeName, qualified } from '../shared/pg.js';
+import { formatTableName, type TableDeclaration, type TableName, TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN, VERSION_COLUMN } from '../shared/protocol.js';
+import { orderSql, type RowShape } from '../shared/row-shape.js';
+
+const MAX_KEY_COLUMNS = 32;
+const RESERVED = new Set([TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN]);
+
+/** Validates a declaration's form; types are further resolved by the database. */
+export function checkDeclaration(d: TableDeclaration): void {
+  const bad = (message: string): never => {
+    throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `invalid table declaration: ${message}`);
+  };
+  if (d.columns.length === 0 || d.columns[0]?.name !== VERSION_COLUMN || d.columns[0].type !== 'bigint')
+    bad(`the first column must be ${VERSION_COLUMN} bigint`);
+  if (d.keyColumns.length === 0 || d.keyColumns.length > MAX_KEY_COLUMNS) bad('keyColumns must list 1 to 32 columns');
+  d.keyColumns.forEach((k, i) => {
+    if (d.columns[i + 1]?.name !== k) bad('key columns must follow the version column, in key order');
+  });
+  const seen = new Set<string>();
+  for (const c of d.columns) {
+    if (c.name.length === 0 || Buffer.byteLength(c.name) > 63) bad(`column name ${JSON.stringify(c.name)} is empty or longer than 63 bytes`);
+    if (RESERVED.has(c.name)) bad(`column name ${c.name} is reserved for the tenant columns`);
+    if (seen.has(c.name)) bad(`duplicate column ${c.name}`);
+    seen.add(c.name);
+    if (!isSafeTypeName(c.type))
+      throw new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `column ${c.name} has an unsupported type ${JSON.stringify(c.type)}`);
+  }
+}
+
+/** Refuses schemas the server keeps for itself or PostgreSQL's own. */
+export function checkSchemaName(table: TableName): void {
+  if (table.schema === 'tidemark' || table.schema.startsWith('pg_') || table.schema === 'information_schema')
+    throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `schema ${table.schema} is reserved`);
+}
+
+/** Names the columns that differ between a declaration and the replica's. */
+export function diffDeclarations(have: TableDeclaration, want: TableDeclaration): string[] {
+  const diffs: string[] = [];
+  const haveCols = new Map(have.columns.map((c) => [c.name, c]));
+  const wantCols = new Map(want.columns.map((c) => [c.name, c]));
+  for (const c of want.columns) {
+    const h = haveCols.get(c.name);
+    if (!h) diffs.push(`${c.name} (missing on the replica)`);
+    else if (h.type !== c.type) diffs.push(`${c.name} (replica ${h.type}, agent ${c.type})`);
+  }
+  for (const c of have.columns) if (!wantCols.has(c.name)) diffs.push(`${c.name} (missing locally)`);
+  if (diffs.length === 0 && have.keyColumns.join(',') !== want.keyColumns.join(','))
+    diffs.push(`key (replica ${have.keyColumns.join(', ')}, agent ${want.keyColumns.join(', ')})`);
+  if (diffs.length === 0 && have.columns.map((c) => c.name).join(',') !== want.columns.map((c) => c.name).join(',')) diffs.push('column order');
+  return diffs;
+}
+
+/** Key columns with a collation (compared in byte order, COLLATE "C", on both sides). */
+export async function collatableKeys(client: pg.ClientBase, table: TableName, keyColumns: readonly string[]): Promise<Set<string>> {
+  const { rows } = await client.query<{ attname: string }>(
+    /* sql */ `select attname from pg_attribute where attrelid = to_regclass($1::text) and attname = any($2::text[]) and attcollation <> 0`,
+    [qualified(table.schema, table.name), keyColumns],
+  );
+  return new Set(rows.map((r) => r.attname));
+}
+
+/** Creates a replica table with its key, version index and tenant wall, and records its declaration. */
+export async function createReplica(client: pg.ClientBase, table: TableName, d: TableDeclaration): Promise<void> {
+  for (const c of d.columns) {
+    const { rows } = await client.query<{ ok: boolean }>(/* sql */ `select to_regtype($1::text) is not null as ok`, [c.type]);
+    if (!rows[0]?.ok)
+      throw new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `column ${c.name} has type ${c.type}, which the server database does not know`);
+  }
+  const t = qualified(table.schema, table.name);
+  const exists = await client.query<{ ok: boolean }>(/* sql */ `select to_regclass($1::text) is not null as ok`, [t]);
+  if (exists.rows[0]?.ok)
+    throw new ProtocolError(
+      ErrorCode.REPLICA_SCHEMA_MISMATCH,
+      409,
+      `a table ${formatTableName(table)} already exists on the server but was not created by tidemark`,
+    );
+  // Types passed isSafeTypeName (a whitelist without quotes or punctuation) and to_regtype above.
+  const columnDefs = d.columns.map((c) => `${ident(c.name)} ${c.type}${c.notNull || d.keyColumns.includes(c.name) ? ' not null' : ''}`);
+  const tenantKey = [ident(TENANT_CLIENT_COLUMN), ident(TENANT_DATABASE_COLUMN)];
+  const base = table.name.slice(0, 40);
+  const pkName = ident(`${base}_tidemark_pkey`);
+  const versionIndex = ident(`${base}_tidemark_version_idx`);
+  const tenantQual = `${ident(TENANT_CLIENT_COLUMN)} = current_setting('tidemark.client_id', true) and ${ident(TENANT_DATABASE_COLUMN)} = nullif(current_setting('tidemark.database_id', true), '')::uuid`;
+  await client.query(/* sql */ `create schema if not exists ${ident(table.schema)}`);
+  await client.query(/* sql */ `
+    create table ${t} (
+      ${ident(TENANT_CLIENT_COLUMN)} text not null,
+      ${ident(TENANT_DATABASE_COLUMN)} uuid not null,
+      ${columnDefs.join(',\n      ')},
+      constraint ${pkName} primary key (${[...tenantKey, ...d.keyColumns.map((k) => ident(k))].join(', ')})
+    )`);
+  // Collations of the key columns are only known once the table exists.
+  const shape: RowShape = { table: t, columns: d.columns, keyColumns: d.keyColumns, collatableKeys: await collatableKeys(client, table, d.keyColumns) };
+  // Serves upload-from-version, delete-above-version and every manifest range scan, per tenant.
+  await client.query(/* sql */ `create index ${versionIndex} on ${t} (${[...tenantKey, orderSql(shape)].join(', ')})`);
+  // Second wall: the server's role sees only the tenant named in the transaction's settings.
+  // Restrictive for the server's role only; other roles (analytics readers) are governed by their grants.
+  await client.query(/* sql */ `alter table ${t} enable row level security`);
+  await client.query(/* sql */ `alter table ${t} force row level security`);
+  await client.query(
+    /* sql */ `create policy tidemark_tenant_wall on ${t} as restrictive for all to current_user using (${tenantQual}) with check (${tenantQual})`,
+  );
+  await client.query(/* sql */ `create policy tidemark_readers on ${t} as permissive for all to public using (true) with check (true)`);
+  await client.query(
+    /* sql */ `insert into tidemark.replica_table (schema_name, table_name, columns, key_columns) values ($1::text, $2::text, $3::jsonb, $4::text[])`,
+    [table.schema, table.name, JSON.stringify(d.columns), d.keyColumns],
+  );
+}

@@ -1,0 +1,196 @@
+/**
+ * Rows of replica tables: uploads (COPY into a staging table, then one insert or upsert), deletes
+ * and recounts, each in one transaction with the table's state row. Every statement filters on both
+ * tenant columns; row-level security is the second wall.
+ */
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+import type pg from 'pg';
+import copyStreams from 'pg-copy-streams';
+
+import { ErrorCode, ProtocolError, TidemarkError } from '../shared/errors.js';
+import { ident, SqlState, sqlstateOf, withTransaction } from '../shared/pg.js';
+import {
+  type DeleteRequest,
+  type DeleteResult,
+  type SettleParams,
+  type TableName,
+  type TableSummary,
+  TENANT_CLIENT_COLUMN,
+  TENANT_DATABASE_COLUMN,
+  type UploadResult,
+  VERSION_COLUMN,
+} from '../shared/protocol.js';
+import { columnListSql } from '../shared/row-shape.js';
+import type { PgReplicaCatalog } from './replica-catalog.js';
+import type { PgTableState } from './table-state.js';
+import { enterTenant, type Tenant, tenantParams, tenantWhere } from './tenant-scope.js';
+
+/** Options of an upload (query parameters of POST .../tables/{table}). */
+export interface UploadOptions {
+  settle?: SettleParams;
+  maxModified?: string;
+  insertOnly?: boolean;
+}
+
+/**
+ * Errors caused by the rows themselves: 22xxx data exceptions (bad COPY text, bad values), 23xxx
+ * integrity (check, not null, unique), 21000 duplicate keys in one batch, 54000 program limit
+ * exceeded (e.g. an index row too large).
+ */
+function isDataRejection(sqlstate: string | undefined): boolean {
+  return sqlstate !== undefined && (sqlstate.startsWith('22') || sqlstate.startsWith('23') || sqlstate === '21000' || sqlstate === '54000');
+}
+
+export class PgReplicaRows {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly catalog: PgReplicaCatalog,
+    private readonly state: PgTableState,
+  ) {}
+
+  /**
+   * Applies one batch of COPY text whole or not at all: COPY into a temporary staging table, then
+   * one insert into the replica with the tenant columns added from the authenticated key, then the
+   * state row, all in one transaction. Re-sending a batch changes nothing.
+   *
+   * `insertOnly` (the agent's first sync of a table, when the replica held none of its rows) skips
+   * the upsert: a plain insert is about a quarter cheaper. A key that exists after all (a batch
+   * re-sent after a lost answer) fails the batch with 409 TM_UPLOAD_CONFLICT and nothing written;
+   * the agent then re-sends it as an upsert.
+   *
+   * The state row is locked only by its final update, so batches of one table can load in parallel
+   * and take turns only to add their counts.
+   */
+  async upload(tenant: Tenant, table: TableName, body: Readable, options: UploadOptions): Promise<UploadResult> {
+    return withTransaction(this.pool, async (client) => {
+      const { shape } = await this.catalog.require(client, tenant, table);
+      await enterTenant(client, tenant);
+      const cols = columnListSql(shape);
+      const rejected = (e: unknown): never => {
+        if (e instanceof TidemarkError) throw e;
+        const sqlstate = sqlstateOf(e);
+        if (sqlstate === SqlState.UNIQUE_VIOLATION && options.insertOnly)
+          throw new ProtocolError(ErrorCode.UPLOAD_CONFLICT, 409, 'some rows already exist; re-send the batch without insertOnly', { cause: e });
+        if (isDataRejection(sqlstate)) throw new ProtocolError(ErrorCode.UPLOAD_REJECTED, 400, `rows rejected: ${(e as Error).message}`, { cause: e });
+        throw e;
+      };
+      await client.query(/* sql */ `create temp table tidemark_stage on commit drop as select ${cols} from ${shape.table} with no data`);
+      try {
+        await pipeline(body, client.query(copyStreams.from(/* sql */ `copy tidemark_stage (${cols}) from stdin`)));
+      } catch (e) {
+        rejected(e);
+      }
+      const tenantCols = `${ident(TENANT_CLIENT_COLUMN)}, ${ident(TENANT_DATABASE_COLUMN)}`;
+      const keys = shape.keyColumns.map((k) => ident(k));
+      const nonKeys = shape.columns.filter((c) => !shape.keyColumns.includes(c.name)).map((c) => ident(c.name));
+      const sets = nonKeys.map((c) => `${c} = excluded.${c}`).join(', ');
+      let counts: { received: string; inserted: string; max_version: string | null } = { received: '0', inserted: '0', max_version: null };
+      try {
+        if (options.insertOnly) {
+          const res = await client.query(
+            /* sql */ `insert into ${shape.table} (${tenantCols}, ${cols}) select $1::text, $2::uuid, ${cols} from tidemark_stage`,
+            tenantParams(tenant),
+          );
+          const { rows } = await client.query<{ max_version: string | null }>(
+            /* sql */ `select max(${ident(VERSION_COLUMN)})::text as max_version from tidemark_stage`,
+          );
+          counts = { received: String(res.rowCount ?? 0), inserted: String(res.rowCount ?? 0), max_version: rows[0]?.max_version ?? null };
+        } else {
+          const { rows } = await client.query<{ received: string; inserted: string; max_version: string | null }>(
+            /* sql */ `
+            with up as (
+              insert into ${shape.table} as t (${tenantCols}, ${cols})
+              select $1::text, $2::uuid, ${cols} from tidemark_stage
+              on conflict (${[tenantCols, ...keys].join(', ')}) do update set ${sets}
+              -- xmax = 0 on the new row version means it was inserted, not updated
+              returning (t.xmax = 0) as inserted, t.${ident(VERSION_COLUMN)} as v)
+            select count(*)::text as received, count(*) filter (where inserted)::text as inserted, max(v)::text as max_version from up`,
+            tenantParams(tenant),
+          );
+          counts = rows[0] as typeof counts;
+        }
+      } catch (e) {
+        rejected(e);
+      }
+      const received = Number(counts.received);
+      const inserted = Number(counts.inserted);
+      const summary = await this.state.addUpload(client, tenant, table, {
+        inserted,
+        maxVersion: counts.max_version,
+        settle: options.settle,
+        maxModified: options.maxModified,
+      });
+      return { rowsReceived: received, rowsInserted: inserted, rowsUpdated: received - inserted, summary };
+    });
+  }
+
+  /**
+   * Deletes by (key AND version), everything above a version, or all of the tenant's rows, and
+   * refreshes the state row. Conditional on version, a manifest's delete can never remove a newer
+   * row that an upload placed meanwhile.
+   */
+  async deleteRows(tenant: Tenant, table: TableName, request: DeleteRequest): Promise<DeleteResult> {
+    return withTransaction(this.pool, async (client) => {
+      const { shape } = await this.catalog.require(client, tenant, table);
+      await enterTenant(client, tenant);
+      await this.state.lock(client, tenant, table);
+      let deleted = 0;
+      const v = ident(VERSION_COLUMN);
+      if ('keys' in request) {
+        if (request.keys.length > 0) {
+          const params: unknown[] = tenantParams(tenant);
+          const arrays = shape.keyColumns.map((_, i) => {
+            params.push(request.keys.map((k) => k.key[i]));
+            return `$${params.length}::text[]`;
+          });
+          params.push(request.keys.map((k) => k.version));
+          const versions = `$${params.length}::bigint[]`;
+          const aliases = shape.keyColumns.map((_, i) => `k${i}`);
+          const matches = shape.keyColumns
+            .map((k, i) => {
+              const type = shape.columns.find((c) => c.name === k)?.type as string; // whitelisted at declaration
+              return `t.${ident(k)} = d.${aliases[i]}::${type}`;
+            })
+            .join(' and ');
+          const res = await client.query(
+            /* sql */ `
+            delete from ${shape.table} t using unnest(${[...arrays, versions].join(', ')}) as d(${[...aliases, 'v'].join(', ')})
+             where ${tenantWhere('t')} and ${matches} and t.${v} = d.v`,
+            params,
+          );
+          deleted = res.rowCount ?? 0;
+        }
+      } else if ('aboveVersion' in request) {
+        const res = await client.query(/* sql */ `delete from ${shape.table} where ${tenantWhere()} and ${v} > $3::bigint`, [
+          ...tenantParams(tenant),
+          request.aboveVersion,
+        ]);
+        deleted = res.rowCount ?? 0;
+      } else {
+        const res = await client.query(/* sql */ `delete from ${shape.table} where ${tenantWhere()}`, tenantParams(tenant));
+        deleted = res.rowCount ?? 0;
+      }
+      if (deleted > 0)
+        await this.state.subtractDeleted(client, tenant, table, deleted, /* sql */ `select max(${v}) from ${shape.table} where ${tenantWhere()}`);
+      return { rowsDeleted: deleted, summary: await this.state.read(client, tenant, table) };
+    });
+  }
+
+  /**
+   * Recomputes the state row's count and max version from the rows (an index-only count of the
+   * tenant's rows). Called by the agent after a full verification, and when counts differ although
+   * no row does: someone edited the replica behind tidemark's back and the O(1) figures drifted.
+   */
+  async recount(tenant: Tenant, table: TableName): Promise<TableSummary> {
+    return withTransaction(this.pool, async (client) => {
+      const { shape } = await this.catalog.require(client, tenant, table);
+      await enterTenant(client, tenant);
+      await this.state.lock(client, tenant, table);
+      const v = ident(VERSION_COLUMN);
+      await this.state.setCounts(client, tenant, table, /* sql */ `select count(*) as n, max(${v}) as max_version from ${shape.table} where ${tenantWhere()}`);
+      return this.state.read(client, tenant, table);
+    });
+  }
+}

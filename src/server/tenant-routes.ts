@@ -1,0 +1,139 @@
+/**
+ * Tenant routes on one table (DESIGN.md, Wire protocol): summary, declare, upload, delete, manifest,
+ * recount, resync report. Each checks the API key against both client and database of the path,
+ * and writes only under the database's single-agent lease.
+ */
+import { pipeline, type Readable, Transform, type TransformCallback } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+import { ErrorCode, ProtocolError } from '../shared/errors.js';
+import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, type ManifestRequest, parseTableName, type TableName } from '../shared/protocol.js';
+import { declarationSchema, deleteSchema, manifestSchema, parse, resyncReportSchema, settleSchema } from './request-schemas.js';
+import type { ServerMetrics } from './server-metrics.js';
+import type { Tenant, TenantStore } from './tenant-store.js';
+
+export interface TenantRouteOptions {
+  store: TenantStore;
+  metrics: ServerMetrics;
+  maxBodyBytes: number;
+  leaseSeconds: number;
+}
+
+interface TenantParams {
+  clientId: string;
+  databaseId: string;
+  table: string;
+}
+
+/** Counts body bytes and fails with 413 past the limit (applied after decompression too). */
+function byteLimit(limit: number, onBytes?: (n: number) => void): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb: TransformCallback) {
+      seen += chunk.length;
+      onBytes?.(chunk.length);
+      if (seen > limit) cb(new ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, 413, `body larger than ${limit} bytes`));
+      else cb(null, chunk);
+    },
+  });
+}
+
+export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteOptions): void {
+  const { store, metrics } = options;
+
+  const authenticate = async (req: FastifyRequest<{ Params: TenantParams }>): Promise<{ tenant: Tenant; table: TableName }> => {
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
+    const tenant = await store.authenticate(given);
+    if (!tenant) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'unknown API key');
+    if (tenant.clientId !== req.params.clientId || tenant.databaseId !== req.params.databaseId.toLowerCase())
+      throw new ProtocolError(ErrorCode.AUTH_FORBIDDEN, 403, 'this API key is bound to another client or database');
+    return { tenant, table: parseTableName(req.params.table) };
+  };
+  const lease = async (req: FastifyRequest, tenant: Tenant): Promise<void> => {
+    const agentId = req.headers[HEADER_AGENT_ID];
+    if (typeof agentId !== 'string' || agentId.length === 0 || agentId.length > 200)
+      throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `header ${HEADER_AGENT_ID} required`);
+    const heldUntil = await store.acquireLease(tenant, agentId, options.leaseSeconds);
+    if (heldUntil) throw new ProtocolError(ErrorCode.LEASE_HELD, 409, `another agent holds this database's lease until ${heldUntil.toISOString()}`);
+  };
+  const tablePath = '/v1/customers/:clientId/databases/:databaseId/tables/:table';
+
+  app.get<{ Params: TenantParams }>(tablePath, async (req) => {
+    const { tenant, table } = await authenticate(req);
+    return store.summary(tenant, table);
+  });
+
+  app.put<{ Params: TenantParams; Body: unknown }>(tablePath, async (req) => {
+    const { tenant, table } = await authenticate(req);
+    await lease(req, tenant);
+    return store.declareTable(tenant, table, parse(declarationSchema, req.body, 'table declaration'));
+  });
+
+  app.post<{ Params: TenantParams; Querystring: Record<string, string>; Body: unknown }>(
+    tablePath,
+    async (req: FastifyRequest<{ Params: TenantParams; Querystring: Record<string, string>; Body: unknown }>, reply: FastifyReply) => {
+      const { tenant, table } = await authenticate(req);
+      await lease(req, tenant);
+      if (!req.headers['content-type']?.startsWith(COPY_CONTENT_TYPE))
+        throw new ProtocolError(ErrorCode.REQUEST_INVALID, 415, `row data must be ${COPY_CONTENT_TYPE} (COPY text)`);
+      const declared = Number(req.headers['content-length']);
+      if (Number.isFinite(declared) && declared > options.maxBodyBytes)
+        throw new ProtocolError(ErrorCode.PAYLOAD_TOO_LARGE, 413, `body of ${declared} bytes is larger than the ${options.maxBodyBytes} accepted`);
+      const q = parse(settleSchema, req.query, 'query');
+      const encoding = req.headers['content-encoding'] ?? 'identity';
+      if (encoding !== 'gzip' && encoding !== 'identity') throw new ProtocolError(ErrorCode.REQUEST_INVALID, 415, 'content-encoding must be gzip or identity');
+      const raw = req.body as Readable;
+      const counted = byteLimit(options.maxBodyBytes, (n) => metrics.payloadBytes.inc(n));
+      // pipeline() forwards a failure anywhere in the chain to its last stream, which the store reads.
+      const stream = encoding === 'gzip' ? pipeline(raw, counted, createGunzip(), byteLimit(options.maxBodyBytes), () => {}) : pipeline(raw, counted, () => {});
+      const settle =
+        q.settledVersion !== undefined
+          ? { settledVersion: q.settledVersion, settledXmax: q.settledXmax ?? q.settledVersion, settledXip: q.settledXip ? q.settledXip.split(',') : [] }
+          : undefined;
+      const result = await store.upload(tenant, table, stream, {
+        ...(settle ? { settle } : {}),
+        ...(q.maxModified ? { maxModified: q.maxModified } : {}),
+        insertOnly: q.insertOnly === 'true',
+      });
+      metrics.rowsIngested.inc(result.rowsReceived);
+      return reply.send(result);
+    },
+  );
+
+  app.delete<{ Params: TenantParams; Body: unknown }>(tablePath, async (req) => {
+    const { tenant, table } = await authenticate(req);
+    await lease(req, tenant);
+    const request: DeleteRequest = parse(deleteSchema, req.body, 'delete request');
+    const result = await store.deleteRows(tenant, table, request);
+    const reason = 'keys' in request ? 'keys' : 'aboveVersion' in request ? 'above_version' : 'all';
+    metrics.rowsDeleted.inc({ reason }, result.rowsDeleted);
+    return result;
+  });
+
+  app.post<{ Params: TenantParams; Body: unknown }>(`${tablePath}/manifest`, async (req) => {
+    const { tenant, table } = await authenticate(req);
+    // zod's optional properties admit undefined; ManifestRequest's (exactOptionalPropertyTypes) do not.
+    const request = parse(manifestSchema, req.body, 'manifest request') as ManifestRequest;
+    return store.manifest(tenant, table, request);
+  });
+
+  app.post<{ Params: TenantParams }>(`${tablePath}/recount`, async (req) => {
+    const { tenant, table } = await authenticate(req);
+    await lease(req, tenant);
+    return store.recount(tenant, table);
+  });
+
+  app.put<{ Params: TenantParams; Body: unknown }>(`${tablePath}/resync`, async (req) => {
+    const { tenant, table } = await authenticate(req);
+    await lease(req, tenant);
+    const report = parse(resyncReportSchema, req.body, 'resync report');
+    return store.reportResync(
+      tenant,
+      table,
+      report.error === undefined ? { status: report.status, progress: report.progress, rowsRepaired: report.rowsRepaired } : { ...report, error: report.error },
+    );
+  });
+}

@@ -1,0 +1,49 @@
+/** The messages of the admin routes (README, Wire protocol), as zod schemas with inferred types. */
+import { z } from 'zod';
+
+import { clientIdSchema, databaseIdSchema } from './identifiers.js';
+import { MAX_RESYNC_TABLES } from './limits.js';
+import { tableSummarySchema } from './table-messages.js';
+
+/** POST /v1/admin/customers/{clientId}/databases: register. */
+export const registerRequestSchema = z.object({ name: z.string().min(1).max(200) });
+export type RegisterRequest = z.infer<typeof registerRequestSchema>;
+
+export const registerResultSchema = z.object({
+  clientId: clientIdSchema,
+  databaseId: databaseIdSchema,
+  /** Shown once; the server keeps only its hash. */
+  apiKey: z.string().min(1),
+});
+export type RegisterResult = z.infer<typeof registerResultSchema>;
+
+/** POST /v1/admin/customers/{clientId}/databases/{databaseId}/resync */
+export const resyncRequestSchema = z.object({
+  /** Tables to resync (text forms); all declared tables when absent. */
+  tables: z.array(z.string()).max(MAX_RESYNC_TABLES).optional(),
+});
+export type ResyncRequest = z.infer<typeof resyncRequestSchema>;
+
+/** 202 answer of a resync request: the tables flagged. */
+export const resyncResultSchema = z.object({ tables: z.array(z.string()) });
+export type ResyncResult = z.infer<typeof resyncResultSchema>;
+
+export const tenantTableInfoSchema = tableSummarySchema.extend({
+  /** Seconds since the server last applied a change or settled the table. */
+  secondsSinceUpdate: z.number().nullable(),
+});
+export type TenantTableInfo = z.infer<typeof tenantTableInfoSchema>;
+
+/** GET /v1/admin/customers/{clientId}/databases/{databaseId} */
+export const tenantInfoSchema = z.object({
+  clientId: z.string(),
+  databaseId: z.string(),
+  name: z.string(),
+  createdAt: z.string(),
+  tables: z.array(tenantTableInfoSchema),
+});
+export type TenantInfo = z.infer<typeof tenantInfoSchema>;
+
+/** GET /v1/admin/tenants */
+export const tenantListSchema = z.object({ tenants: z.array(tenantInfoSchema) });
+export type TenantList = z.infer<typeof tenantListSchema>;
