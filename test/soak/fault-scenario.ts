@@ -449,7 +449,7 @@ export async function runFaultScenario(options: ScenarioOptions): Promise<Scenar
     violations.push(`the scenario could not finish: ${(e as Error).message}`);
   } finally {
     await agent?.kill().catch(() => {});
-    if (server?.running && !(await server.stop(30_000))) violations.push('the server did not stop within 30 s of SIGTERM (it was killed)');
+    if (server?.running && !(await server.stop(15_000))) violations.push('the server did not stop within 15 s of SIGTERM (it was killed)');
     await writer?.close().catch(() => {});
     await proxy?.close().catch(() => {});
     await owned.cluster?.stop().catch(() => {});
