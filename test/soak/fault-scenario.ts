@@ -13,13 +13,15 @@
  *  2. rounds of the random mix, each ending with one disruption in seeded order: agent killed and
  *     restarted, server killed and restarted (the proxy answers 503 meanwhile), local database
  *     restarted under the running agent (which must ride it out);
- *  3. two scripted faults that must never cost a row its place: a 502/503 after the server committed
- *     a one-row upload (the row must not stay quarantined), and an upload held by the proxy and
- *     replayed after newer versions of its rows were applied (it must not overwrite them).
+ *  3. scripted faults, under the running agent: an upload cut mid-body (the server must drop it and
+ *     free its connection), an upload held by the proxy and replayed after newer versions of its
+ *     rows were applied (it must not overwrite them), and a 502/503 after the server committed a
+ *     one-row upload (the row must not stay quarantined).
  * It ends by running `sync --once` until it converges (a bounded number of attempts), then checks:
  * rows equal on both sides, the server's O(1) row count equal to count(*), no quarantined row that
  * is equal on both sides, no unhandled error or unexpected exit in any process, the server not
- * logging client resets as errors. Every failed check is a line in `violations`.
+ * logging client resets as errors, no server database session left busy once every client has gone,
+ * the server stopping on SIGTERM. Every failed check is a line in `violations`.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
