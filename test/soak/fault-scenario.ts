@@ -171,6 +171,8 @@ export async function runFaultScenario(options: ScenarioOptions): Promise<Scenar
     const adminKey = `admin-${randomBytes(12).toString('hex')}`;
     server = new Daemon('server', ['server', '--database', options.cloudUrl, '--listen', `127.0.0.1:${serverPort}`, '--log-level', 'info'], log, {
       TIDEMARK_ADMIN_KEY: adminKey,
+      // The test clusters have only a superuser; a server refuses one unless told this is a test.
+      TIDEMARK_ALLOW_SUPERUSER: '1',
     });
     const serverReady = (l: LogLine): boolean => parseLogLine(l.text)?.msg === 'server listening';
     const sv0 = server;
