@@ -9,6 +9,7 @@ export interface ServerMetrics {
   rowsIngested: Counter;
   rowsDeleted: Counter<'reason'>;
   payloadBytes: Counter;
+  staleRows: Counter;
 }
 
 /** Labels: route templates, methods, status classes and delete kinds only; never tenants or keys. */
@@ -59,5 +60,10 @@ export function createServerMetrics(sources: {
     rowsIngested: new Counter({ name: MetricName.serverRowsIngestedTotal, help: 'Rows applied by uploads.', registers: [registry] }),
     rowsDeleted,
     payloadBytes: new Counter({ name: MetricName.serverPayloadBytesTotal, help: 'Upload body bytes received (before decompression).', registers: [registry] }),
+    staleRows: new Counter({
+      name: MetricName.serverStaleRowsTotal,
+      help: 'Uploaded rows not applied because the replica already held a newer version (late or replayed uploads).',
+      registers: [registry],
+    }),
   };
 }

@@ -98,7 +98,8 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
         ...(q.maxModified ? { maxModified: q.maxModified } : {}),
         insertOnly: q.insertOnly === 'true',
       });
-      metrics.rowsIngested.inc(result.rowsReceived);
+      metrics.rowsIngested.inc(result.rowsInserted + result.rowsUpdated);
+      metrics.staleRows.inc(result.rowsReceived - result.rowsInserted - result.rowsUpdated);
       return reply.send(result);
     },
   );
