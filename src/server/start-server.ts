@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { parseListen } from '../shared/config/load-config.js';
 import type { ServerConfig } from '../shared/config/server-config.js';
 import type { Logger } from '../shared/logger.js';
-import { createPool } from '../shared/pg.js';
+import { classifyPgError, createPool } from '../shared/pg.js';
 import { buildApp } from './app.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
@@ -17,6 +17,11 @@ export interface RunningServer {
 /** Connects, migrates, and listens. */
 export async function startServer(config: Readonly<ServerConfig>, log: Logger): Promise<RunningServer> {
   const pool = createPool({ connectionString: config.databaseUrl, max: config.poolMax, applicationName: 'tidemark-server' }, log);
+  // A checked-out client whose session dies (restart, failover, pg_terminate_backend) emits 'error';
+  // the pool listens only to idle ones. Its query fails too and the request answers 503.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => log.warn({ err: classifyPgError(err).sqlstate ?? err.message }, 'database connection lost'));
+  });
   try {
     await migrate(pool);
     const { rows } = await pool.query<{ rolsuper: boolean; rolbypassrls: boolean }>(

@@ -87,8 +87,13 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
       if (encoding !== 'gzip' && encoding !== 'identity') throw new ProtocolError(ErrorCode.REQUEST_INVALID, 415, 'content-encoding must be gzip or identity');
       const raw = req.body as Readable;
       const counted = byteLimit(options.maxBodyBytes, (n) => metrics.payloadBytes.inc(n));
-      // pipeline() forwards a failure anywhere in the chain to its last stream, which the store reads.
-      const stream = encoding === 'gzip' ? pipeline(raw, counted, createGunzip(), byteLimit(options.maxBodyBytes), () => {}) : pipeline(raw, counted, () => {});
+      // The request stream is piped, not pipelined: a failure further down (COPY refused, the
+      // database gone) must not destroy the client's socket before it gets its answer. A failure of
+      // the request itself (the client went away) is forwarded down the chain to the store.
+      raw.on('error', (e) => counted.destroy(e));
+      raw.pipe(counted);
+      // pipeline() forwards a failure anywhere in the rest of the chain to its last stream, which the store reads.
+      const stream = encoding === 'gzip' ? pipeline(counted, createGunzip(), byteLimit(options.maxBodyBytes), () => {}) : counted;
       const settle =
         q.settledVersion !== undefined
           ? { settledVersion: q.settledVersion, settledXmax: q.settledXmax ?? q.settledVersion, settledXip: q.settledXip ? q.settledXip.split(',') : [] }
