@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, type ManifestRequest, parseTableName, type TableName } from '../shared/protocol.js';
+import { endMarkerGuard } from './copy-guard.js';
 import { declarationSchema, deleteSchema, manifestSchema, parse, resyncReportSchema, settleSchema } from './request-schemas.js';
 import type { ServerMetrics } from './server-metrics.js';
 import type { Tenant, TenantStore } from './tenant-store.js';
@@ -93,7 +94,10 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
       raw.on('error', (e) => counted.destroy(e));
       raw.pipe(counted);
       // pipeline() forwards a failure anywhere in the rest of the chain to its last stream, which the store reads.
-      const stream = encoding === 'gzip' ? pipeline(counted, createGunzip(), byteLimit(options.maxBodyBytes), () => {}) : counted;
+      const stream =
+        encoding === 'gzip'
+          ? pipeline(counted, createGunzip(), byteLimit(options.maxBodyBytes), endMarkerGuard(), () => {})
+          : pipeline(counted, endMarkerGuard(), () => {});
       const settle =
         q.settledVersion !== undefined
           ? { settledVersion: q.settledVersion, settledXmax: q.settledXmax ?? q.settledVersion, settledXip: q.settledXip ? q.settledXip.split(',') : [] }
