@@ -19,7 +19,7 @@ import type {
   TenantInfo,
   UploadResult,
 } from '../shared/protocol.js';
-import { PgManifests } from './manifests.js';
+import { type ManifestLimits, PgManifests } from './manifests.js';
 import { PgTenants } from './pg-tenants.js';
 import { PgReplicaCatalog } from './replica-catalog.js';
 import { PgReplicaRows, type UploadOptions } from './replica-rows.js';
@@ -34,11 +34,14 @@ export class PgTenantStore implements TenantStore {
   private readonly rows: PgReplicaRows;
   private readonly manifests: PgManifests;
 
-  constructor(private readonly pool: pg.Pool) {
+  constructor(
+    private readonly pool: pg.Pool,
+    limits: ManifestLimits,
+  ) {
     this.tenants = new PgTenants(pool, this.state);
     this.catalog = new PgReplicaCatalog(pool, this.state);
     this.rows = new PgReplicaRows(pool, this.catalog, this.state);
-    this.manifests = new PgManifests(pool, this.catalog);
+    this.manifests = new PgManifests(pool, this.catalog, limits);
   }
 
   registerDatabase(clientId: string, name: string): Promise<RegisterResult> {

@@ -7,6 +7,8 @@ export const SERVER_DEFAULTS = {
   maxBodyBytes: 64 * 1024 * 1024,
   leaseSeconds: 300,
   poolMax: 20,
+  manifestMaxRows: 1_000_000,
+  manifestMaxBuckets: 2 ** 20,
 } as const;
 
 export const serverConfigSchema = z.object({
@@ -22,6 +24,10 @@ export const serverConfigSchema = z.object({
   leaseSeconds: z.coerce.number().positive().default(SERVER_DEFAULTS.leaseSeconds),
   /** Connections to the cloud database. */
   poolMax: z.coerce.number().int().min(2).default(SERVER_DEFAULTS.poolMax),
+  /** Most rows one manifest answer (level rows) may list; a request for more gets a 400 naming the limit. */
+  manifestMaxRows: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.manifestMaxRows),
+  /** Most bucket sums one manifest answer (level buckets) may hold (8 bytes each); default 2^20, what the agent asks at most. */
+  manifestMaxBuckets: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.manifestMaxBuckets),
   logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
 });
 
