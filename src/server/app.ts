@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError, TidemarkError, toError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { classifyPgError } from '../shared/pg.js';
+import { classifyPgError, sqlstateOf } from '../shared/pg.js';
 import { COPY_CONTENT_TYPE, type ErrorBody } from '../shared/protocol.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import type { ServerMetrics } from './server-metrics.js';
@@ -88,6 +88,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       status = fe.statusCode;
       code = ErrorCode.REQUEST_INVALID;
       message = String(fe.message);
+    } else if (sqlstateOf(err)?.startsWith('22')) {
+      // A data exception raised by a value the request carried (a key invalid for its column's type,
+      // a version beyond bigint, a NUL in a name): the caller's mistake.
+      status = 400;
+      code = ErrorCode.REQUEST_INVALID;
+      message = `a value in the request is invalid: ${toError(err).message}`;
     } else if (clientGone(req)) {
       // The client reset or closed the connection mid-request: nobody reads the answer, nothing is wrong here.
       log.info({ requestId: req.id, route: req.routeOptions.url }, 'client went away');

@@ -45,6 +45,9 @@ export class PgManifests {
       this.pool,
       async (client) => {
         const { shape } = await this.catalog.require(client, tenant, table);
+        for (const bound of [request.range.lower, request.range.upper])
+          if (bound?.key && bound.key.length !== shape.keyColumns.length)
+            throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `a range bound's key must have ${shape.keyColumns.length} values, one per key column`);
         await enterTenant(client, tenant);
         try {
           const query = manifestQuery(shape, request, tenantParams(tenant), tenantWhere());

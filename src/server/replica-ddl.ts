@@ -3,15 +3,36 @@
  * and the creation of a replica (tenant columns leading the key and every index, row-level security
  * by tenant).
  */
+import { createHash } from 'node:crypto';
+
 import type pg from 'pg';
 
-import { ErrorCode, ProtocolError } from '../shared/errors.js';
-import { ident, isSafeTypeName, qualified } from '../shared/pg.js';
+import { ErrorCode, ProtocolError, toError } from '../shared/errors.js';
+import { ident, isSafeTypeName, qualified, sqlstateOf } from '../shared/pg.js';
 import { formatTableName, type TableDeclaration, type TableName, TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN, VERSION_COLUMN } from '../shared/protocol.js';
 import { orderSql, type RowShape } from '../shared/row-shape.js';
 
 const MAX_KEY_COLUMNS = 32;
 const RESERVED = new Set([TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN]);
+/** PostgreSQL's system columns: a user column cannot have their names. */
+const SYSTEM_COLUMNS = new Set(['tableoid', 'xmin', 'cmin', 'xmax', 'cmax', 'ctid', 'oid']);
+
+/**
+ * SQLSTATEs by which PostgreSQL refuses a replica's DDL because of what the declaration says (a
+ * type with modifiers out of range, a clause where a type belongs): the caller's mistake, a 400.
+ * 42501 (insufficient privilege) and the rest stay server errors.
+ */
+const DECLARATION_REFUSED = new Set([
+  '42601', // syntax_error
+  '42611', // invalid_column_definition
+  '42704', // undefined_object (a type)
+  '42804', // datatype_mismatch
+  '42P16', // invalid_table_definition
+  '42P17', // invalid_object_definition
+  '42883', // undefined_function (a type without a btree operator class in the key)
+  '0A000', // feature_not_supported
+  '22023', // invalid_parameter_value (e.g. varchar(99999999))
+]);
 
 /** Validates a declaration's form; types are further resolved by the database. */
 export function checkDeclaration(d: TableDeclaration): void {
@@ -28,6 +49,7 @@ export function checkDeclaration(d: TableDeclaration): void {
   for (const c of d.columns) {
     if (c.name.length === 0 || Buffer.byteLength(c.name) > 63) bad(`column name ${JSON.stringify(c.name)} is empty or longer than 63 bytes`);
     if (RESERVED.has(c.name)) bad(`column name ${c.name} is reserved for the tenant columns`);
+    if (SYSTEM_COLUMNS.has(c.name)) bad(`column name ${c.name} is a PostgreSQL system column name`);
     if (seen.has(c.name)) bad(`duplicate column ${c.name}`);
     seen.add(c.name);
     if (!isSafeTypeName(c.type))
@@ -67,8 +89,33 @@ export async function collatableKeys(client: pg.ClientBase, table: TableName, ke
   return new Set(rows.map((r) => r.attname));
 }
 
+/**
+ * A name for an object derived from a table name (constraints, indexes): at most 63 bytes, and
+ * distinct for distinct tables although PostgreSQL would truncate long names to the same prefix.
+ */
+export function derivedName(table: TableName, suffix: string): string {
+  let base = '';
+  for (const ch of table.name) {
+    if (Buffer.byteLength(base + ch) > 40) break;
+    base += ch;
+  }
+  const hash = createHash('sha256').update(`${table.schema}\0${table.name}`).digest('hex').slice(0, 8);
+  return `${base}_${hash}_${suffix}`;
+}
+
 /** Creates a replica table with its key, version index and tenant wall, and records its declaration. */
 export async function createReplica(client: pg.ClientBase, table: TableName, d: TableDeclaration): Promise<void> {
+  try {
+    await createReplicaTable(client, table, d);
+  } catch (e) {
+    const sqlstate = sqlstateOf(e);
+    if (sqlstate !== undefined && DECLARATION_REFUSED.has(sqlstate))
+      throw new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `the server database refused the declared columns: ${toError(e).message}`, { cause: e });
+    throw e;
+  }
+}
+
+async function createReplicaTable(client: pg.ClientBase, table: TableName, d: TableDeclaration): Promise<void> {
   for (const c of d.columns) {
     const { rows } = await client.query<{ ok: boolean }>(/* sql */ `select to_regtype($1::text) is not null as ok`, [c.type]);
     if (!rows[0]?.ok)
@@ -85,9 +132,8 @@ export async function createReplica(client: pg.ClientBase, table: TableName, d: 
   // Types passed isSafeTypeName (a whitelist without quotes or punctuation) and to_regtype above.
   const columnDefs = d.columns.map((c) => `${ident(c.name)} ${c.type}${c.notNull || d.keyColumns.includes(c.name) ? ' not null' : ''}`);
   const tenantKey = [ident(TENANT_CLIENT_COLUMN), ident(TENANT_DATABASE_COLUMN)];
-  const base = table.name.slice(0, 40);
-  const pkName = ident(`${base}_tidemark_pkey`);
-  const versionIndex = ident(`${base}_tidemark_version_idx`);
+  const pkName = ident(derivedName(table, 'tm_pkey'));
+  const versionIndex = ident(derivedName(table, 'tm_version_idx'));
   const tenantQual = `${ident(TENANT_CLIENT_COLUMN)} = current_setting('tidemark.client_id', true) and ${ident(TENANT_DATABASE_COLUMN)} = nullif(current_setting('tidemark.database_id', true), '')::uuid`;
   await client.query(/* sql */ `create schema if not exists ${ident(table.schema)}`);
   await client.query(/* sql */ `

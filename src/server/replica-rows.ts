@@ -169,6 +169,8 @@ export class PgReplicaRows {
       let deleted = 0;
       const v = ident(VERSION_COLUMN);
       if ('keys' in request) {
+        if (request.keys.some((k) => k.key.length !== shape.keyColumns.length))
+          throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `each key to delete must have ${shape.keyColumns.length} values, one per key column`);
         if (request.keys.length > 0) {
           const params: unknown[] = tenantParams(tenant);
           const arrays = shape.keyColumns.map((_, i) => {

@@ -94,10 +94,16 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
       raw.on('error', (e) => counted.destroy(e));
       raw.pipe(counted);
       // pipeline() forwards a failure anywhere in the rest of the chain to its last stream, which the store reads.
-      const stream =
-        encoding === 'gzip'
-          ? pipeline(counted, createGunzip(), byteLimit(options.maxBodyBytes), endMarkerGuard(), () => {})
-          : pipeline(counted, endMarkerGuard(), () => {});
+      const guard = endMarkerGuard();
+      if (encoding === 'gzip') {
+        const gunzip = createGunzip();
+        // Attached before pipeline() attaches its own: the store then sees a 400, not zlib's error.
+        gunzip.once('error', (e) =>
+          guard.destroy(new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `the body is not valid gzip (Content-Encoding: gzip): ${e.message}`)),
+        );
+        pipeline(counted, gunzip, byteLimit(options.maxBodyBytes), guard, () => {});
+      } else pipeline(counted, guard, () => {});
+      const stream = guard;
       const settle =
         q.settledVersion !== undefined
           ? { settledVersion: q.settledVersion, settledXmax: q.settledXmax ?? q.settledVersion, settledXip: q.settledXip ? q.settledXip.split(',') : [] }
