@@ -22,6 +22,7 @@ import type {
 import { type ManifestLimits, PgManifests } from './manifests.js';
 import { PgTenants } from './pg-tenants.js';
 import { PgReplicaCatalog } from './replica-catalog.js';
+import type { DeclarationPolicy } from './replica-ddl.js';
 import { PgReplicaRows, type UploadOptions } from './replica-rows.js';
 import { PgTableState } from './table-state.js';
 import type { Tenant } from './tenant-scope.js';
@@ -37,9 +38,10 @@ export class PgTenantStore implements TenantStore {
   constructor(
     private readonly pool: pg.Pool,
     limits: ManifestLimits,
+    policy: DeclarationPolicy = { admittedTypes: new Set() },
   ) {
     this.tenants = new PgTenants(pool, this.state);
-    this.catalog = new PgReplicaCatalog(pool, this.state);
+    this.catalog = new PgReplicaCatalog(pool, this.state, policy);
     this.rows = new PgReplicaRows(pool, this.catalog, this.state);
     this.manifests = new PgManifests(pool, this.catalog, limits);
   }

@@ -11,6 +11,7 @@ import { ErrorCode, ProtocolError, toError } from '../shared/errors.js';
 import { ident, isSafeTypeName, qualified, sqlstateOf } from '../shared/pg.js';
 import { formatTableName, type TableDeclaration, type TableName, TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN, VERSION_COLUMN } from '../shared/protocol.js';
 import { orderSql, type RowShape } from '../shared/row-shape.js';
+import { checkColumnTypes } from './column-types.js';
 
 const MAX_KEY_COLUMNS = 32;
 const RESERVED = new Set([TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN]);
@@ -57,9 +58,20 @@ export function checkDeclaration(d: TableDeclaration): void {
   }
 }
 
-/** Refuses schemas the server keeps for itself or PostgreSQL's own. */
-export function checkSchemaName(table: TableName): void {
-  if (table.schema === 'tidemark' || table.schema.startsWith('pg_') || table.schema === 'information_schema')
+/** What the admin allows tenants to declare (server config). */
+export interface DeclarationPolicy {
+  /** Types outside pg_catalog's built-in data types that tenants may use, as `schema.name`. */
+  admittedTypes: ReadonlySet<string>;
+}
+
+/**
+ * Refuses schemas the server keeps for itself or PostgreSQL's own: `tidemark`, the server role's
+ * own schema (`$user` on its search path, where unqualified names would resolve), `pg_*` and
+ * information_schema, in any letter case.
+ */
+export function checkSchemaName(table: TableName, serverRole: string): void {
+  const s = table.schema.toLowerCase();
+  if (s === 'tidemark' || s.startsWith('pg_') || s === 'information_schema' || table.schema === serverRole || s === serverRole.toLowerCase())
     throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `schema ${table.schema} is reserved`);
 }
 
@@ -104,9 +116,9 @@ export function derivedName(table: TableName, suffix: string): string {
 }
 
 /** Creates a replica table with its key, version index and tenant wall, and records its declaration. */
-export async function createReplica(client: pg.ClientBase, table: TableName, d: TableDeclaration): Promise<void> {
+export async function createReplica(client: pg.ClientBase, table: TableName, d: TableDeclaration, policy: DeclarationPolicy): Promise<void> {
   try {
-    await createReplicaTable(client, table, d);
+    await createReplicaTable(client, table, d, policy);
   } catch (e) {
     const sqlstate = sqlstateOf(e);
     if (sqlstate !== undefined && DECLARATION_REFUSED.has(sqlstate))
@@ -115,12 +127,8 @@ export async function createReplica(client: pg.ClientBase, table: TableName, d: 
   }
 }
 
-async function createReplicaTable(client: pg.ClientBase, table: TableName, d: TableDeclaration): Promise<void> {
-  for (const c of d.columns) {
-    const { rows } = await client.query<{ ok: boolean }>(/* sql */ `select to_regtype($1::text) is not null as ok`, [c.type]);
-    if (!rows[0]?.ok)
-      throw new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `column ${c.name} has type ${c.type}, which the server database does not know`);
-  }
+async function createReplicaTable(client: pg.ClientBase, table: TableName, d: TableDeclaration, policy: DeclarationPolicy): Promise<void> {
+  await checkColumnTypes(client, d.columns, policy.admittedTypes);
   const t = qualified(table.schema, table.name);
   const exists = await client.query<{ ok: boolean }>(/* sql */ `select to_regclass($1::text) is not null as ok`, [t]);
   if (exists.rows[0]?.ok)

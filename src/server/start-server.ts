@@ -29,7 +29,11 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
     );
     if (rows[0]?.rolsuper || rows[0]?.rolbypassrls)
       log.warn({}, 'the server connects as a superuser or BYPASSRLS role: row-level security is not enforced for it; use a plain role in production');
-    const store = new PgTenantStore(pool, { maxRows: config.manifestMaxRows, maxBuckets: config.manifestMaxBuckets });
+    const store = new PgTenantStore(
+      pool,
+      { maxRows: config.manifestMaxRows, maxBuckets: config.manifestMaxBuckets },
+      { admittedTypes: new Set(config.admittedTypes) },
+    );
     const metrics = createServerMetrics({ activeTenants: () => store.countTenants(), pool: () => store.poolStats() });
     const app = await buildApp({
       store,

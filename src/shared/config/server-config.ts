@@ -28,6 +28,11 @@ export const serverConfigSchema = z.object({
   manifestMaxRows: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.manifestMaxRows),
   /** Most bucket sums one manifest answer (level buckets) may hold (8 bytes each); default 2^20, what the agent asks at most. */
   manifestMaxBuckets: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.manifestMaxBuckets),
+  /**
+   * Column types beyond pg_catalog's built-in data types that tenants may declare (enums, domains,
+   * extension types), as `schema.name` (e.g. `public.citext`). Default none.
+   */
+  admittedTypes: z.array(z.string().min(1)).default([]),
   logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
 });
 
