@@ -10,12 +10,15 @@ import type { Logger } from '../shared/logger.js';
 import { classifyPgError, sqlstateOf } from '../shared/pg.js';
 import { COPY_CONTENT_TYPE, type ErrorBody } from '../shared/protocol.js';
 import { registerAdminRoutes } from './admin-routes.js';
+import { type AuthThrottle, authGate } from './auth-throttle.js';
+import { RetryLaterError } from './http-errors.js';
 import type { ServerMetrics } from './server-metrics.js';
 import { registerTenantRoutes } from './tenant-routes.js';
 import type { TenantStore } from './tenant-store.js';
 
 export interface AppOptions {
   store: TenantStore;
+  authThrottle: AuthThrottle;
   metrics: ServerMetrics;
   adminKey: string;
   maxBodyBytes: number;
@@ -77,6 +80,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     let message = 'internal error; see the server log';
     const fe = err as { statusCode?: unknown; code?: unknown; message?: unknown };
     if (err instanceof ProtocolError) {
+      if (err instanceof RetryLaterError) void reply.header('retry-after', String(err.retryAfterSeconds));
       status = err.status;
       code = err.code;
       message = err.message;
@@ -127,7 +131,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return metrics.registry.metrics();
   });
 
-  registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log });
-  registerTenantRoutes(app, options);
+  const authenticated = authGate(options.authThrottle, metrics);
+  registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated });
+  registerTenantRoutes(app, { ...options, authenticated });
   return app;
 }

@@ -4,6 +4,7 @@ import type { ServerConfig } from '../shared/config/server-config.js';
 import type { Logger } from '../shared/logger.js';
 import { classifyPgError, createPool } from '../shared/pg.js';
 import { buildApp } from './app.js';
+import { AuthThrottle } from './auth-throttle.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
 import { createServerMetrics } from './server-metrics.js';
@@ -15,7 +16,12 @@ export interface RunningServer {
 }
 
 /** Connects, migrates, and listens. */
-export async function startServer(config: Readonly<ServerConfig>, log: Logger): Promise<RunningServer> {
+/** Seams for tests: the clock of the failed-authentication throttle (ms since the epoch; default Date.now). */
+export interface StartServerOptions {
+  now?: () => number;
+}
+
+export async function startServer(config: Readonly<ServerConfig>, log: Logger, options: StartServerOptions = {}): Promise<RunningServer> {
   const pool = createPool({ connectionString: config.databaseUrl, max: config.poolMax, applicationName: 'tidemark-server' }, log);
   // A checked-out client whose session dies (restart, failover, pg_terminate_backend) emits 'error';
   // the pool listens only to idle ones. Its query fails too and the request answers 503.
@@ -38,6 +44,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
     const app = await buildApp({
       store,
       metrics,
+      authThrottle: new AuthThrottle({ limit: config.authFailureLimit, windowSeconds: config.authFailureWindowSeconds, now: options.now ?? Date.now }),
       adminKey: config.adminKey,
       maxBodyBytes: config.maxBodyBytes,
       leaseSeconds: config.leaseSeconds,

@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, type ManifestRequest, parseTableName, type TableName } from '../shared/protocol.js';
+import type { AuthGate } from './auth-throttle.js';
 import { endMarkerGuard } from './copy-guard.js';
 import { declarationSchema, deleteSchema, manifestSchema, parse, resyncReportSchema, settleSchema } from './request-schemas.js';
 import type { ServerMetrics } from './server-metrics.js';
@@ -17,6 +18,7 @@ import type { Tenant, TenantStore } from './tenant-store.js';
 
 export interface TenantRouteOptions {
   store: TenantStore;
+  authenticated: AuthGate;
   metrics: ServerMetrics;
   maxBodyBytes: number;
   leaseSeconds: number;
@@ -47,7 +49,7 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
   const authenticate = async (req: FastifyRequest<{ Params: TenantParams }>): Promise<{ tenant: Tenant; table: TableName }> => {
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
-    const tenant = await store.authenticate(given);
+    const tenant = await options.authenticated(req, given, () => store.authenticate(given));
     if (!tenant) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'unknown API key');
     if (tenant.clientId !== req.params.clientId || tenant.databaseId !== req.params.databaseId.toLowerCase())
       throw new ProtocolError(ErrorCode.AUTH_FORBIDDEN, 403, 'this API key is bound to another client or database');

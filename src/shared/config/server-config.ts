@@ -9,6 +9,8 @@ export const SERVER_DEFAULTS = {
   poolMax: 20,
   manifestMaxRows: 1_000_000,
   manifestMaxBuckets: 2 ** 20,
+  authFailureLimit: 20,
+  authFailureWindowSeconds: 60,
 } as const;
 
 export const serverConfigSchema = z.object({
@@ -28,6 +30,10 @@ export const serverConfigSchema = z.object({
   manifestMaxRows: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.manifestMaxRows),
   /** Most bucket sums one manifest answer (level buckets) may hold (8 bytes each); default 2^20, what the agent asks at most. */
   manifestMaxBuckets: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.manifestMaxBuckets),
+  /** Failed authentications per source address (or key prefix) within the window before 429s. */
+  authFailureLimit: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.authFailureLimit),
+  /** Seconds of the failed-authentication window (and the longest Retry-After it gives). */
+  authFailureWindowSeconds: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.authFailureWindowSeconds),
   /**
    * Column types beyond pg_catalog's built-in data types that tenants may declare (enums, domains,
    * extension types), as `schema.name` (e.g. `public.citext`). Default none.

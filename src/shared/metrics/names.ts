@@ -31,5 +31,6 @@ export const MetricName = {
   serverActiveTenants: 'tidemark_server_active_tenants',
   serverDbPoolConnections: 'tidemark_server_db_pool_connections',
   serverStaleRowsTotal: 'tidemark_server_stale_rows_total',
+  serverAuthFailuresTotal: 'tidemark_server_auth_failures_total',
 } as const;
 export type MetricName = (typeof MetricName)[keyof typeof MetricName];
