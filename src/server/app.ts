@@ -22,6 +22,8 @@ export interface AppOptions {
   metrics: ServerMetrics;
   adminKey: string;
   maxBodyBytes: number;
+  /** Quota: requests one tenant may have in progress at once. */
+  maxConcurrentRequests: number;
   leaseSeconds: number;
   log: Logger;
   ready: () => Promise<void>;

@@ -38,7 +38,7 @@ export class PgTenantStore implements TenantStore {
   constructor(
     private readonly pool: pg.Pool,
     limits: ManifestLimits,
-    policy: DeclarationPolicy = { admittedTypes: new Set() },
+    policy: DeclarationPolicy,
   ) {
     this.tenants = new PgTenants(pool, this.state);
     this.catalog = new PgReplicaCatalog(pool, this.state, policy);

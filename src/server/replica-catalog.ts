@@ -67,9 +67,18 @@ export class PgReplicaCatalog {
    */
   async declare(tenant: Tenant, table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
     checkDeclaration(declaration);
+    const { maxTables, maxColumns } = this.policy;
+    if (declaration.columns.length > maxColumns)
+      throw new ProtocolError(
+        ErrorCode.REQUEST_INVALID,
+        403,
+        `quota tenantMaxColumns: a table may have at most ${maxColumns} columns; this one declares ${declaration.columns.length}`,
+      );
     return withTransaction(this.pool, async (client) => {
       this.serverRole ??= (await client.query<{ role: string }>(/* sql */ `select current_user as role`)).rows[0]?.role ?? '';
       checkSchemaName(table, this.serverRole);
+      if (!(await this.state.exists(client, tenant, table)) && (await this.state.countDeclaredLocked(client, tenant)) >= maxTables)
+        throw new ProtocolError(ErrorCode.REQUEST_INVALID, 403, `quota tenantMaxTables: this database may declare at most ${maxTables} tables`);
       // Serialise declarations of one table name; concurrent creations would otherwise race.
       await client.query(/* sql */ `select pg_advisory_xact_lock(hashtext('tidemark.declare'), hashtext($1::text))`, [formatTableName(table)]);
       let replica = await this.load(client, table);

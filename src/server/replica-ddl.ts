@@ -62,6 +62,10 @@ export function checkDeclaration(d: TableDeclaration): void {
 export interface DeclarationPolicy {
   /** Types outside pg_catalog's built-in data types that tenants may use, as `schema.name`. */
   admittedTypes: ReadonlySet<string>;
+  /** Quota: tables one tenant (database) may declare. */
+  maxTables: number;
+  /** Quota: columns of one declared table, the version column included. */
+  maxColumns: number;
 }
 
 /**

@@ -38,7 +38,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
     const store = new PgTenantStore(
       pool,
       { maxRows: config.manifestMaxRows, maxBuckets: config.manifestMaxBuckets },
-      { admittedTypes: new Set(config.admittedTypes) },
+      { admittedTypes: new Set(config.admittedTypes), maxTables: config.tenantMaxTables, maxColumns: config.tenantMaxColumns },
     );
     const metrics = createServerMetrics({ activeTenants: () => store.countTenants(), pool: () => store.poolStats() });
     const app = await buildApp({
@@ -47,6 +47,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       authThrottle: new AuthThrottle({ limit: config.authFailureLimit, windowSeconds: config.authFailureWindowSeconds, now: options.now ?? Date.now }),
       adminKey: config.adminKey,
       maxBodyBytes: config.maxBodyBytes,
+      maxConcurrentRequests: config.tenantMaxConcurrentRequests,
       leaseSeconds: config.leaseSeconds,
       log,
       ready: async () => {

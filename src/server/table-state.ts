@@ -102,6 +102,22 @@ export class PgTableState {
   }
 
   /**
+   * Tables the tenant has declared, counted under a lock on the tenant's row so that concurrent
+   * declarations of new tables take turns and cannot pass a quota together.
+   */
+  async countDeclaredLocked(client: pg.ClientBase, tenant: Tenant): Promise<number> {
+    await client.query(/* sql */ `select from tidemark.tenant_database where client_id = $1::text and database_id = $2::uuid for update`, [
+      tenant.clientId,
+      tenant.databaseId,
+    ]);
+    const { rows } = await client.query<{ n: string }>(
+      /* sql */ `select count(*)::text as n from tidemark.table_state where client_id = $1::text and database_id = $2::uuid`,
+      [tenant.clientId, tenant.databaseId],
+    );
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /**
    * Deletes and recounts hold the state row for their whole transaction; uploads lock it only by
    * their final update, so they load in parallel and take turns with these only to add their counts.
    */

@@ -12,6 +12,7 @@ import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, type ManifestRequest, parseTableName, type TableName } from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
 import { endMarkerGuard } from './copy-guard.js';
+import { RetryLaterError } from './http-errors.js';
 import { declarationSchema, deleteSchema, manifestSchema, parse, resyncReportSchema, settleSchema } from './request-schemas.js';
 import type { ServerMetrics } from './server-metrics.js';
 import type { Tenant, TenantStore } from './tenant-store.js';
@@ -21,6 +22,7 @@ export interface TenantRouteOptions {
   authenticated: AuthGate;
   metrics: ServerMetrics;
   maxBodyBytes: number;
+  maxConcurrentRequests: number;
   leaseSeconds: number;
 }
 
@@ -46,6 +48,32 @@ function byteLimit(limit: number, onBytes?: (n: number) => void): Transform {
 export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteOptions): void {
   const { store, metrics } = options;
 
+  // Quota: requests in progress per tenant. A slot is freed once the answer is sent or the client
+  // went away (each hook may fire; the release runs once).
+  const inFlight = new Map<string, number>();
+  const releases = new WeakMap<FastifyRequest, () => void>();
+  const takeSlot = (req: FastifyRequest, tenant: Tenant): void => {
+    const n = inFlight.get(tenant.databaseId) ?? 0;
+    if (n >= options.maxConcurrentRequests)
+      throw new RetryLaterError(
+        ErrorCode.REQUEST_INVALID,
+        429,
+        `quota tenantMaxConcurrentRequests: at most ${options.maxConcurrentRequests} requests of this database at once`,
+        1,
+      );
+    inFlight.set(tenant.databaseId, n + 1);
+    releases.set(req, () => {
+      const left = (inFlight.get(tenant.databaseId) ?? 1) - 1;
+      if (left > 0) inFlight.set(tenant.databaseId, left);
+      else inFlight.delete(tenant.databaseId);
+    });
+  };
+  const release = async (req: FastifyRequest): Promise<void> => {
+    releases.get(req)?.();
+    releases.delete(req);
+  };
+  app.addHook('onResponse', release);
+  app.addHook('onRequestAbort', release);
   const authenticate = async (req: FastifyRequest<{ Params: TenantParams }>): Promise<{ tenant: Tenant; table: TableName }> => {
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
@@ -53,6 +81,7 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
     if (!tenant) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'unknown API key');
     if (tenant.clientId !== req.params.clientId || tenant.databaseId !== req.params.databaseId.toLowerCase())
       throw new ProtocolError(ErrorCode.AUTH_FORBIDDEN, 403, 'this API key is bound to another client or database');
+    takeSlot(req, tenant);
     return { tenant, table: parseTableName(req.params.table) };
   };
   const lease = async (req: FastifyRequest, tenant: Tenant): Promise<void> => {

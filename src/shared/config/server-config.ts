@@ -11,6 +11,9 @@ export const SERVER_DEFAULTS = {
   manifestMaxBuckets: 2 ** 20,
   authFailureLimit: 20,
   authFailureWindowSeconds: 60,
+  tenantMaxTables: 1000,
+  tenantMaxColumns: 1600,
+  tenantMaxConcurrentRequests: 32,
 } as const;
 
 export const serverConfigSchema = z.object({
@@ -34,6 +37,12 @@ export const serverConfigSchema = z.object({
   authFailureLimit: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.authFailureLimit),
   /** Seconds of the failed-authentication window (and the longest Retry-After it gives). */
   authFailureWindowSeconds: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.authFailureWindowSeconds),
+  /** Quota: tables one registered database may declare (403 past it). */
+  tenantMaxTables: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.tenantMaxTables),
+  /** Quota: columns per declared table, the version column included (403 past it). */
+  tenantMaxColumns: z.coerce.number().int().min(2).max(1600).default(SERVER_DEFAULTS.tenantMaxColumns),
+  /** Quota: requests one registered database may have in progress at once (429 past it). */
+  tenantMaxConcurrentRequests: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.tenantMaxConcurrentRequests),
   /**
    * Column types beyond pg_catalog's built-in data types that tenants may declare (enums, domains,
    * extension types), as `schema.name` (e.g. `public.citext`). Default none.
