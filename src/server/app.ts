@@ -12,6 +12,7 @@ import { COPY_CONTENT_TYPE, type ErrorBody } from '../shared/protocol.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { type AuthThrottle, authGate } from './auth-throttle.js';
 import { RetryLaterError } from './http-errors.js';
+import { registerMetricsRoute } from './metrics-route.js';
 import type { ServerMetrics } from './server-metrics.js';
 import { registerTenantRoutes } from './tenant-routes.js';
 import type { TenantStore } from './tenant-store.js';
@@ -27,6 +28,9 @@ export interface AppOptions {
   leaseSeconds: number;
   log: Logger;
   ready: () => Promise<void>;
+  /** Whether this listener serves /metrics (false when it has its own listener). */
+  metricsHere: boolean;
+  metricsBearerToken?: string | undefined;
 }
 
 const MAX_JSON_BYTES = 16 * 1024 * 1024;
@@ -128,10 +132,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       return reply.code(503).send({ status: 'unavailable' });
     }
   });
-  app.get('/metrics', async (_req, reply) => {
-    reply.header('content-type', metrics.registry.contentType);
-    return metrics.registry.metrics();
-  });
+  if (options.metricsHere) registerMetricsRoute(app, metrics.registry, options.metricsBearerToken);
 
   const authenticated = authGate(options.authThrottle, metrics);
   registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated });

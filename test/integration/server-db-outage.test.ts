@@ -46,7 +46,10 @@ async function loggedServer() {
   const db = await createDatabase('server');
   const lines: Line[] = [];
   const adminKey = randomBytes(16).toString('hex');
-  const running = await startServer(loadServerConfig({ env: {}, flags: { databaseUrl: db.url, listen: '127.0.0.1:0', adminKey } }), recordingLogger(lines));
+  const running = await startServer(
+    loadServerConfig({ env: {}, flags: { databaseUrl: db.url, listen: '127.0.0.1:0', adminKey, allowSuperuser: true } }),
+    recordingLogger(lines),
+  );
   const server = {
     url: running.url,
     adminKey,

@@ -16,7 +16,15 @@ async function throttledServer() {
   const adminKey = randomBytes(16).toString('hex');
   const config = loadServerConfig({
     env: {},
-    flags: { databaseUrl: db.url, listen: '127.0.0.1:0', adminKey, logLevel: 'silent', authFailureLimit: 5, authFailureWindowSeconds: 60 },
+    flags: {
+      databaseUrl: db.url,
+      listen: '127.0.0.1:0',
+      adminKey,
+      logLevel: 'silent',
+      authFailureLimit: 5,
+      authFailureWindowSeconds: 60,
+      allowSuperuser: true,
+    },
   });
   const running = await startServer(config, silentLogger, { now: () => clock.ms });
   const server = {

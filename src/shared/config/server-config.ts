@@ -48,6 +48,19 @@ export const serverConfigSchema = z.object({
    * extension types), as `schema.name` (e.g. `public.citext`). Default none.
    */
   admittedTypes: z.array(z.string().min(1)).default([]),
+  /**
+   * Start even when the database role is a superuser or has BYPASSRLS (row-level security, the
+   * second tenant wall, then does not apply to the server). Default false: such a start is refused.
+   * Flag --allow-superuser, env TIDEMARK_ALLOW_SUPERUSER=1. For tests and the demo.
+   */
+  allowSuperuser: z
+    .union([z.boolean(), z.enum(['1', 'true', '0', 'false', ''])])
+    .default(false)
+    .transform((v) => v === true || v === '1' || v === 'true'),
+  /** HOST:PORT of a separate listener for /metrics; when set, the API listener does not serve /metrics. Default: none. */
+  metricsListen: z.string().optional(),
+  /** When set, /metrics requires `Authorization: Bearer <token>` (16+ characters). Default: none. */
+  metricsBearerToken: z.string().min(16, 'at least 16 characters').optional(),
   logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
 });
 
@@ -59,6 +72,9 @@ export const SERVER_ENV: EnvMap = {
   TIDEMARK_ADMIN_KEY: ['adminKey'],
   TIDEMARK_MAX_BODY_BYTES: ['maxBodyBytes'],
   TIDEMARK_LOG_LEVEL: ['logLevel'],
+  TIDEMARK_ALLOW_SUPERUSER: ['allowSuperuser'],
+  TIDEMARK_SERVER_METRICS_LISTEN: ['metricsListen'],
+  TIDEMARK_METRICS_BEARER_TOKEN: ['metricsBearerToken'],
 };
 
 export function loadServerConfig(sources: ConfigSources): Readonly<ServerConfig> {
