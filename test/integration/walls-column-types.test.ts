@@ -19,7 +19,8 @@ describe('declared column types and schemas stay out of the server', () => {
     for (const [i, type] of refused.entries()) {
       const res = await put(`r${i}`, type);
       expect(res.status, type).toBe(400);
-      expect(res.body.error?.code).toBe('TM_COLUMN_TYPE_UNSUPPORTED');
+      // The request schema may refuse a name's form first (TM_REQUEST_INVALID); the server refuses what resolves.
+      expect(res.body.error?.code).toMatch(/TM_COLUMN_TYPE_UNSUPPORTED|TM_REQUEST_INVALID/);
     }
     const accepted = ['numeric(10,2)', 'character varying(20)', 'timestamp(3) with time zone', 'integer[]', 'int4range', 'jsonb', 'point', 'uuid'];
     for (const [i, type] of accepted.entries()) expect((await put(`a${i}`, type)).status, type).toBe(200);
