@@ -39,7 +39,8 @@ const RETRY_AFTER_SECONDS = 5;
 
 /** The client closed its connection before the answer (a reset mid-upload, a killed agent). */
 function clientGone(req: FastifyRequest): boolean {
-  return req.raw.destroyed || req.raw.socket.destroyed;
+  // A request read to its end is destroyed too (autoDestroy): only an incomplete one, or a dead socket, means the client left.
+  return req.raw.socket?.destroyed === true || (req.raw.destroyed && !req.raw.complete);
 }
 
 /**
