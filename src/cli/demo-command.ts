@@ -136,7 +136,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     const server = await startServer(
       loadServerConfig({
         env: {},
-        flags: { databaseUrl: serverDatabaseUrl.toString(), listen: `127.0.0.1:${apiPort}`, adminKey, logLevel: flags.logLevel },
+        flags: { databaseUrl: serverDatabaseUrl.toString(), listen: `127.0.0.1:${apiPort}`, adminKey, logLevel: flags.logLevel, allowSuperuser: true },
       }),
       log,
     );

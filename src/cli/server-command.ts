@@ -13,16 +13,37 @@ export function serverCommand(program: Command): void {
     .option('--admin-key <key>', 'admin API key, 16+ characters (env TIDEMARK_ADMIN_KEY)')
     .option('--max-body-bytes <n>', 'largest upload body accepted (default 64 MiB)')
     .option('--log-level <level>', 'debug, info, warn, error or silent')
-    .action(async (flags: { config?: string; database?: string; listen?: string; adminKey?: string; maxBodyBytes?: string; logLevel?: string }) => {
-      const config = loadServerConfig({
-        file: flags.config ?? process.env.TIDEMARK_CONFIG,
-        env: process.env,
-        flags: { databaseUrl: flags.database, listen: flags.listen, adminKey: flags.adminKey, maxBodyBytes: flags.maxBodyBytes, logLevel: flags.logLevel },
-      });
-      const log = logger(config.logLevel, 'info', 1);
-      const server = await startServer(config, log);
-      const signal = await untilSignal();
-      log.info({ signal }, 'shutting down');
-      await server.close();
-    });
+    .option('--allow-superuser', 'start even as a superuser or BYPASSRLS role (row-level security then does not apply; env TIDEMARK_ALLOW_SUPERUSER=1)')
+    .option('--metrics-listen <host:port>', 'serve /metrics on its own address instead of the API one (env TIDEMARK_SERVER_METRICS_LISTEN)')
+    .action(
+      async (flags: {
+        config?: string;
+        database?: string;
+        listen?: string;
+        adminKey?: string;
+        maxBodyBytes?: string;
+        logLevel?: string;
+        allowSuperuser?: boolean;
+        metricsListen?: string;
+      }) => {
+        const config = loadServerConfig({
+          file: flags.config ?? process.env.TIDEMARK_CONFIG,
+          env: process.env,
+          flags: {
+            databaseUrl: flags.database,
+            listen: flags.listen,
+            adminKey: flags.adminKey,
+            maxBodyBytes: flags.maxBodyBytes,
+            logLevel: flags.logLevel,
+            allowSuperuser: flags.allowSuperuser,
+            metricsListen: flags.metricsListen,
+          },
+        });
+        const log = logger(config.logLevel, 'info', 1);
+        const server = await startServer(config, log);
+        const signal = await untilSignal();
+        log.info({ signal }, 'shutting down');
+        await server.close();
+      },
+    );
 }

@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { parseTableName } from '../shared/protocol.js';
+import type { AuthGate } from './auth-throttle.js';
 import { clientIdSchema, databaseIdSchema, parse, registerSchema, resyncRequestSchema } from './request-schemas.js';
 import type { TenantStore } from './tenant-store.js';
 
@@ -13,13 +14,13 @@ function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-export function registerAdminRoutes(app: FastifyInstance, options: { store: TenantStore; adminKey: string; log: Logger }): void {
+export function registerAdminRoutes(app: FastifyInstance, options: { store: TenantStore; adminKey: string; log: Logger; authenticated: AuthGate }): void {
   const { store, log } = options;
   const adminKeyHash = sha256(options.adminKey);
   const requireAdmin = async (req: FastifyRequest): Promise<void> => {
-    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-    if (!given || !timingSafeEqual(sha256(given), adminKeyHash))
-      throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+    const ok = await options.authenticated(req, given, async () => (given && timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
+    if (!ok) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
   };
   const clientIdOf = (s: string): string => parse(clientIdSchema, s, 'clientId');
   const databaseIdOf = (s: string): string => parse(databaseIdSchema, s, 'databaseId').toLowerCase();

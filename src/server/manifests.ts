@@ -7,24 +7,54 @@ import type pg from 'pg';
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import { SqlState, sqlstateOf, withTransaction } from '../shared/pg.js';
 import type { ManifestRequest, ManifestResponse, TableName } from '../shared/protocol.js';
-import { manifestQuery, manifestResponse } from '../shared/row-shape.js';
+import { bucketLayout, manifestQuery, manifestResponse } from '../shared/row-shape.js';
 import type { PgReplicaCatalog } from './replica-catalog.js';
 import { enterTenant, type Tenant, tenantParams, tenantWhere } from './tenant-scope.js';
+
+/** Bounds of one manifest answer (server config `manifestMaxRows`, `manifestMaxBuckets`). */
+export interface ManifestLimits {
+  maxRows: number;
+  maxBuckets: number;
+}
+
+function tooLarge(message: string): ProtocolError {
+  return new ProtocolError(ErrorCode.REQUEST_INVALID, 400, message);
+}
 
 export class PgManifests {
   constructor(
     private readonly pool: pg.Pool,
     private readonly catalog: PgReplicaCatalog,
+    private readonly limits: ManifestLimits,
   ) {}
 
+  /**
+   * Every answer is bounded before any work: a buckets answer by its size (decided from the request
+   * alone), a rows answer by a LIMIT one past the bound, so an oversized one is never built.
+   */
   async manifest(tenant: Tenant, table: TableName, request: ManifestRequest): Promise<ManifestResponse> {
+    const { maxRows, maxBuckets } = this.limits;
+    if (request.level === 'buckets') {
+      const slots = bucketLayout(request.bucketBits ?? 0, request.within).slots;
+      if (slots > maxBuckets)
+        throw tooLarge(
+          `a buckets answer holds at most ${maxBuckets} buckets (manifestMaxBuckets); this request asks for ${slots} (2^bucketBits, or the within buckets × 2^(bucketBits - within.bits))`,
+        );
+    }
     return withTransaction(
       this.pool,
       async (client) => {
         const { shape } = await this.catalog.require(client, tenant, table);
+        for (const bound of [request.range.lower, request.range.upper])
+          if (bound?.key && bound.key.length !== shape.keyColumns.length)
+            throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `a range bound's key must have ${shape.keyColumns.length} values, one per key column`);
         await enterTenant(client, tenant);
         try {
-          const { rows } = await client.query<Record<string, unknown>>(manifestQuery(shape, request, tenantParams(tenant), tenantWhere()));
+          const query = manifestQuery(shape, request, tenantParams(tenant), tenantWhere());
+          if (request.level === 'rows') query.text += ` limit ${maxRows + 1}`;
+          const { rows } = await client.query<Record<string, unknown>>(query);
+          if (request.level === 'rows' && rows.length > maxRows)
+            throw tooLarge(`a rows answer lists at most ${maxRows} rows (manifestMaxRows); ask for fewer buckets at a time, or more bucket bits`);
           return manifestResponse(request, rows);
         } catch (e) {
           // No extended hash function for a column type (or PostgreSQL before 14): the agent hashes text instead.

@@ -19,9 +19,10 @@ import type {
   TenantInfo,
   UploadResult,
 } from '../shared/protocol.js';
-import { PgManifests } from './manifests.js';
+import { type ManifestLimits, PgManifests } from './manifests.js';
 import { PgTenants } from './pg-tenants.js';
 import { PgReplicaCatalog } from './replica-catalog.js';
+import type { DeclarationPolicy } from './replica-ddl.js';
 import { PgReplicaRows, type UploadOptions } from './replica-rows.js';
 import { PgTableState } from './table-state.js';
 import type { Tenant } from './tenant-scope.js';
@@ -34,11 +35,15 @@ export class PgTenantStore implements TenantStore {
   private readonly rows: PgReplicaRows;
   private readonly manifests: PgManifests;
 
-  constructor(private readonly pool: pg.Pool) {
+  constructor(
+    private readonly pool: pg.Pool,
+    limits: ManifestLimits,
+    policy: DeclarationPolicy,
+  ) {
     this.tenants = new PgTenants(pool, this.state);
-    this.catalog = new PgReplicaCatalog(pool, this.state);
+    this.catalog = new PgReplicaCatalog(pool, this.state, policy);
     this.rows = new PgReplicaRows(pool, this.catalog, this.state);
-    this.manifests = new PgManifests(pool, this.catalog);
+    this.manifests = new PgManifests(pool, this.catalog, limits);
   }
 
   registerDatabase(clientId: string, name: string): Promise<RegisterResult> {

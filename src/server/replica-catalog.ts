@@ -8,7 +8,7 @@ import { ErrorCode, InvariantError, ProtocolError } from '../shared/errors.js';
 import { qualified, withTransaction } from '../shared/pg.js';
 import { type ColumnSpec, formatTableName, type TableDeclaration, type TableName, type TableSummary } from '../shared/protocol.js';
 import type { RowShape } from '../shared/row-shape.js';
-import { checkDeclaration, checkSchemaName, collatableKeys, createReplica, diffDeclarations } from './replica-ddl.js';
+import { checkDeclaration, checkSchemaName, collatableKeys, createReplica, type DeclarationPolicy, diffDeclarations } from './replica-ddl.js';
 import type { PgTableState } from './table-state.js';
 import type { Tenant } from './tenant-scope.js';
 
@@ -20,10 +20,12 @@ export interface ReplicaTable {
 
 export class PgReplicaCatalog {
   private readonly replicas = new Map<string, ReplicaTable>();
+  private serverRole: string | undefined;
 
   constructor(
     private readonly pool: pg.Pool,
     private readonly state: PgTableState,
+    private readonly policy: DeclarationPolicy,
   ) {}
 
   private async load(client: pg.ClientBase, table: TableName): Promise<ReplicaTable | null> {
@@ -65,13 +67,23 @@ export class PgReplicaCatalog {
    */
   async declare(tenant: Tenant, table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
     checkDeclaration(declaration);
-    checkSchemaName(table);
+    const { maxTables, maxColumns } = this.policy;
+    if (declaration.columns.length > maxColumns)
+      throw new ProtocolError(
+        ErrorCode.REQUEST_INVALID,
+        403,
+        `quota tenantMaxColumns: a table may have at most ${maxColumns} columns; this one declares ${declaration.columns.length}`,
+      );
     return withTransaction(this.pool, async (client) => {
+      this.serverRole ??= (await client.query<{ role: string }>(/* sql */ `select current_user as role`)).rows[0]?.role ?? '';
+      checkSchemaName(table, this.serverRole);
+      if (!(await this.state.exists(client, tenant, table)) && (await this.state.countDeclaredLocked(client, tenant)) >= maxTables)
+        throw new ProtocolError(ErrorCode.REQUEST_INVALID, 403, `quota tenantMaxTables: this database may declare at most ${maxTables} tables`);
       // Serialise declarations of one table name; concurrent creations would otherwise race.
       await client.query(/* sql */ `select pg_advisory_xact_lock(hashtext('tidemark.declare'), hashtext($1::text))`, [formatTableName(table)]);
       let replica = await this.load(client, table);
       if (!replica) {
-        await createReplica(client, table, declaration);
+        await createReplica(client, table, declaration, this.policy);
         this.replicas.delete(formatTableName(table));
         replica = await this.load(client, table);
         if (!replica) throw new InvariantError(`replica table ${formatTableName(table)} vanished after creation`);

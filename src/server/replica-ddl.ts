@@ -3,10 +3,12 @@
  * and the creation of a replica (tenant columns leading the key and every index, row-level security
  * by tenant).
  */
+import { createHash } from 'node:crypto';
+
 import type pg from 'pg';
 
-import { ErrorCode, ProtocolError } from '../shared/errors.js';
-import { ident, isSafeTypeName, qualified } from '../shared/pg.js';
+import { ErrorCode, ProtocolError, toError } from '../shared/errors.js';
+import { ident, isSafeTypeName, qualified, sqlstateOf } from '../shared/pg.js';
 import {
   type Collation,
   type ColumnSpec,
@@ -18,9 +20,29 @@ import {
   VERSION_COLUMN,
 } from '../shared/protocol.js';
 import { orderSql, type RowShape } from '../shared/row-shape.js';
+import { checkColumnTypes } from './column-types.js';
 
 const MAX_KEY_COLUMNS = 32;
 const RESERVED = new Set([TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN]);
+/** PostgreSQL's system columns: a user column cannot have their names. */
+const SYSTEM_COLUMNS = new Set(['tableoid', 'xmin', 'cmin', 'xmax', 'cmax', 'ctid', 'oid']);
+
+/**
+ * SQLSTATEs by which PostgreSQL refuses a replica's DDL because of what the declaration says (a
+ * type with modifiers out of range, a clause where a type belongs): the caller's mistake, a 400.
+ * 42501 (insufficient privilege) and the rest stay server errors.
+ */
+const DECLARATION_REFUSED = new Set([
+  '42601', // syntax_error
+  '42611', // invalid_column_definition
+  '42704', // undefined_object (a type)
+  '42804', // datatype_mismatch
+  '42P16', // invalid_table_definition
+  '42P17', // invalid_object_definition
+  '42883', // undefined_function (a type without a btree operator class in the key)
+  '0A000', // feature_not_supported
+  '22023', // invalid_parameter_value (e.g. varchar(99999999))
+]);
 
 /** Validates a declaration's form; types are further resolved by the database. */
 export function checkDeclaration(d: TableDeclaration): void {
@@ -37,6 +59,7 @@ export function checkDeclaration(d: TableDeclaration): void {
   for (const c of d.columns) {
     if (c.name.length === 0 || Buffer.byteLength(c.name) > 63) bad(`column name ${JSON.stringify(c.name)} is empty or longer than 63 bytes`);
     if (RESERVED.has(c.name)) bad(`column name ${c.name} is reserved for the tenant columns`);
+    if (SYSTEM_COLUMNS.has(c.name)) bad(`column name ${c.name} is a PostgreSQL system column name`);
     if (seen.has(c.name)) bad(`duplicate column ${c.name}`);
     seen.add(c.name);
     if (!isSafeTypeName(c.type))
@@ -44,9 +67,24 @@ export function checkDeclaration(d: TableDeclaration): void {
   }
 }
 
-/** Refuses schemas the server keeps for itself or PostgreSQL's own. */
-export function checkSchemaName(table: TableName): void {
-  if (table.schema === 'tidemark' || table.schema.startsWith('pg_') || table.schema === 'information_schema')
+/** What the admin allows tenants to declare (server config). */
+export interface DeclarationPolicy {
+  /** Types outside pg_catalog's built-in data types that tenants may use, as `schema.name`. */
+  admittedTypes: ReadonlySet<string>;
+  /** Quota: tables one tenant (database) may declare. */
+  maxTables: number;
+  /** Quota: columns of one declared table, the version column included. */
+  maxColumns: number;
+}
+
+/**
+ * Refuses schemas the server keeps for itself or PostgreSQL's own: `tidemark`, the server role's
+ * own schema (`$user` on its search path, where unqualified names would resolve), `pg_*` and
+ * information_schema, in any letter case.
+ */
+export function checkSchemaName(table: TableName, serverRole: string): void {
+  const s = table.schema.toLowerCase();
+  if (s === 'tidemark' || s.startsWith('pg_') || s === 'information_schema' || table.schema === serverRole || s === serverRole.toLowerCase())
     throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `schema ${table.schema} is reserved`);
 }
 
@@ -97,18 +135,35 @@ async function checkCollation(client: pg.ClientBase, column: string, collation: 
   }
 }
 
-/** Creates a replica table with its key, version index and tenant wall, and records its declaration. */
-export async function createReplica(client: pg.ClientBase, table: TableName, d: TableDeclaration): Promise<void> {
-  for (const c of d.columns) {
-    const { rows } = await client.query<{ ok: boolean }>(/* sql */ `select to_regtype($1::text) is not null as ok`, [c.type]);
-    if (!rows[0]?.ok)
-      throw new ProtocolError(
-        ErrorCode.COLUMN_TYPE_UNSUPPORTED,
-        400,
-        `column ${c.name} has type ${c.type}, which the server database does not know: create it there as it is defined locally (an extension type such as citext or hstore: create extension; an enum or a domain: the same create type or create domain), then the next run declares the table again`,
-      );
-    if (c.collation) await checkCollation(client, c.name, c.collation);
+/**
+ * A name for an object derived from a table name (constraints, indexes): at most 63 bytes, and
+ * distinct for distinct tables although PostgreSQL would truncate long names to the same prefix.
+ */
+export function derivedName(table: TableName, suffix: string): string {
+  let base = '';
+  for (const ch of table.name) {
+    if (Buffer.byteLength(base + ch) > 40) break;
+    base += ch;
   }
+  const hash = createHash('sha256').update(`${table.schema}\0${table.name}`).digest('hex').slice(0, 8);
+  return `${base}_${hash}_${suffix}`;
+}
+
+/** Creates a replica table with its key, version index and tenant wall, and records its declaration. */
+export async function createReplica(client: pg.ClientBase, table: TableName, d: TableDeclaration, policy: DeclarationPolicy): Promise<void> {
+  try {
+    await createReplicaTable(client, table, d, policy);
+  } catch (e) {
+    const sqlstate = sqlstateOf(e);
+    if (sqlstate !== undefined && DECLARATION_REFUSED.has(sqlstate))
+      throw new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `the server database refused the declared columns: ${toError(e).message}`, { cause: e });
+    throw e;
+  }
+}
+
+async function createReplicaTable(client: pg.ClientBase, table: TableName, d: TableDeclaration, policy: DeclarationPolicy): Promise<void> {
+  await checkColumnTypes(client, d.columns, policy.admittedTypes);
+  for (const c of d.columns) if (c.collation) await checkCollation(client, c.name, c.collation);
   const t = qualified(table.schema, table.name);
   const exists = await client.query<{ ok: boolean }>(/* sql */ `select to_regclass($1::text) is not null as ok`, [t]);
   if (exists.rows[0]?.ok)
@@ -122,9 +177,8 @@ export async function createReplica(client: pg.ClientBase, table: TableName, d: 
   const collate = (c: ColumnSpec): string => (c.collation ? ` collate ${qualified(c.collation.schema, c.collation.name)}` : '');
   const columnDefs = d.columns.map((c) => `${ident(c.name)} ${c.type}${collate(c)}${c.notNull || d.keyColumns.includes(c.name) ? ' not null' : ''}`);
   const tenantKey = [ident(TENANT_CLIENT_COLUMN), ident(TENANT_DATABASE_COLUMN)];
-  const base = table.name.slice(0, 40);
-  const pkName = ident(`${base}_tidemark_pkey`);
-  const versionIndex = ident(`${base}_tidemark_version_idx`);
+  const pkName = ident(derivedName(table, 'tm_pkey'));
+  const versionIndex = ident(derivedName(table, 'tm_version_idx'));
   const tenantQual = `${ident(TENANT_CLIENT_COLUMN)} = current_setting('tidemark.client_id', true) and ${ident(TENANT_DATABASE_COLUMN)} = nullif(current_setting('tidemark.database_id', true), '')::uuid`;
   await client.query(/* sql */ `create schema if not exists ${ident(table.schema)}`);
   await client.query(/* sql */ `

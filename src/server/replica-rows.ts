@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 
-import { ErrorCode, ProtocolError, TidemarkError } from '../shared/errors.js';
+import { ErrorCode, InvariantError, ProtocolError, TidemarkError } from '../shared/errors.js';
 import { ident, SqlState, sqlstateOf, withTransaction } from '../shared/pg.js';
 import {
   type DeleteRequest,
@@ -22,9 +22,9 @@ import {
   type UploadResult,
   VERSION_COLUMN,
 } from '../shared/protocol.js';
-import { columnListSql } from '../shared/row-shape.js';
+import { columnListSql, type RowShape } from '../shared/row-shape.js';
 import type { PgReplicaCatalog } from './replica-catalog.js';
-import type { PgTableState } from './table-state.js';
+import { type PgTableState, stateKey, stateMaxVersionSql } from './table-state.js';
 import { enterTenant, type Tenant, tenantParams, tenantWhere } from './tenant-scope.js';
 
 /** Options of an upload (query parameters of POST .../tables/{table}). */
@@ -87,30 +87,39 @@ export class PgReplicaRows {
       // Key columns too: a key equal under its type or collation but spelled otherwise (citext, a
       // nondeterministic collation) takes the new spelling. An unchanged key keeps the update HOT.
       const sets = shape.columns.map((c) => `${ident(c.name)} = excluded.${ident(c.name)}`).join(', ');
-      let counts: { received: string; inserted: string; max_version: string | null } = { received: '0', inserted: '0', max_version: null };
+      const v = ident(VERSION_COLUMN);
+      let counts = { received: '0', inserted: '0', applied: '0', max_version: null as string | null };
       try {
         if (options.insertOnly) {
           const res = await client.query(
             /* sql */ `insert into ${shape.table} (${tenantCols}, ${cols}) select $1::text, $2::uuid, ${cols} from tidemark_stage`,
             tenantParams(tenant),
           );
-          const { rows } = await client.query<{ max_version: string | null }>(
-            /* sql */ `select max(${ident(VERSION_COLUMN)})::text as max_version from tidemark_stage`,
-          );
-          counts = { received: String(res.rowCount ?? 0), inserted: String(res.rowCount ?? 0), max_version: rows[0]?.max_version ?? null };
+          const { rows } = await client.query<{ max_version: string | null }>(/* sql */ `select max(${v})::text as max_version from tidemark_stage`);
+          const n = String(res.rowCount ?? 0);
+          counts = { received: n, inserted: n, applied: n, max_version: rows[0]?.max_version ?? null };
         } else {
-          const { rows } = await client.query<{ received: string; inserted: string; max_version: string | null }>(
+          // A late or replayed batch never replaces a newer row: the update applies only when the
+          // stored version is not above the sent one (equal versions: this, the newer request, wins).
+          // Skipped rows are not returned, so received minus applied counts the stale ones.
+          const { rows } = await client.query<{ received: string; inserted: string; applied: string; max_version: string | null }>(
             /* sql */ `
             with up as (
               insert into ${shape.table} as t (${tenantCols}, ${cols})
               select $1::text, $2::uuid, ${cols} from tidemark_stage
               on conflict (${[tenantCols, ...keys].join(', ')}) do update set ${sets}
+                where t.${v} <= excluded.${v}
               -- xmax = 0 on the new row version means it was inserted, not updated
-              returning (t.xmax = 0) as inserted, t.${ident(VERSION_COLUMN)} as v)
-            select count(*)::text as received, count(*) filter (where inserted)::text as inserted, max(v)::text as max_version from up`,
+              returning (t.xmax = 0) as inserted, t.${v} as v)
+            select (select count(*) from tidemark_stage)::text as received, count(*)::text as applied,
+                   count(*) filter (where inserted)::text as inserted, max(v)::text as max_version from up`,
             tenantParams(tenant),
           );
-          counts = rows[0] as typeof counts;
+          const r = rows[0];
+          if (!r) throw new InvariantError('an aggregate returned no row');
+          counts = r;
+          if (Number(r.applied) < Number(r.received))
+            counts.applied = String(Number(r.applied) + (await this.replaceForeignRows(client, tenant, table, shape)));
         }
       } catch (e) {
         rejected(e);
@@ -123,8 +132,29 @@ export class PgReplicaRows {
         settle: options.settle,
         maxModified: options.maxModified,
       });
-      return { rowsReceived: received, rowsInserted: inserted, rowsUpdated: received - inserted, summary };
+      // rowsReceived - rowsInserted - rowsUpdated rows were stale: a newer version was already here.
+      return { rowsReceived: received, rowsInserted: inserted, rowsUpdated: Number(counts.applied) - inserted, summary };
     });
+  }
+
+  /**
+   * The stale rows of a batch whose replica version is above anything tidemark ever applied for
+   * this tenant (the state row's max version) were not written by tidemark: someone edited the
+   * replica behind its back. The local row is the truth there, so a repair of such a row goes
+   * through. A separate statement, so its snapshot sees every upload that committed while the
+   * upsert waited for row locks (their rows and max version commit together). Returns the rows replaced.
+   */
+  private async replaceForeignRows(client: pg.ClientBase, tenant: Tenant, table: TableName, shape: RowShape): Promise<number> {
+    const v = ident(VERSION_COLUMN);
+    const matches = shape.keyColumns.map((k) => `t.${ident(k)} = s.${ident(k)}`).join(' and ');
+    const sets = shape.columns.filter((c) => !shape.keyColumns.includes(c.name)).map((c) => `${ident(c.name)} = s.${ident(c.name)}`);
+    const res = await client.query(
+      /* sql */ `
+      update ${shape.table} t set ${sets.join(', ')} from tidemark_stage s
+       where ${tenantWhere('t')} and ${matches} and t.${v} > s.${v} and t.${v} > coalesce((${stateMaxVersionSql}), -1)`,
+      stateKey(tenant, table),
+    );
+    return res.rowCount ?? 0;
   }
 
   /**
@@ -140,6 +170,8 @@ export class PgReplicaRows {
       let deleted = 0;
       const v = ident(VERSION_COLUMN);
       if ('keys' in request) {
+        if (request.keys.some((k) => k.key.length !== shape.keyColumns.length))
+          throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `each key to delete must have ${shape.keyColumns.length} values, one per key column`);
         if (request.keys.length > 0) {
           const params: unknown[] = tenantParams(tenant);
           const arrays = shape.keyColumns.map((_, i) => {

@@ -9,6 +9,8 @@ export interface ServerMetrics {
   rowsIngested: Counter;
   rowsDeleted: Counter<'reason'>;
   payloadBytes: Counter;
+  staleRows: Counter;
+  authFailures: Counter<'outcome'>;
 }
 
 /** Labels: route templates, methods, status classes and delete kinds only; never tenants or keys. */
@@ -47,6 +49,13 @@ export function createServerMetrics(sources: {
     registers: [registry],
   });
   for (const reason of ['keys', 'above_version', 'all']) rowsDeleted.inc({ reason }, 0);
+  const authFailures = new Counter({
+    name: MetricName.serverAuthFailuresTotal,
+    help: 'Failed authentications: rejected (unknown key, 401) or throttled (429, too many failures from the address or on the key prefix).',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  for (const outcome of ['rejected', 'throttled']) authFailures.inc({ outcome }, 0);
   return {
     registry,
     requestDuration: new Histogram({
@@ -58,6 +67,12 @@ export function createServerMetrics(sources: {
     }),
     rowsIngested: new Counter({ name: MetricName.serverRowsIngestedTotal, help: 'Rows applied by uploads.', registers: [registry] }),
     rowsDeleted,
+    authFailures,
     payloadBytes: new Counter({ name: MetricName.serverPayloadBytesTotal, help: 'Upload body bytes received (before decompression).', registers: [registry] }),
+    staleRows: new Counter({
+      name: MetricName.serverStaleRowsTotal,
+      help: 'Uploaded rows not applied because the replica already held a newer version (late or replayed uploads).',
+      registers: [registry],
+    }),
   };
 }

@@ -15,9 +15,12 @@ type Queryable = pg.Pool | pg.ClientBase;
 /** The one state row of a tenant's table: parameters $1..$4 of every statement below. */
 const STATE_KEY = /* sql */ `client_id = $1::text and database_id = $2::uuid and schema_name = $3::text and table_name = $4::text`;
 
-function stateKey(tenant: Tenant, table: TableName): [string, string, string, string] {
+export function stateKey(tenant: Tenant, table: TableName): [string, string, string, string] {
   return [tenant.clientId, tenant.databaseId, table.schema, table.name];
 }
+
+/** The state row's max version, as a scalar subquery over the state key ($1..$4). */
+export const stateMaxVersionSql = /* sql */ `select max_version from tidemark.table_state where ${STATE_KEY}`;
 
 const STATE_COLUMNS = /* sql */ `
   row_count::text, max_version::text, settled_version::text, settled_xmax::text, settled_xip::text[] as settled_xip,
@@ -99,6 +102,22 @@ export class PgTableState {
   }
 
   /**
+   * Tables the tenant has declared, counted under a lock on the tenant's row so that concurrent
+   * declarations of new tables take turns and cannot pass a quota together.
+   */
+  async countDeclaredLocked(client: pg.ClientBase, tenant: Tenant): Promise<number> {
+    await client.query(/* sql */ `select from tidemark.tenant_database where client_id = $1::text and database_id = $2::uuid for update`, [
+      tenant.clientId,
+      tenant.databaseId,
+    ]);
+    const { rows } = await client.query<{ n: string }>(
+      /* sql */ `select count(*)::text as n from tidemark.table_state where client_id = $1::text and database_id = $2::uuid`,
+      [tenant.clientId, tenant.databaseId],
+    );
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /**
    * Deletes and recounts hold the state row for their whole transaction; uploads lock it only by
    * their final update, so they load in parallel and take turns with these only to add their counts.
    */
@@ -155,10 +174,19 @@ export class PgTableState {
     return single(table, rows);
   }
 
-  /** Subtracts deleted rows; `maxVersionSql` recomputes the max version (it may use $1/$2, the tenant). */
+  /**
+   * Subtracts deleted rows; `maxVersionSql` recomputes the max version from the rows left (it may
+   * use $1/$2, the tenant). A delete never raises the max version: a row someone placed behind
+   * tidemark's back with a higher version must not become "newer than anything tidemark applied",
+   * which is how uploads recognise such a row (replica-rows.ts, replaceForeignRows).
+   */
   async subtractDeleted(client: pg.ClientBase, tenant: Tenant, table: TableName, deleted: number, maxVersionSql: string): Promise<void> {
     await client.query(
-      /* sql */ `update tidemark.table_state set row_count = row_count - $5::bigint, max_version = (${maxVersionSql}), updated_at = now() where ${STATE_KEY}`,
+      /* sql */ `
+      update tidemark.table_state
+         set row_count = row_count - $5::bigint, max_version = case when r.v is null then null else least(max_version, r.v) end, updated_at = now()
+        from (select (${maxVersionSql}) as v) r
+       where ${STATE_KEY}`,
       [...stateKey(tenant, table), deleted],
     );
   }

@@ -10,14 +10,19 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, type ManifestRequest, parseTableName, type TableName } from '../shared/protocol.js';
+import type { AuthGate } from './auth-throttle.js';
+import { endMarkerGuard } from './copy-guard.js';
+import { RetryLaterError } from './http-errors.js';
 import { declarationSchema, deleteSchema, manifestSchema, parse, resyncReportSchema, settleSchema } from './request-schemas.js';
 import type { ServerMetrics } from './server-metrics.js';
 import type { Tenant, TenantStore } from './tenant-store.js';
 
 export interface TenantRouteOptions {
   store: TenantStore;
+  authenticated: AuthGate;
   metrics: ServerMetrics;
   maxBodyBytes: number;
+  maxConcurrentRequests: number;
   leaseSeconds: number;
 }
 
@@ -43,13 +48,40 @@ function byteLimit(limit: number, onBytes?: (n: number) => void): Transform {
 export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteOptions): void {
   const { store, metrics } = options;
 
+  // Quota: requests in progress per tenant. A slot is freed once the answer is sent or the client
+  // went away (each hook may fire; the release runs once).
+  const inFlight = new Map<string, number>();
+  const releases = new WeakMap<FastifyRequest, () => void>();
+  const takeSlot = (req: FastifyRequest, tenant: Tenant): void => {
+    const n = inFlight.get(tenant.databaseId) ?? 0;
+    if (n >= options.maxConcurrentRequests)
+      throw new RetryLaterError(
+        ErrorCode.REQUEST_INVALID,
+        429,
+        `quota tenantMaxConcurrentRequests: at most ${options.maxConcurrentRequests} requests of this database at once`,
+        1,
+      );
+    inFlight.set(tenant.databaseId, n + 1);
+    releases.set(req, () => {
+      const left = (inFlight.get(tenant.databaseId) ?? 1) - 1;
+      if (left > 0) inFlight.set(tenant.databaseId, left);
+      else inFlight.delete(tenant.databaseId);
+    });
+  };
+  const release = async (req: FastifyRequest): Promise<void> => {
+    releases.get(req)?.();
+    releases.delete(req);
+  };
+  app.addHook('onResponse', release);
+  app.addHook('onRequestAbort', release);
   const authenticate = async (req: FastifyRequest<{ Params: TenantParams }>): Promise<{ tenant: Tenant; table: TableName }> => {
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
-    const tenant = await store.authenticate(given);
+    const tenant = await options.authenticated(req, given, () => store.authenticate(given));
     if (!tenant) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'unknown API key');
     if (tenant.clientId !== req.params.clientId || tenant.databaseId !== req.params.databaseId.toLowerCase())
       throw new ProtocolError(ErrorCode.AUTH_FORBIDDEN, 403, 'this API key is bound to another client or database');
+    takeSlot(req, tenant);
     return { tenant, table: parseTableName(req.params.table) };
   };
   const lease = async (req: FastifyRequest, tenant: Tenant): Promise<void> => {
@@ -87,8 +119,22 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
       if (encoding !== 'gzip' && encoding !== 'identity') throw new ProtocolError(ErrorCode.REQUEST_INVALID, 415, 'content-encoding must be gzip or identity');
       const raw = req.body as Readable;
       const counted = byteLimit(options.maxBodyBytes, (n) => metrics.payloadBytes.inc(n));
-      // pipeline() forwards a failure anywhere in the chain to its last stream, which the store reads.
-      const stream = encoding === 'gzip' ? pipeline(raw, counted, createGunzip(), byteLimit(options.maxBodyBytes), () => {}) : pipeline(raw, counted, () => {});
+      // The request stream is piped, not pipelined: a failure further down (COPY refused, the
+      // database gone) must not destroy the client's socket before it gets its answer. A failure of
+      // the request itself (the client went away) is forwarded down the chain to the store.
+      raw.on('error', (e) => counted.destroy(e));
+      raw.pipe(counted);
+      // pipeline() forwards a failure anywhere in the rest of the chain to its last stream, which the store reads.
+      const guard = endMarkerGuard();
+      if (encoding === 'gzip') {
+        const gunzip = createGunzip();
+        // Attached before pipeline() attaches its own: the store then sees a 400, not zlib's error.
+        gunzip.once('error', (e) =>
+          guard.destroy(new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `the body is not valid gzip (Content-Encoding: gzip): ${e.message}`)),
+        );
+        pipeline(counted, gunzip, byteLimit(options.maxBodyBytes), guard, () => {});
+      } else pipeline(counted, guard, () => {});
+      const stream = guard;
       const settle =
         q.settledVersion !== undefined
           ? { settledVersion: q.settledVersion, settledXmax: q.settledXmax ?? q.settledVersion, settledXip: q.settledXip ? q.settledXip.split(',') : [] }
@@ -98,7 +144,8 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
         ...(q.maxModified ? { maxModified: q.maxModified } : {}),
         insertOnly: q.insertOnly === 'true',
       });
-      metrics.rowsIngested.inc(result.rowsReceived);
+      metrics.rowsIngested.inc(result.rowsInserted + result.rowsUpdated);
+      metrics.staleRows.inc(result.rowsReceived - result.rowsInserted - result.rowsUpdated);
       return reply.send(result);
     },
   );

@@ -10,6 +10,9 @@ import { describe, expect, inject, it } from 'vitest';
 import { tablePath } from '../../src/shared/protocol.js';
 import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDatabase, type TestServer } from '../support/fixtures.js';
 
+/** Enums and extension types are replicated only where the admin admits them (docs/security.md). */
+const ADMITTED = ['public.mood', 'public.citext'];
+
 const CI = `create collation ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`;
 
 /** Server rows' (key, xmin): a row rewritten by an upload gets a new xmin. */
@@ -46,7 +49,7 @@ async function createLatin1Database(): Promise<TestDatabase> {
 describe('row hashes follow the canonical text on both sides', () => {
   it('an enum column and a nondeterministic collation: identical after a sync, and verifications re-upload nothing', async () => {
     await using local = await createDatabase('local');
-    await using server = await startTestServer();
+    await using server = await startTestServer({ admittedTypes: ADMITTED });
     // Different enum OIDs on each side: a dummy enum first on the server.
     await server.db.query(`create type dummy as enum ('x'); create type mood as enum ('sad', 'ok', 'happy'); ${CI}`);
     await local.query(`create type mood as enum ('sad', 'ok', 'happy'); ${CI}`);
@@ -104,7 +107,7 @@ describe('row hashes follow the canonical text on both sides', () => {
 
   it('a citext key whose case changes locally takes the new spelling on the cloud, and verify tells spellings apart', async () => {
     await using local = await createDatabase('local');
-    await using server = await startTestServer();
+    await using server = await startTestServer({ admittedTypes: ADMITTED });
     await server.db.query(`create extension citext`);
     await local.query(`create extension citext`);
     await local.query(`create table users (login citext primary key, n int not null)`);
@@ -132,7 +135,7 @@ describe('row hashes follow the canonical text on both sides', () => {
 
   it('values equal for their type but printed otherwise (numeric 1.0 and 1.00, -0, intervals, jsonb) are found and repaired', async () => {
     await using local = await createDatabase('local');
-    await using server = await startTestServer();
+    await using server = await startTestServer({ admittedTypes: ADMITTED });
     await local.query(`create table m (id int primary key, amount numeric, f float8, span interval, doc jsonb)`);
     await local.query(`insert into m select i, 1.0, 0, '1 day', '{"a": 1.0}' from generate_series(1, 200) i`);
     const reg = await server.register('acme');
@@ -159,7 +162,7 @@ describe('row hashes follow the canonical text on both sides', () => {
 
   it('a LATIN1 local database and a UTF-8 server hash non-ASCII text alike, with type hashing and text hashing', async () => {
     await using local = await createLatin1Database();
-    await using server = await startTestServer();
+    await using server = await startTestServer({ admittedTypes: ADMITTED });
     await local.query(`create table fast (id int primary key, name text, tag varchar(20), price numeric(10,2))`);
     await local.query(`create table slow (id int primary key, name text, amount numeric)`);
     await local.query(`insert into fast select i, 'café ' || i, 'naïve', i / 10.0 from generate_series(1, 200) i`);
@@ -185,7 +188,7 @@ describe('row hashes follow the canonical text on both sides', () => {
 
   it('types and collations the server database lacks: an error naming them and the fix', async () => {
     await using local = await createDatabase('local');
-    await using server = await startTestServer();
+    await using server = await startTestServer({ admittedTypes: ADMITTED });
     await local.query(`create type mood as enum ('sad', 'ok'); create extension citext; ${CI}`);
     await local.query(`create table feelings (id int primary key, feeling mood)`);
     await local.query(`create table logins (id int primary key, login citext)`);
@@ -205,7 +208,7 @@ describe('row hashes follow the canonical text on both sides', () => {
   });
 
   it('a hostile collation name reaches no SQL but a quoted lookup: 400, nothing changed', async () => {
-    await using server = await startTestServer();
+    await using server = await startTestServer({ admittedTypes: ADMITTED });
     const reg = await server.register('acme');
     const declaration = {
       columns: [

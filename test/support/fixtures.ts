@@ -69,7 +69,10 @@ export interface TestServer extends AsyncDisposable {
 export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
   const db = await createDatabase('server');
   const adminKey = `admin-${randomBytes(12).toString('hex')}`;
-  const config = loadServerConfig({ env: {}, flags: { databaseUrl: db.url, listen: '127.0.0.1:0', adminKey, logLevel: 'silent', ...overrides } });
+  const config = loadServerConfig({
+    env: {},
+    flags: { databaseUrl: db.url, listen: '127.0.0.1:0', adminKey, logLevel: 'silent', allowSuperuser: true, ...overrides },
+  });
   const server = await startServer(config, silentLogger);
   return {
     url: server.url,

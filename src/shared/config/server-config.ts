@@ -7,6 +7,13 @@ export const SERVER_DEFAULTS = {
   maxBodyBytes: 64 * 1024 * 1024,
   leaseSeconds: 300,
   poolMax: 20,
+  manifestMaxRows: 1_000_000,
+  manifestMaxBuckets: 2 ** 20,
+  authFailureLimit: 20,
+  authFailureWindowSeconds: 60,
+  tenantMaxTables: 1000,
+  tenantMaxColumns: 1600,
+  tenantMaxConcurrentRequests: 32,
 } as const;
 
 export const serverConfigSchema = z.object({
@@ -22,6 +29,38 @@ export const serverConfigSchema = z.object({
   leaseSeconds: z.coerce.number().positive().default(SERVER_DEFAULTS.leaseSeconds),
   /** Connections to the cloud database. */
   poolMax: z.coerce.number().int().min(2).default(SERVER_DEFAULTS.poolMax),
+  /** Most rows one manifest answer (level rows) may list; a request for more gets a 400 naming the limit. */
+  manifestMaxRows: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.manifestMaxRows),
+  /** Most bucket sums one manifest answer (level buckets) may hold (8 bytes each); default 2^20, what the agent asks at most. */
+  manifestMaxBuckets: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.manifestMaxBuckets),
+  /** Failed authentications per source address (or key prefix) within the window before 429s. */
+  authFailureLimit: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.authFailureLimit),
+  /** Seconds of the failed-authentication window (and the longest Retry-After it gives). */
+  authFailureWindowSeconds: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.authFailureWindowSeconds),
+  /** Quota: tables one registered database may declare (403 past it). */
+  tenantMaxTables: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.tenantMaxTables),
+  /** Quota: columns per declared table, the version column included (403 past it). */
+  tenantMaxColumns: z.coerce.number().int().min(2).max(1600).default(SERVER_DEFAULTS.tenantMaxColumns),
+  /** Quota: requests one registered database may have in progress at once (429 past it). */
+  tenantMaxConcurrentRequests: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.tenantMaxConcurrentRequests),
+  /**
+   * Column types beyond pg_catalog's built-in data types that tenants may declare (enums, domains,
+   * extension types), as `schema.name` (e.g. `public.citext`). Default none.
+   */
+  admittedTypes: z.array(z.string().min(1)).default([]),
+  /**
+   * Start even when the database role is a superuser or has BYPASSRLS (row-level security, the
+   * second tenant wall, then does not apply to the server). Default false: such a start is refused.
+   * Flag --allow-superuser, env TIDEMARK_ALLOW_SUPERUSER=1. For tests and the demo.
+   */
+  allowSuperuser: z
+    .union([z.boolean(), z.enum(['1', 'true', '0', 'false', ''])])
+    .default(false)
+    .transform((v) => v === true || v === '1' || v === 'true'),
+  /** HOST:PORT of a separate listener for /metrics; when set, the API listener does not serve /metrics. Default: none. */
+  metricsListen: z.string().optional(),
+  /** When set, /metrics requires `Authorization: Bearer <token>` (16+ characters). Default: none. */
+  metricsBearerToken: z.string().min(16, 'at least 16 characters').optional(),
   logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
 });
 
@@ -33,6 +72,9 @@ export const SERVER_ENV: EnvMap = {
   TIDEMARK_ADMIN_KEY: ['adminKey'],
   TIDEMARK_MAX_BODY_BYTES: ['maxBodyBytes'],
   TIDEMARK_LOG_LEVEL: ['logLevel'],
+  TIDEMARK_ALLOW_SUPERUSER: ['allowSuperuser'],
+  TIDEMARK_SERVER_METRICS_LISTEN: ['metricsListen'],
+  TIDEMARK_METRICS_BEARER_TOKEN: ['metricsBearerToken'],
 };
 
 export function loadServerConfig(sources: ConfigSources): Readonly<ServerConfig> {

@@ -30,5 +30,7 @@ export const MetricName = {
   serverPayloadBytesTotal: 'tidemark_server_payload_bytes_total',
   serverActiveTenants: 'tidemark_server_active_tenants',
   serverDbPoolConnections: 'tidemark_server_db_pool_connections',
+  serverStaleRowsTotal: 'tidemark_server_stale_rows_total',
+  serverAuthFailuresTotal: 'tidemark_server_auth_failures_total',
 } as const;
 export type MetricName = (typeof MetricName)[keyof typeof MetricName];
