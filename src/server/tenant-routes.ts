@@ -123,6 +123,15 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
       // database gone) must not destroy the client's socket before it gets its answer. A failure of
       // the request itself (the client went away) is forwarded down the chain to the store.
       raw.on('error', (e) => counted.destroy(e));
+      // A client that resets mid-body does not always make the request emit 'error', only 'close':
+      // without this, the half-fed COPY would wait for the rest forever, holding its connection
+      // and transaction (found by the fault-injection test).
+      const clientGone = (): void => {
+        if (!raw.readableEnded) counted.destroy(Object.assign(new Error('the client went away mid-body'), { code: 'ECONNRESET' }));
+      };
+      // It may have gone already, while the key and the lease were checked.
+      if (raw.destroyed) clientGone();
+      else raw.on('close', clientGone);
       raw.pipe(counted);
       // pipeline() forwards a failure anywhere in the rest of the chain to its last stream, which the store reads.
       const guard = endMarkerGuard();
