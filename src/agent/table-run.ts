@@ -120,7 +120,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
     }
 
     // 5. Counts, when rows may have been deleted; bisection when they differ.
-    const deletes = await local.catalog.deleteCounter(name);
+    const deletes = await local.catalog.changeCounters(name);
     const deletesMoved = state.lastDeleteCount !== deletes.deletes || state.lastStatsIdentity !== deletes.identity;
     const fullVerify = resync || restored || options.verifyAll === true;
     if (complete && !fullVerify && (options.checkCount || deletesMoved)) {

@@ -146,10 +146,14 @@ export class LocalSnapshot {
     return row && Number(row.position) === n + 1 ? { version: row.v, key: row.k } : null;
   }
 
-  /** The planner's estimate of the table's rows (pg_class.reltuples), for sizing verification slices. */
+  /**
+   * The planner's estimate of the table's rows (pg_class.reltuples, summed over the partitions of a
+   * partitioned table: its parent has no estimate of its own), for sizing verification slices.
+   */
   async estimatedRows(): Promise<number> {
     const { rows } = await this.client.query<{ n: number }>(
-      /* sql */ `select greatest(reltuples, 0)::float8 as n from pg_class where oid = to_regclass($1::text)`,
+      /* sql */ `select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 as n
+         from pg_partition_tree(to_regclass($1::text)) p join pg_class c on c.oid = p.relid where p.isleaf`,
       [this.table.shape.table],
     );
     return rows[0]?.n ?? 0;
