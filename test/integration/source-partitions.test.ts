@@ -7,7 +7,7 @@ import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDat
  * Runs SQL and then makes the session publish its statistics before answering: the flush happens
  * when the backend goes idle after the statement, so the counters are visible once this resolves.
  */
-export async function writeAndPublish(db: TestDatabase, sql: string): Promise<void> {
+async function writeAndPublish(db: TestDatabase, sql: string): Promise<void> {
   await db.query(`${sql}; select pg_stat_force_next_flush()`);
 }
 
