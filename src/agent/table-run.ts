@@ -11,6 +11,7 @@
 import type { Logger } from '../shared/logger.js';
 import type { TableName, TableSummary } from '../shared/protocol.js';
 import type { BatchTuner } from './batch-tuner.js';
+import { countCheckReasons, InsertCountingRemote } from './change-detection.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
 import { addUpload, big, incompleteError, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
@@ -39,15 +40,18 @@ export async function runTable(input: TableRunInput): Promise<void> {
   const label = result.table;
   const table = await local.catalog.describe(name);
   let summary = await remote.declare(name, table.declaration);
+  // Read before the snapshot: a write it counts is in the snapshot, so its row is uploaded this run.
+  const counters = await local.catalog.changeCounters(name);
   const snap = await local.openSnapshot(table);
   try {
     const { snapshot } = snap;
     const stats = await snap.stats();
     const localMax = stats.maxVersion;
     result.localMaxVersion = localMax;
+    const counting = new InsertCountingRemote(remote);
     const uploader = new Uploader({
       table,
-      remote,
+      remote: counting,
       history: local.history,
       quarantine: local.quarantine,
       quarantineRetry: settings.quarantine,
@@ -119,25 +123,29 @@ export async function runTable(input: TableRunInput): Promise<void> {
       if (saved) await local.state.saveUploadResume(name, null);
     }
 
-    // 5. Counts, when rows may have been deleted; bisection when they differ.
-    const deletes = await local.catalog.changeCounters(name);
-    const deletesMoved = state.lastDeleteCount !== deletes.deletes || state.lastStatsIdentity !== deletes.identity;
+    // 5. Counts, when rows may have gone (deletes, key changes: change-detection.ts); bisection when they differ.
+    const reasons = countCheckReasons(state, counters, counting.inserted);
     const fullVerify = resync || restored || options.verifyAll === true;
-    if (complete && !fullVerify && (options.checkCount || deletesMoved)) {
+    if (complete && !fullVerify && (options.checkCount || reasons.deletes || reasons.keyChanges)) {
+      if (reasons.keyChanges) log.info({ serverInserted: counting.inserted }, 'the server took more new keys than were inserted locally; comparing counts');
       summary = await checkCounts(ctx, summary);
-      await local.state.save(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
+      await local.state.save(name, { lastDeleteCount: counters.deletes, lastStatsIdentity: counters.identity, lastInsertCount: counters.inserts });
+    } else if (!fullVerify) {
+      // Cut short with keys changed: the counts are compared next run (a delete count never seen forces it).
+      await local.state.save(name, { lastInsertCount: counters.inserts, ...(reasons.keyChanges ? { lastDeleteCount: null } : {}) });
     }
 
     // 6. Whole-table verification (resync, restore, `verify`), or the next rolling slice.
     if (complete && fullVerify) {
       summary = await verifyAll(ctx, resync ? 'resync' : 'manifest', options);
-      if (!options.dryRun) await local.state.save(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
+      if (!options.dryRun)
+        await local.state.save(name, { lastDeleteCount: counters.deletes, lastStatsIdentity: counters.identity, lastInsertCount: counters.inserts });
     } else if (complete && settings.verificationPeriodHours > 0 && Date.now() < deadline) {
       summary = (await verifySlice(ctx)) ?? summary;
     }
 
-    // Convergence: everything up, nothing quarantined, and the remote holds what the snapshot holds.
-    if (result.localCount === null) result.localCount = await snap.count();
+    // Convergence: everything up, nothing quarantined, and the remote holds what the snapshot holds
+    // (counts compared when the counters said rows may have gone: an idle run counts nothing).
     result.remoteCount = summary.rowCount;
     result.remoteMaxVersion = summary.maxVersion;
     const quarantined = await local.quarantine.count(name);
@@ -147,7 +155,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
       complete &&
       result.error === undefined &&
       quarantined === 0 &&
-      result.localCount === summary.rowCount &&
+      (result.localCount === null || result.localCount === summary.rowCount) &&
       (summary.maxVersion ?? null) === (localMax ?? null);
     if (!complete) result.error = incompleteError(settings);
     log.info(

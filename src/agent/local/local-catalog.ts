@@ -11,6 +11,14 @@ import { type ColumnSpec, formatTableName, type TableDeclaration, type TableName
 import type { RowShape } from '../../shared/row-shape.js';
 import { stateTableExists } from './state-schema.js';
 
+/**
+ * The relations that hold a table's rows (`$1`: its qualified name): the table itself, or the leaf
+ * partitions of a partitioned one (pg_partition_tree lists nothing for a plain table).
+ */
+export const LEAVES_SQL = /* sql */ `
+  select p.relid::oid as oid from pg_partition_tree(to_regclass($1::text)) p where p.isleaf
+  union select c.oid from pg_class c where c.oid = to_regclass($1::text) and c.relkind = 'r'`;
+
 /** Write counters of a table from the statistics, as decimal strings (bigints). */
 export interface ChangeCounters {
   inserts: string;
@@ -118,12 +126,11 @@ export class PgLocalCatalog {
    */
   async changeCounters(table: TableName): Promise<ChangeCounters> {
     const { rows } = await this.pool.query<ChangeCounters>(
-      /* sql */ `select coalesce(sum(s.n_tup_ins), 0)::text as inserts, coalesce(sum(s.n_tup_del), 0)::text as deletes,
-              concat_ws('/', md5(string_agg(p.relid::oid::text || ':' || coalesce(pg_relation_filenode(p.relid)::text, ''), ',' order by p.relid::oid)),
+      /* sql */ `with leaves as (${LEAVES_SQL})
+       select coalesce(sum(s.n_tup_ins), 0)::text as inserts, coalesce(sum(s.n_tup_del), 0)::text as deletes,
+              concat_ws('/', md5(string_agg(l.oid::text || ':' || coalesce(pg_relation_filenode(l.oid)::text, ''), ',' order by l.oid)),
                         (select stats_reset::text from pg_stat_database where datname = current_database())) as identity
-         from pg_partition_tree(to_regclass($1::text)) p
-         left join pg_stat_user_tables s on s.relid = p.relid
-        where p.isleaf`,
+         from leaves l left join pg_stat_user_tables s on s.relid = l.oid`,
       [qualified(table.schema, table.name)],
     );
     return rows[0] ?? { inserts: '0', deletes: '0', identity: '' };

@@ -12,7 +12,7 @@ import copyStreams from 'pg-copy-streams';
 import { ident, PINNED_SETTINGS_SQL, type SqlType, wrapPgError } from '../../shared/pg.js';
 import { type Bound, formatTableName, type KeyRange, type ManifestRequest, type ManifestResponse, VERSION_COLUMN } from '../../shared/protocol.js';
 import { columnListSql, keyColumnSql, keyTextSql, manifestQuery, manifestResponse, orderSql, positionalBinder, rangeSql } from '../../shared/row-shape.js';
-import type { LocalTable } from './local-catalog.js';
+import { LEAVES_SQL, type LocalTable } from './local-catalog.js';
 
 export interface Snapshot {
   /** Every version below xmin is settled (committed or aborted). */
@@ -152,8 +152,7 @@ export class LocalSnapshot {
    */
   async estimatedRows(): Promise<number> {
     const { rows } = await this.client.query<{ n: number }>(
-      /* sql */ `select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 as n
-         from pg_partition_tree(to_regclass($1::text)) p join pg_class c on c.oid = p.relid where p.isleaf`,
+      /* sql */ `with leaves as (${LEAVES_SQL}) select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 as n from leaves l join pg_class c on c.oid = l.oid`,
       [this.table.shape.table],
     );
     return rows[0]?.n ?? 0;

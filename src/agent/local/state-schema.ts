@@ -42,6 +42,9 @@ const STATE_SCHEMA_SQL = /* sql */ `
   );
   alter table tidemark.table_state add column if not exists last_success_at timestamptz;
   alter table tidemark.table_state add column if not exists upload_resume jsonb;
+  alter table tidemark.table_state add column if not exists last_insert_count bigint;
+  alter table tidemark.table_state add column if not exists last_settled_version bigint;
+  alter table tidemark.table_state add column if not exists full_verify_pending boolean not null default false;
   create table if not exists tidemark.batch_history (
     id bigint generated always as identity primary key,
     schema_name text not null,

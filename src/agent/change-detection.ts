@@ -1,0 +1,62 @@
+/**
+ * What a run learns without scanning the table: whether rows may have disappeared locally, so that
+ * counts must be compared (an O(n) count, then a bisection only where they differ).
+ *
+ * Rows that disappear leave no new version behind, so the version scan cannot see them. Two kinds:
+ *  - deletes (in any partition): the statistics' delete counter moves, or their identity changes
+ *    (a partition attached, detached or truncated; statistics reset);
+ *  - key changes (an UPDATE of a primary key value): no delete is counted, but the new key reaches
+ *    the server as a new row. So when, over a run, the server inserted more rows than the local
+ *    insert counter grew, some of them were key changes, and the old keys must go. Statistics
+ *    published late err on the safe side (fewer local inserts: a count that finds nothing).
+ * An idle run reads a few counters: O(1) per partition, never a count.
+ */
+import type { ChangeCounters } from './local/local-catalog.js';
+import type { TableStateRow } from './local/table-state-store.js';
+import type { Remote, RemoteTraffic, UploadOptions } from './remote.js';
+
+export interface CountCheckReasons {
+  /** The delete counter or the statistics' identity moved since the last comparison. */
+  deletes: boolean;
+  /** The server inserted more rows than the local insert counter grew: keys changed. */
+  keyChanges: boolean;
+}
+
+/**
+ * Why the counts should be compared, from the counters read before this run's snapshot, the
+ * state of the last run, and the rows the server inserted in this run's uploads.
+ */
+export function countCheckReasons(state: TableStateRow, counters: ChangeCounters, serverInserted: number): CountCheckReasons {
+  const deletes = state.lastDeleteCount !== counters.deletes || state.lastStatsIdentity !== counters.identity;
+  const localInserted = state.lastInsertCount === null ? 0n : BigInt(counters.inserts) - BigInt(state.lastInsertCount);
+  return { deletes, keyChanges: BigInt(serverInserted) > localInserted };
+}
+
+/**
+ * The run's remote, adding up the rows the server inserted (new keys) in the answers to uploads.
+ * Everything else passes through.
+ */
+export class InsertCountingRemote implements Remote {
+  /** Rows the server inserted through this remote so far. */
+  inserted = 0;
+
+  constructor(private readonly inner: Remote) {}
+
+  get traffic(): RemoteTraffic {
+    return this.inner.traffic;
+  }
+  declare: Remote['declare'] = (table, declaration) => this.inner.declare(table, declaration);
+  summary: Remote['summary'] = (table) => this.inner.summary(table);
+  upload: Remote['upload'] = async (table, rows, options: UploadOptions) => {
+    const result = await this.inner.upload(table, rows, options);
+    this.inserted += result.rowsInserted;
+    return result;
+  };
+  delete: Remote['delete'] = (table, request) => this.inner.delete(table, request);
+  manifest: Remote['manifest'] = (table, request) => this.inner.manifest(table, request);
+  recount: Remote['recount'] = (table) => this.inner.recount(table);
+  reportResync: Remote['reportResync'] = (table, report) => this.inner.reportResync(table, report);
+  close(): void {
+    this.inner.close();
+  }
+}
