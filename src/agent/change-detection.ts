@@ -1,5 +1,6 @@
 /**
- * What a run learns without scanning the table: whether rows may have disappeared locally, so that
+ * What a run learns without scanning the table: whether the local database went back or moved
+ * (then the whole table is verified), and whether rows may have disappeared locally, so that
  * counts must be compared (an O(n) count, then a bisection only where they differ).
  *
  * Rows that disappear leave no new version behind, so the version scan cannot see them. Two kinds:
@@ -11,6 +12,8 @@
  *    published late err on the safe side (fewer local inserts: a count that finds nothing).
  * An idle run reads a few counters: O(1) per partition, never a count.
  */
+
+import type { TableSummary } from '../shared/protocol.js';
 import type { ChangeCounters } from './local/local-catalog.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import type { Remote, RemoteTraffic, UploadOptions } from './remote.js';
@@ -30,6 +33,30 @@ export function countCheckReasons(state: TableStateRow, counters: ChangeCounters
   const deletes = state.lastDeleteCount !== counters.deletes || state.lastStatsIdentity !== counters.identity;
   const localInserted = state.lastInsertCount === null ? 0n : BigInt(counters.inserts) - BigInt(state.lastInsertCount);
   return { deletes, keyChanges: BigInt(serverInserted) > localInserted };
+}
+
+/**
+ * Why the whole table must be verified because the local database is not where the server thinks
+ * it is, or null. Each of these is something a busy database cannot outrun:
+ *  - moved: rows carried versions from another cluster's transaction ids (a pg_dump/pg_restore
+ *    into a new initdb) and were re-stamped; the server holds them with the old versions;
+ *  - pending: such a verification was owed and has not finished yet;
+ *  - state_behind: the horizon the local database remembers settling is not the server's: the
+ *    local database went back (a file-level backup or PITR restore: tidemark's own state went back
+ *    with it), or a settle's answer was lost (the safe side);
+ *  - xid_behind: the local transaction ids are below the server's settled horizon.
+ */
+export function restoreReason(
+  state: TableStateRow,
+  summary: TableSummary,
+  snapshotXmin: string,
+  rebasedRows: number,
+): 'moved' | 'pending' | 'state_behind' | 'xid_behind' | null {
+  if (rebasedRows > 0) return 'moved';
+  if (state.fullVerifyPending) return 'pending';
+  if ((state.lastSettledVersion ?? '0') !== summary.settledVersion) return 'state_behind';
+  if (BigInt(snapshotXmin) < BigInt(summary.settledVersion)) return 'xid_behind';
+  return null;
 }
 
 /**

@@ -11,7 +11,7 @@
 import type { Logger } from '../shared/logger.js';
 import type { TableName, TableSummary } from '../shared/protocol.js';
 import type { BatchTuner } from './batch-tuner.js';
-import { countCheckReasons, InsertCountingRemote } from './change-detection.js';
+import { countCheckReasons, InsertCountingRemote, restoreReason } from './change-detection.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
 import { addUpload, big, incompleteError, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
@@ -42,6 +42,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
   let summary = await remote.declare(name, table.declaration);
   // Read before the snapshot: a write it counts is in the snapshot, so its row is uploaded this run.
   const counters = await local.catalog.changeCounters(name);
+  const rebased = await local.tracking.rebaseFutureVersions(table);
+  if (rebased > 0) log.warn({ rows: rebased }, 'rows carried versions from another cluster (a dump restored into a new one); re-stamped');
   const snap = await local.openSnapshot(table);
   try {
     const { snapshot } = snap;
@@ -63,11 +65,18 @@ export async function runTable(input: TableRunInput): Promise<void> {
     });
     const ctx: RunContext = { deps, table, snap, uploader, state, result, log };
     const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
-    // The xid counter never goes back, except when the database itself went back (a restored
-    // backup): then nothing the remote settled can be trusted, and the whole table is verified.
-    const restored = BigInt(snapshot.xmin) < BigInt(summary.settledVersion);
-    if (restored)
-      log.warn({ localHorizon: snapshot.xmin, remoteSettled: summary.settledVersion }, 'local database went back in time; verifying the whole table');
+    // The local database went back (a restored backup) or moved (another cluster): nothing the
+    // remote settled can be trusted, and the whole table is verified (change-detection.ts).
+    const why = restoreReason(state, summary, snapshot.xmin, rebased);
+    const restored = why !== null;
+    if (restored) {
+      log.warn(
+        { reason: why, localHorizon: snapshot.xmin, remoteSettled: summary.settledVersion },
+        'local database went back or moved; verifying the whole table',
+      );
+      // Owed until a verification finishes, whatever happens to this run.
+      if (!state.fullVerifyPending) await local.state.save(name, { fullVerifyPending: true });
+    }
 
     // Lag from the modified-time column: the newest local change against the newest on the server.
     const localModified = await stats.maxModifiedSince(summary.settledXmax ?? summary.settledVersion);
@@ -103,9 +112,10 @@ export async function runTable(input: TableRunInput): Promise<void> {
       }
     }
 
-    // 3. Remote rows above the local max version cannot exist locally.
+    // 3. Remote rows above the local max version cannot exist locally (after a restore or a move,
+    // the whole-table verification below sorts them out, without emptying the replica first).
     const remoteMax = big(summary.maxVersion);
-    if (remoteMax !== null && (localMax === null || remoteMax > BigInt(localMax))) {
+    if (!restored && remoteMax !== null && (localMax === null || remoteMax > BigInt(localMax))) {
       const del = await remote.delete(name, localMax === null ? { all: true } : { aboveVersion: localMax });
       result.rowsDeleted += del.rowsDeleted;
       metrics.rowsDeleted.inc({ table: label, reason: 'above_version' }, del.rowsDeleted);
@@ -120,6 +130,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
         timeoutMs: settings.batchTimeoutSeconds * 1000,
       });
       summary = settled.summary;
+      // Goes back with the local database: how a restored backup is told (change-detection.ts).
+      await local.state.save(name, { lastSettledVersion: summary.settledVersion });
       if (saved) await local.state.saveUploadResume(name, null);
     }
 
@@ -139,7 +151,12 @@ export async function runTable(input: TableRunInput): Promise<void> {
     if (complete && fullVerify) {
       summary = await verifyAll(ctx, resync ? 'resync' : 'manifest', options);
       if (!options.dryRun)
-        await local.state.save(name, { lastDeleteCount: counters.deletes, lastStatsIdentity: counters.identity, lastInsertCount: counters.inserts });
+        await local.state.save(name, {
+          lastDeleteCount: counters.deletes,
+          lastStatsIdentity: counters.identity,
+          lastInsertCount: counters.inserts,
+          fullVerifyPending: false,
+        });
     } else if (complete && settings.verificationPeriodHours > 0 && Date.now() < deadline) {
       summary = (await verifySlice(ctx)) ?? summary;
     }

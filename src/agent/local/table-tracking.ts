@@ -8,7 +8,7 @@
 import type pg from 'pg';
 
 import { ErrorCode, TidemarkError, toError } from '../../shared/errors.js';
-import { ident, qualified, type SqlIdent, withTransaction, wrapPgError } from '../../shared/pg.js';
+import { ident, identList, qualified, type SqlIdent, withTransaction, wrapPgError } from '../../shared/pg.js';
 import { formatTableName, type TableName, VERSION_COLUMN } from '../../shared/protocol.js';
 import { orderSql, type RowShape } from '../../shared/row-shape.js';
 import { type LocalTable, PgLocalCatalog } from './local-catalog.js';
@@ -21,6 +21,9 @@ export interface TrackOptions {
   /** A timestamp column bumped on every write (e.g. updated_at); lag in seconds is measured from it. */
   modifiedColumn?: string | undefined;
 }
+
+/** Rows re-stamped per transaction by rebaseFutureVersions. */
+const REBASE_BATCH = 5000;
 
 export class PgTableTracking {
   private readonly catalog: PgLocalCatalog;
@@ -97,6 +100,32 @@ export class PgTableTracking {
     // Step 3 is one transaction: the trigger and the record are there whole or not at all.
     for (const index of created.indexes) await this.pool.query(/* sql */ `drop index if exists ${index}`);
     if (!before.column) await this.pool.query(/* sql */ `alter table ${t} drop column if exists ${ident(VERSION_COLUMN)}`);
+  }
+
+  /**
+   * After a logical move to another cluster (pg_dump/pg_restore into a new initdb), rows carry
+   * versions from the old cluster's transaction ids, above every id of this one: every run would
+   * send them again, forever. Re-stamps those rows with the current transaction id, in batches of
+   * REBASE_BATCH rows (each its own short transaction, so writers wait little); returns how many.
+   * The check is one index probe: an idle run pays nothing more.
+   */
+  async rebaseFutureVersions(table: LocalTable): Promise<number> {
+    const { shape } = table;
+    const v = ident(VERSION_COLUMN);
+    // pg_current_snapshot's xmax assigns no transaction id (pg_current_xact_id would, every run).
+    const future = /* sql */ `${v} >= pg_snapshot_xmax(pg_current_snapshot())::text::bigint`;
+    const probe = await this.pool.query(/* sql */ `select 1 from ${shape.table} where ${future} limit 1`);
+    if (probe.rowCount === 0) return 0;
+    const keys = identList(shape.keyColumns);
+    let total = 0;
+    for (;;) {
+      const r = await this.pool.query(
+        /* sql */ `update ${shape.table} set ${v} = pg_current_xact_id()::text::bigint
+          where (${keys}) in (select ${keys} from ${shape.table} where ${future} limit ${REBASE_BATCH})`,
+      );
+      total += r.rowCount ?? 0;
+      if ((r.rowCount ?? 0) < REBASE_BATCH) return total;
+    }
   }
 
   async untrack(text: string): Promise<TableName> {
