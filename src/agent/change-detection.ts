@@ -16,7 +16,7 @@
 import type { TableSummary } from '../shared/protocol.js';
 import type { ChangeCounters } from './local/local-catalog.js';
 import type { TableStateRow } from './local/table-state-store.js';
-import type { Remote, RemoteTraffic, UploadOptions } from './remote.js';
+import type { Remote, UploadOptions } from './remote.js';
 
 export interface CountCheckReasons {
   /** The delete counter or the statistics' identity moved since the last comparison. */
@@ -60,30 +60,29 @@ export function restoreReason(
 }
 
 /**
- * The run's remote, adding up the rows the server inserted (new keys) in the answers to uploads.
- * Everything else passes through.
+ * The run's remote, adding up the rows the server inserted (new keys) in the answers to uploads;
+ * everything else passes through (a Proxy, so methods added to Remote pass through too).
+ * `onFirstInsert` runs before the first answer with inserted rows is counted: a run that fails
+ * after it cannot tell next run how many there were, so the caller marks the counts to be compared.
  */
-export class InsertCountingRemote implements Remote {
-  /** Rows the server inserted through this remote so far. */
-  inserted = 0;
-
-  constructor(private readonly inner: Remote) {}
-
-  get traffic(): RemoteTraffic {
-    return this.inner.traffic;
-  }
-  declare: Remote['declare'] = (table, declaration) => this.inner.declare(table, declaration);
-  summary: Remote['summary'] = (table) => this.inner.summary(table);
-  upload: Remote['upload'] = async (table, rows, options: UploadOptions) => {
-    const result = await this.inner.upload(table, rows, options);
-    this.inserted += result.rowsInserted;
+export function countingInserts(remote: Remote, onFirstInsert: () => Promise<void>): { remote: Remote; inserted: () => number } {
+  let inserted = 0;
+  let marked: Promise<void> | null = null;
+  const upload: Remote['upload'] = async (table, rows, options: UploadOptions) => {
+    const result = await remote.upload(table, rows, options);
+    if (result.rowsInserted > 0) {
+      marked ??= onFirstInsert();
+      await marked;
+    }
+    inserted += result.rowsInserted;
     return result;
   };
-  delete: Remote['delete'] = (table, request) => this.inner.delete(table, request);
-  manifest: Remote['manifest'] = (table, request) => this.inner.manifest(table, request);
-  recount: Remote['recount'] = (table) => this.inner.recount(table);
-  reportResync: Remote['reportResync'] = (table, report) => this.inner.reportResync(table, report);
-  close(): void {
-    this.inner.close();
-  }
+  const counted = new Proxy(remote, {
+    get(target, prop) {
+      if (prop === 'upload') return upload;
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return { remote: counted, inserted: () => inserted };
 }

@@ -11,7 +11,7 @@
 import type { Logger } from '../shared/logger.js';
 import type { TableName, TableSummary } from '../shared/protocol.js';
 import type { BatchTuner } from './batch-tuner.js';
-import { countCheckReasons, InsertCountingRemote, restoreReason } from './change-detection.js';
+import { countCheckReasons, countingInserts, restoreReason } from './change-detection.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
 import { addUpload, big, incompleteError, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
@@ -50,10 +50,11 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const stats = await snap.stats();
     const localMax = stats.maxVersion;
     result.localMaxVersion = localMax;
-    const counting = new InsertCountingRemote(remote);
+    // A run that fails after the server took new keys leaves the counts to be compared next run.
+    const counting = countingInserts(remote, () => local.state.save(name, { lastDeleteCount: null }));
     const uploader = new Uploader({
       table,
-      remote: counting,
+      remote: counting.remote,
       history: local.history,
       quarantine: local.quarantine,
       quarantineRetry: settings.quarantine,
@@ -136,15 +137,15 @@ export async function runTable(input: TableRunInput): Promise<void> {
     }
 
     // 5. Counts, when rows may have gone (deletes, key changes: change-detection.ts); bisection when they differ.
-    const reasons = countCheckReasons(state, counters, counting.inserted);
+    const reasons = countCheckReasons(state, counters, counting.inserted());
     const fullVerify = resync || restored || options.verifyAll === true;
     if (complete && !fullVerify && (options.checkCount || reasons.deletes || reasons.keyChanges)) {
-      if (reasons.keyChanges) log.info({ serverInserted: counting.inserted }, 'the server took more new keys than were inserted locally; comparing counts');
+      if (reasons.keyChanges) log.info({ serverInserted: counting.inserted() }, 'the server took more new keys than were inserted locally; comparing counts');
       summary = await checkCounts(ctx, summary);
       await local.state.save(name, { lastDeleteCount: counters.deletes, lastStatsIdentity: counters.identity, lastInsertCount: counters.inserts });
     } else if (!fullVerify) {
       // Cut short with keys changed: the counts are compared next run (a delete count never seen forces it).
-      await local.state.save(name, { lastInsertCount: counters.inserts, ...(reasons.keyChanges ? { lastDeleteCount: null } : {}) });
+      await local.state.save(name, { lastInsertCount: counters.inserts, lastDeleteCount: reasons.keyChanges ? null : state.lastDeleteCount });
     }
 
     // 6. Whole-table verification (resync, restore, `verify`), or the next rolling slice.

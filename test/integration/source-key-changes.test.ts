@@ -1,14 +1,16 @@
 import { describe, expect, it, vi } from 'vitest';
 
 import { LocalSnapshot } from '../../src/agent/local/local-snapshot.js';
+import type { Remote } from '../../src/agent/remote.js';
 import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDatabase } from '../support/fixtures.js';
+import { RecordingRemote } from '../support/recording-remote.js';
 
 /** Runs SQL and makes the session publish its statistics before answering (the flush happens when it goes idle). */
 async function writeAndPublish(db: TestDatabase, sql: string): Promise<void> {
   await db.query(`${sql}; select pg_stat_force_next_flush()`);
 }
 
-async function synced(rows: number) {
+async function synced(rows: number, options: { wrapRemote?: (remote: Remote) => Remote } = {}) {
   const local = await createDatabase('local');
   const server = await startTestServer();
   await local.query(`create table items (id int primary key, name text not null)`);
@@ -16,7 +18,7 @@ async function synced(rows: number) {
   await writeAndPublish(local, `insert into items select i, 'item ' || i from generate_series(1, ${rows}) i`);
   const reg = await server.register('acme');
   // Rolling verification off (the fixtures' default): only counts can see rows that went.
-  const agent = await startTestAgent(local, server, reg);
+  const agent = await startTestAgent(local, server, reg, {}, options);
   await agent.local.tracking.track('items');
   expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
   const same = async () =>
@@ -43,6 +45,24 @@ describe('key changes and deletes without a count every run', () => {
     const early = await agent.agent.tick({ checkCount: false });
     expect(early.tables[0]?.rowsDeleted).toBe(1);
     expect(early.converged).toBe(true);
+    await same();
+  });
+
+  it('compares counts after a run that failed once the server had taken a changed key', async () => {
+    let recording: RecordingRemote | undefined;
+    const { local, server, agent, same } = await synced(500, { wrapRemote: (r) => (recording = new RecordingRemote(r)) });
+    await using _l = local;
+    await using _s = server;
+    await using _a = agent;
+    await writeAndPublish(local, `update items set id = 9999 where id = 1`);
+    // The new key reaches the server, then the settle fails: the run ends there.
+    recording?.inject({ match: (c) => c.method === 'upload' && c.settle === true, errorClass: 'network' });
+    const failed = await agent.agent.tick({ checkCount: false });
+    expect(failed.tables[0]?.error?.code).toBe('TM_SERVER_UNAVAILABLE');
+    // The next run sends the row again (the server already has it: nothing inserted), and still removes the old key.
+    const next = await agent.agent.tick({ checkCount: false });
+    expect(next.tables[0]?.rowsDeleted).toBe(1);
+    expect(next.converged).toBe(true);
     await same();
   });
 
