@@ -144,7 +144,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
       summary = await checkCounts(ctx, summary);
       await local.state.save(name, { lastDeleteCount: counters.deletes, lastStatsIdentity: counters.identity, lastInsertCount: counters.inserts });
     } else if (!fullVerify) {
-      // Cut short with keys changed: the counts are compared next run (a delete count never seen forces it).
+      // No comparison this run: the insert counter moves on; keys changed in a run cut short are
+      // compared next run (a delete count never seen forces it); the mark of the first insert is undone.
       await local.state.save(name, { lastInsertCount: counters.inserts, lastDeleteCount: reasons.keyChanges ? null : state.lastDeleteCount });
     }
 
