@@ -13,6 +13,7 @@ import type { Logger } from '../shared/logger.js';
 import type { TableName, TableSummary } from '../shared/protocol.js';
 import type { BatchTuner } from './batch-tuner.js';
 import type { LocalTable } from './local/local-catalog.js';
+import { countCheckReasons, countingInserts, restoreReason } from './change-detection.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
 import type { RunBudget } from './run-budget.js';
@@ -42,6 +43,10 @@ export async function runTable(input: TableRunInput): Promise<void> {
   const label = result.table;
   const table = await local.catalog.describe(name);
   let summary = await remote.declare(name, table.declaration);
+  // Read before the snapshot: a write it counts is in the snapshot, so its row is uploaded this run.
+  const counters = await local.catalog.changeCounters(name);
+  const rebased = await local.tracking.rebaseFutureVersions(table);
+  if (rebased > 0) log.warn({ rows: rebased }, 'rows carried versions from another cluster (a dump restored into a new one); re-stamped');
   const snap = await local.openSnapshot(table);
   try {
     const { snapshot } = snap;
@@ -50,14 +55,23 @@ export async function runTable(input: TableRunInput): Promise<void> {
     result.localMaxVersion = localMax;
     const quarantinedRows = await local.quarantine.list(name, false);
     const quarantinedKeys = new Set(quarantinedRows.map((q) => JSON.stringify(q.key)));
-    const uploader = uploaderFor(deps, table, { tuner, log, budget, quarantinedKeys });
+    // A run that fails after the server took new keys leaves the counts to be compared next run.
+    const counting = countingInserts(remote, () => local.state.save(name, { lastDeleteCount: null }));
+    const uploader = uploaderFor({ ...deps, remote: counting.remote }, table, { tuner, log, budget, quarantinedKeys });
     const ctx: RunContext = { deps, table, snap, uploader, state, quarantinedKeys, result, log };
     const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
-    // The xid counter never goes back, except when the database itself went back (a restored
-    // backup): then nothing the remote settled can be trusted, and the whole table is verified.
-    const restored = BigInt(snapshot.xmin) < BigInt(summary.settledVersion);
-    if (restored)
-      log.warn({ localHorizon: snapshot.xmin, remoteSettled: summary.settledVersion }, 'local database went back in time; verifying the whole table');
+    // The local database went back (a restored backup) or moved (another cluster): nothing the
+    // remote settled can be trusted, and the whole table is verified (change-detection.ts).
+    const why = restoreReason(state, summary, snapshot.xmin, rebased);
+    const restored = why !== null;
+    if (restored) {
+      log.warn(
+        { reason: why, localHorizon: snapshot.xmin, remoteSettled: summary.settledVersion },
+        'local database went back or moved; verifying the whole table',
+      );
+      // Owed until a verification finishes, whatever happens to this run.
+      if (!state.fullVerifyPending) await local.state.save(name, { fullVerifyPending: true });
+    }
 
     // Lag from the modified-time column: the newest local change against the newest on the server.
     const localModified = await stats.maxModifiedSince(summary.settledXmax ?? summary.settledVersion);
@@ -97,9 +111,10 @@ export async function runTable(input: TableRunInput): Promise<void> {
       complete &&= s.complete;
     }
 
-    // 3. Remote rows above the local max version cannot exist locally.
+    // 3. Remote rows above the local max version cannot exist locally (after a restore or a move,
+    // the whole-table verification below sorts them out, without emptying the replica first).
     const remoteMax = big(summary.maxVersion);
-    if (remoteMax !== null && (localMax === null || remoteMax > BigInt(localMax))) {
+    if (!restored && remoteMax !== null && (localMax === null || remoteMax > BigInt(localMax))) {
       const del = await remote.delete(name, localMax === null ? { all: true } : { aboveVersion: localMax });
       result.rowsDeleted += del.rowsDeleted;
       metrics.rowsDeleted.inc({ table: label, reason: 'above_version' }, del.rowsDeleted);
@@ -114,28 +129,40 @@ export async function runTable(input: TableRunInput): Promise<void> {
         timeoutMs: settings.batchTimeoutSeconds * 1000,
       });
       summary = settled.summary;
+      // Goes back with the local database: how a restored backup is told (change-detection.ts).
+      await local.state.save(name, { lastSettledVersion: summary.settledVersion });
       if (resumeSaved) await local.state.saveUploadResume(name, null);
     }
 
-    // 5. Counts, when rows may have been deleted; bisection when they differ.
-    const deletes = await local.catalog.deleteCounter(name);
-    const deletesMoved = state.lastDeleteCount !== deletes.deletes || state.lastStatsIdentity !== deletes.identity;
+    // 5. Counts, when rows may have gone (deletes, key changes: change-detection.ts); bisection when they differ.
+    const reasons = countCheckReasons(state, counters, counting.inserted());
     const fullVerify = resync || restored || options.verifyAll === true;
-    if (complete && !fullVerify && (options.checkCount || deletesMoved)) {
+    if (complete && !fullVerify && (options.checkCount || reasons.deletes || reasons.keyChanges)) {
+      if (reasons.keyChanges) log.info({ serverInserted: counting.inserted() }, 'the server took more new keys than were inserted locally; comparing counts');
       summary = await checkCounts(ctx, summary);
-      await local.state.save(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
+      await local.state.save(name, { lastDeleteCount: counters.deletes, lastStatsIdentity: counters.identity, lastInsertCount: counters.inserts });
+    } else if (!fullVerify) {
+      // No comparison this run: the insert counter moves on; keys changed in a run cut short are
+      // compared next run (a delete count never seen forces it); the mark of the first insert is undone.
+      await local.state.save(name, { lastInsertCount: counters.inserts, lastDeleteCount: reasons.keyChanges ? null : state.lastDeleteCount });
     }
 
     // 6. Whole-table verification (resync, restore, `verify`), or the next rolling slice.
     if (complete && fullVerify) {
       summary = await verifyAll(ctx, resync ? 'resync' : 'manifest', options);
-      if (!options.dryRun) await local.state.save(name, { lastDeleteCount: deletes.deletes, lastStatsIdentity: deletes.identity });
+      if (!options.dryRun)
+        await local.state.save(name, {
+          lastDeleteCount: counters.deletes,
+          lastStatsIdentity: counters.identity,
+          lastInsertCount: counters.inserts,
+          fullVerifyPending: false,
+        });
     } else if (complete && settings.verificationPeriodHours > 0 && !budget.exhausted()) {
       summary = (await verifySlice(ctx)) ?? summary;
     }
 
-    // Convergence: everything up, nothing quarantined, and the remote holds what the snapshot holds.
-    if (result.localCount === null) result.localCount = await snap.count();
+    // Convergence: everything up, nothing quarantined, and the remote holds what the snapshot holds
+    // (counts compared when the counters said rows may have gone: an idle run counts nothing).
     result.remoteCount = summary.rowCount;
     result.remoteMaxVersion = summary.maxVersion;
     const quarantined = await local.quarantine.count(name);
@@ -145,7 +172,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
       complete &&
       result.error === undefined &&
       quarantined === 0 &&
-      result.localCount === summary.rowCount &&
+      (result.localCount === null || result.localCount === summary.rowCount) &&
       (summary.maxVersion ?? null) === (localMax ?? null);
     if (!complete) result.error ??= incompleteError(settings);
     log.info(

@@ -1,7 +1,7 @@
 /**
  * The local catalog: resolves table names in pg_catalog, reads a tracked table's shape (key, wire
  * column order) from pg_catalog and `tidemark.tracked_table`, lists the tracked tables, and reads
- * the delete counter that tells a run to compare counts. Reads only.
+ * the write counters that tell a run to compare counts. Reads only.
  */
 import type pg from 'pg';
 
@@ -10,6 +10,21 @@ import { qualified } from '../../shared/pg.js';
 import { type ColumnSpec, formatTableName, type TableDeclaration, type TableName, VERSION_COLUMN } from '../../shared/protocol.js';
 import type { RowShape } from '../../shared/row-shape.js';
 import { stateTableExists } from './state-schema.js';
+
+/**
+ * The relations that hold a table's rows (`$1`: its qualified name): the table itself, or the leaf
+ * partitions of a partitioned one (pg_partition_tree lists nothing for a plain table).
+ */
+export const LEAVES_SQL = /* sql */ `
+  select p.relid::oid as oid from pg_partition_tree(to_regclass($1::text)) p where p.isleaf
+  union select c.oid from pg_class c where c.oid = to_regclass($1::text) and c.relkind = 'r'`;
+
+/** Write counters of a table from the statistics, as decimal strings (bigints). */
+export interface ChangeCounters {
+  inserts: string;
+  deletes: string;
+  identity: string;
+}
 
 /** A tracked table, resolved from the catalog. */
 export interface LocalTable {
@@ -116,14 +131,21 @@ export class PgLocalCatalog {
     return { name, shape, declaration: { columns, keyColumns }, modifiedColumn: tracked.modified_column };
   }
 
-  /** Delete counter and the identity of the statistics (reset time, relfilenode): a change triggers a count check. */
-  async deleteCounter(table: TableName): Promise<{ deletes: string; identity: string }> {
-    const { rows } = await this.pool.query<{ deletes: string; identity: string }>(
-      /* sql */ `select coalesce(s.n_tup_del, 0)::text as deletes,
-              concat_ws('/', pg_relation_filenode(c.oid), (select stats_reset::text from pg_stat_database where datname = current_database())) as identity
-         from pg_class c left join pg_stat_user_tables s on s.relid = c.oid where c.oid = to_regclass($1::text)`,
+  /**
+   * The table's write counters from the statistics (summed over its partitions, for a partitioned
+   * table): inserts and deletes, and the identity of those statistics (the partitions and their
+   * files, the database's stats reset time). A change of deletes or identity, or fewer inserts than
+   * the server took, makes a run compare counts. O(partitions), never a scan.
+   */
+  async changeCounters(table: TableName): Promise<ChangeCounters> {
+    const { rows } = await this.pool.query<ChangeCounters>(
+      /* sql */ `with leaves as (${LEAVES_SQL})
+       select coalesce(sum(s.n_tup_ins), 0)::text as inserts, coalesce(sum(s.n_tup_del), 0)::text as deletes,
+              concat_ws('/', md5(string_agg(l.oid::text || ':' || coalesce(pg_relation_filenode(l.oid)::text, ''), ',' order by l.oid)),
+                        (select stats_reset::text from pg_stat_database where datname = current_database())) as identity
+         from leaves l left join pg_stat_user_tables s on s.relid = l.oid`,
       [qualified(table.schema, table.name)],
     );
-    return rows[0] ?? { deletes: '0', identity: '' };
+    return rows[0] ?? { inserts: '0', deletes: '0', identity: '' };
   }
 }

@@ -22,7 +22,7 @@ import {
   rangeSql,
   recordHashable,
 } from '../../shared/row-shape.js';
-import type { LocalTable } from './local-catalog.js';
+import { LEAVES_SQL, type LocalTable } from './local-catalog.js';
 
 export interface Snapshot {
   /** Every version below xmin is settled (committed or aborted). */
@@ -174,10 +174,13 @@ export class LocalSnapshot {
     return row && Number(row.position) === n + 1 ? { version: row.v, key: row.k } : null;
   }
 
-  /** The planner's estimate of the table's rows (pg_class.reltuples), for sizing verification slices. */
+  /**
+   * The planner's estimate of the table's rows (pg_class.reltuples, summed over the partitions of a
+   * partitioned table: its parent has no estimate of its own), for sizing verification slices.
+   */
   async estimatedRows(): Promise<number> {
     const { rows } = await this.client.query<{ n: number }>(
-      /* sql */ `select greatest(reltuples, 0)::float8 as n from pg_class where oid = to_regclass($1::text)`,
+      /* sql */ `with leaves as (${LEAVES_SQL}) select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 as n from leaves l join pg_class c on c.oid = l.oid`,
       [this.table.shape.table],
     );
     return rows[0]?.n ?? 0;

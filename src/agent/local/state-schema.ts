@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 
-import { withTransaction } from '../../shared/pg.js';
+import { qualified, sqlstateOf, withTransaction } from '../../shared/pg.js';
 
 const STATE_SCHEMA_SQL = /* sql */ `
   create schema if not exists tidemark;
@@ -42,6 +42,9 @@ const STATE_SCHEMA_SQL = /* sql */ `
   );
   alter table tidemark.table_state add column if not exists last_success_at timestamptz;
   alter table tidemark.table_state add column if not exists upload_resume jsonb;
+  alter table tidemark.table_state add column if not exists last_insert_count bigint;
+  alter table tidemark.table_state add column if not exists last_settled_version bigint;
+  alter table tidemark.table_state add column if not exists full_verify_pending boolean not null default false;
   create table if not exists tidemark.batch_history (
     id bigint generated always as identity primary key,
     schema_name text not null,
@@ -66,12 +69,41 @@ const STATE_SCHEMA_SQL = /* sql */ `
     primary key (schema_name, table_name, key_text)
   );`;
 
-/** Creates or upgrades the state schema; concurrent installers wait for each other. */
-export async function installStateSchema(pool: pg.Pool): Promise<void> {
+/** How long an upgrade waits for a tracked table's lock before leaving it for the next start. */
+const UPGRADE_LOCK_TIMEOUT = '5s';
+/** SQLSTATE 55P03: lock_timeout expired. */
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/**
+ * Creates or upgrades the state schema; concurrent installers wait for each other. Then upgrades
+ * the tracking of tables tracked by older versions: the version trigger fires ALWAYS (also in
+ * sessions with session_replication_role = replica). Returns the tables whose upgrade waited too
+ * long for their lock (busy writers): they are upgraded at the next start or `track`.
+ */
+export async function installStateSchema(pool: pg.Pool): Promise<{ notUpgraded: string[] }> {
   await withTransaction(pool, async (c) => {
     await c.query(/* sql */ `select pg_advisory_xact_lock(hashtext('tidemark.install'))`);
     await c.query(STATE_SCHEMA_SQL);
   });
+  const { rows } = await pool.query<{ schema_name: string; table_name: string }>(
+    /* sql */ `select t.schema_name, t.table_name from tidemark.tracked_table t
+       join pg_trigger g on g.tgrelid = to_regclass(format('%I.%I', t.schema_name, t.table_name)) and g.tgname = 'tidemark_stamp_version'
+      where g.tgenabled <> 'A' order by 1, 2`,
+  );
+  const notUpgraded: string[] = [];
+  for (const r of rows) {
+    try {
+      await withTransaction(pool, async (c) => {
+        await c.query(/* sql */ `select set_config('lock_timeout', $1::text, true)`, [UPGRADE_LOCK_TIMEOUT]);
+        // On a partitioned table this reaches every partition.
+        await c.query(/* sql */ `alter table ${qualified(r.schema_name, r.table_name)} enable always trigger tidemark_stamp_version`);
+      });
+    } catch (e) {
+      if (sqlstateOf(e) !== LOCK_NOT_AVAILABLE) throw e;
+      notUpgraded.push(`${r.schema_name}.${r.table_name}`);
+    }
+  }
+  return { notUpgraded };
 }
 
 /** Whether a table of the state schema exists yet (read-only commands run before any install). */

@@ -1,15 +1,26 @@
 /**
- * Per-table state of the agent in `tidemark.table_state`: the delete counter last seen, the
- * rolling verification cursor, when local and remote last matched, and where an interrupted upload
- * resumes. A run reads it once (`read`) and writes back only the fields it changed.
+ * Per-table state of the agent in `tidemark.table_state`: the write counters last seen, the
+ * horizon last settled and a whole-table verification owed, the rolling verification cursor, when
+ * local and remote last matched, and where an interrupted upload resumes. A run reads it once (`read`) and writes back only the fields it changed.
  */
 import type pg from 'pg';
 
 import type { Bound, TableName } from '../../shared/protocol.js';
 
 export interface TableStateRow {
+  /** The statistics' delete counter (summed over partitions) at the last count comparison. */
   lastDeleteCount: string | null;
   lastStatsIdentity: string | null;
+  /** The statistics' insert counter when the last run read it (change-detection.ts). */
+  lastInsertCount: string | null;
+  /**
+   * The horizon this agent last settled on the server, as the local database remembers it. It goes
+   * back with the database (a restored backup): a server that settled something else means the
+   * local database is not where it was (restore-detection.ts).
+   */
+  lastSettledVersion: string | null;
+  /** A whole-table verification is owed (a restore or a move was detected) and not done yet. */
+  fullVerifyPending: boolean;
   verifyCursor: Bound | null;
   verifyPassStartedAt: Date | null;
   verifyRowsDone: number;
@@ -38,13 +49,17 @@ export class PgTableStateStore {
     const { rows } = await this.pool.query<{
       last_delete_count: string | null;
       last_stats_identity: string | null;
+      last_insert_count: string | null;
+      last_settled_version: string | null;
+      full_verify_pending: boolean;
       verify_cursor: Bound | null;
       verify_pass_started_at: Date | null;
       verify_rows_done: string;
       last_success_at: Date | null;
       upload_resume: UploadResume | null;
     }>(
-      /* sql */ `select last_delete_count::text, last_stats_identity, verify_cursor, verify_pass_started_at, verify_rows_done::text, last_success_at, upload_resume
+      /* sql */ `select last_delete_count::text, last_stats_identity, last_insert_count::text, last_settled_version::text, full_verify_pending,
+              verify_cursor, verify_pass_started_at, verify_rows_done::text, last_success_at, upload_resume
          from tidemark.table_state where schema_name = $1::text and table_name = $2::text`,
       [table.schema, table.name],
     );
@@ -52,6 +67,9 @@ export class PgTableStateStore {
     return {
       lastDeleteCount: r?.last_delete_count ?? null,
       lastStatsIdentity: r?.last_stats_identity ?? null,
+      lastInsertCount: r?.last_insert_count ?? null,
+      lastSettledVersion: r?.last_settled_version ?? null,
+      fullVerifyPending: r?.full_verify_pending ?? false,
       verifyCursor: r?.verify_cursor ?? null,
       verifyPassStartedAt: r?.verify_pass_started_at ?? null,
       verifyRowsDone: Number(r?.verify_rows_done ?? 0),
@@ -60,28 +78,29 @@ export class PgTableStateStore {
     };
   }
 
-  async save(table: TableName, s: Partial<TableStateRow>): Promise<void> {
+  /** Writes the given fields (the others keep their values). */
+  async save(table: TableName, s: Partial<Omit<TableStateRow, 'lastSuccessAt' | 'uploadResume'>>): Promise<void> {
+    // Column names come from this fixed map, never from input; values are parameters.
+    const fields: { column: string; cast: string; value: unknown }[] = [];
+    const add = (column: string, cast: string, value: unknown): void => {
+      if (value !== undefined) fields.push({ column, cast, value });
+    };
+    add('last_delete_count', 'bigint', s.lastDeleteCount);
+    add('last_stats_identity', 'text', s.lastStatsIdentity);
+    add('last_insert_count', 'bigint', s.lastInsertCount);
+    add('last_settled_version', 'bigint', s.lastSettledVersion);
+    add('full_verify_pending', 'boolean', s.fullVerifyPending);
+    add('verify_cursor', 'jsonb', s.verifyCursor === undefined ? undefined : JSON.stringify(s.verifyCursor));
+    add('verify_pass_started_at', 'timestamptz', s.verifyPassStartedAt);
+    add('verify_rows_done', 'bigint', s.verifyRowsDone);
+    if (fields.length === 0) return;
+    const columns = fields.map((f) => f.column).join(', ');
+    const values = fields.map((f, i) => `$${i + 3}::${f.cast}`).join(', ');
+    const updates = fields.map((f) => `${f.column} = excluded.${f.column}`).join(', ');
     await this.pool.query(
-      /* sql */ `
-      insert into tidemark.table_state as t (schema_name, table_name, last_delete_count, last_stats_identity, verify_cursor, verify_pass_started_at, verify_rows_done)
-      values ($1::text, $2::text, $3::bigint, $4::text, $5::jsonb, $6::timestamptz, coalesce($7::bigint, 0))
-      on conflict (schema_name, table_name) do update set
-        last_delete_count = case when $8::boolean then excluded.last_delete_count else t.last_delete_count end,
-        last_stats_identity = case when $8::boolean then excluded.last_stats_identity else t.last_stats_identity end,
-        verify_cursor = case when $9::boolean then excluded.verify_cursor else t.verify_cursor end,
-        verify_pass_started_at = case when $9::boolean then excluded.verify_pass_started_at else t.verify_pass_started_at end,
-        verify_rows_done = case when $9::boolean then excluded.verify_rows_done else t.verify_rows_done end`,
-      [
-        table.schema,
-        table.name,
-        s.lastDeleteCount ?? null,
-        s.lastStatsIdentity ?? null,
-        s.verifyCursor === undefined ? null : JSON.stringify(s.verifyCursor),
-        s.verifyPassStartedAt ?? null,
-        s.verifyRowsDone ?? null,
-        s.lastDeleteCount !== undefined,
-        s.verifyCursor !== undefined,
-      ],
+      /* sql */ `insert into tidemark.table_state (schema_name, table_name, ${columns}) values ($1::text, $2::text, ${values})
+       on conflict (schema_name, table_name) do update set ${updates}`,
+      [table.schema, table.name, ...fields.map((f) => f.value)],
     );
   }
 
