@@ -9,6 +9,8 @@ import { ErrorCode, ProtocolError, TidemarkError, toError } from '../shared/erro
 import type { Logger } from '../shared/logger.js';
 import { COPY_CONTENT_TYPE, type ErrorBody } from '../shared/protocol.js';
 import { registerAdminRoutes } from './admin-routes.js';
+import { registerBundleRoutes } from './bundle-routes.js';
+import type { BundleStore } from './bundle-store.js';
 import type { ServerMetrics } from './server-metrics.js';
 import { registerTenantRoutes } from './tenant-routes.js';
 import type { TenantStore } from './tenant-store.js';
@@ -21,6 +23,8 @@ export interface AppOptions {
   leaseSeconds: number;
   log: Logger;
   ready: () => Promise<void>;
+  /** Offline sites' bundle imports (bundle-routes.ts); without it, the bundle routes are absent. */
+  bundles?: BundleStore;
 }
 
 const MAX_JSON_BYTES = 16 * 1024 * 1024;
@@ -94,5 +98,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log });
   registerTenantRoutes(app, options);
+  if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles });
   return app;
 }

@@ -4,6 +4,7 @@ import type { ServerConfig } from '../shared/config/server-config.js';
 import type { Logger } from '../shared/logger.js';
 import { createPool } from '../shared/pg.js';
 import { buildApp } from './app.js';
+import { PgBundleStore } from './bundle-store.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
 import { createServerMetrics } from './server-metrics.js';
@@ -33,6 +34,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       maxBodyBytes: config.maxBodyBytes,
       leaseSeconds: config.leaseSeconds,
       log,
+      bundles: new PgBundleStore(pool),
       ready: async () => {
         await pool.query('select 1');
       },
