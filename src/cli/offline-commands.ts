@@ -11,8 +11,9 @@ import type { Command } from 'commander';
 
 import { exportBundle } from '../agent/bundle-export.js';
 import { ConfigError, ErrorCode, ProtocolError, RetryableError } from '../shared/errors.js';
-import { BUNDLE_CONTENT_TYPE, type BundleReceipt, bundleImportResultSchema, bundleReceiptSchema } from '../shared/protocol/bundle.js';
+import { BUNDLE_CONTENT_TYPE, type BundleReceipt, bundleImportResultSchema, bundleReceiptSchema, bundleStatusSchema } from '../shared/protocol/bundle.js';
 import { adminPaths, CLIENT_ID_PATTERN, errorBodySchema, parseTableName } from '../shared/protocol.js';
+import { adminRequest } from './admin-client.js';
 import { adminConfigFrom, localPool, logger, splitList } from './common.js';
 
 interface ExportFlags {
@@ -131,5 +132,23 @@ export function offlineCommands(program: Command): void {
       const { receipt, ...result } = parsed.data;
       await writeFile(flags.receiptOut, `${JSON.stringify(receipt)}\n`);
       process.stdout.write(`${JSON.stringify({ ...result, receiptOut: flags.receiptOut })}\n`);
+      if (result.applied && !result.matches)
+        process.stderr.write(
+          'tidemark: warning: the cloud copy differs from what the bundle says the site held; unless the site synced online since the export, export once without --receipt\n',
+        );
+    });
+
+  program
+    .command('bundle-status')
+    .description('the last bundle a database imported and how old the cloud copy is by it; prints one JSON line')
+    .option('--config <file>', 'YAML file with serverUrl and adminKey (env TIDEMARK_CONFIG)')
+    .option('--server <url>', 'tidemark server URL (env TIDEMARK_SERVER_URL)')
+    .option('--admin-key <key>', 'admin API key (env TIDEMARK_ADMIN_KEY)')
+    .requiredOption('--client <id>', 'client id')
+    .requiredOption('--database-id <uuid>', 'database id')
+    .action(async (flags: { config?: string; server?: string; adminKey?: string; client: string; databaseId: string }) => {
+      const { serverUrl, adminKey } = adminConfigFrom(flags);
+      const status = await adminRequest(serverUrl, adminKey, 'GET', adminPaths.bundle(flags.client, flags.databaseId), undefined, bundleStatusSchema);
+      process.stdout.write(`${JSON.stringify(status)}\n`);
     });
 }

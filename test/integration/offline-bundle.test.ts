@@ -11,7 +11,6 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { adminRequest } from '../../src/cli/admin-client.js';
 import type { RegisterResult } from '../../src/shared/protocol.js';
 import { createDatabase, dumpRows, startTestServer, type TestDatabase, type TestServer } from '../support/fixtures.js';
 import { tidemark } from '../support/run-cli.js';
@@ -112,13 +111,20 @@ describe('offline sites: export and import by files', () => {
     expect((await s.importBundle('b5', 'r5')).json).toMatchObject({ applied: true, matches: true });
     await s.equal();
 
-    // The admin API shows the last bundle imported.
-    const status = await adminRequest<{ lastImport: { rows: number; sequence: string } | null; ageSeconds: number | null }>(
+    // The admin API (here through the CLI) shows the last bundle imported.
+    const shown = await tidemark([
+      'bundle-status',
+      '--server',
       server.url,
+      '--admin-key',
       server.adminKey,
-      'GET',
-      `/v1/admin/customers/${s.reg.clientId}/databases/${s.reg.databaseId}/bundle`,
-    );
+      '--client',
+      'acme',
+      '--database-id',
+      s.reg.databaseId,
+    ]);
+    expect(shown.code, shown.stderr).toBe(0);
+    const status = JSON.parse(shown.stdout) as { lastImport: { rows: number; sequence: string } | null; ageSeconds: number | null };
     expect(status.lastImport).toMatchObject({ rows: await countRows(local) });
     expect(status.ageSeconds).not.toBeNull();
   });
@@ -174,6 +180,27 @@ describe('offline sites: export and import by files', () => {
     }
     // The genuine one still applies afterwards.
     expect((await s.importBundle('b2', 'r2')).json).toMatchObject({ applied: true, matches: true });
+    await s.equal();
+  });
+
+  it('says when two bundles from one receipt leave the cloud different, and a bundle without a receipt repairs it', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    const s = await site(local, server);
+    await s.exportBundle('b1');
+    expect((await s.importBundle('b1', 'r1')).json).toMatchObject({ applied: true, matches: true });
+    // Both from r1: the row inserted for the first is gone before the second, whose bucket is back as r1 knew it.
+    await local.query(`insert into items values (5000, 'short-lived', 1)`);
+    await s.exportBundle('ba', 'r1');
+    expect((await s.importBundle('ba', 'ra')).json).toMatchObject({ applied: true, matches: true });
+    await local.query(`delete from items where id = 5000`);
+    expect(await s.exportBundle('bb', 'r1')).toMatchObject({ rows: 0, deletes: 0 });
+    const stale = await s.importBundle('bb', 'rb');
+    expect(stale.json).toMatchObject({ applied: true, matches: false });
+    expect(stale.stderr).toMatch(/export once without --receipt/);
+    // The full bundle repairs it.
+    await s.exportBundle('bc');
+    expect((await s.importBundle('bc', 'rc')).json).toMatchObject({ applied: true, matches: true, deletes: 1 });
     await s.equal();
   });
 
