@@ -63,6 +63,7 @@ export interface ExportResult {
 
 const DEFAULT_BATCH_BYTES = 4 * 1024 * 1024;
 const DEFAULT_BUCKETS_PER_FRAME = 32;
+const KEYS_PER_FRAME = 50_000;
 const NEWLINE = 0x0a;
 
 /** Writes frames to a file, HMAC-ing every byte, waiting on the disk when it lags. */
@@ -177,12 +178,15 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
         const all: KeyRange = { lower: null, upper: null };
         const bits = header.bucketBits;
         const base: Omit<ManifestRequest, 'level'> = { mode: 'hash', range: all, hashKind: 'text', bucketBits: bits };
-        const local = (await snap.manifest({ ...base, level: 'buckets' })).bucketHashes ?? '';
+        const level1 = await snap.manifest({ ...base, level: 'buckets' });
+        const local = level1.bucketHashes ?? '';
         const changed =
           known && receipt?.bucketBits === bits && known.bucketHashes.length === local.length
             ? differingBuckets(local, known.bucketHashes)
             : Array.from({ length: 2 ** bits }, (_, i) => i);
-        const per = options.bucketsPerFrame ?? DEFAULT_BUCKETS_PER_FRAME;
+        // About KEYS_PER_FRAME keys a frame, whole buckets each (a frame bounds memory on both sides).
+        const rowsPerBucket = Math.max(1, (level1.count ?? 0) / 2 ** bits);
+        const per = options.bucketsPerFrame ?? Math.max(1, Math.min(DEFAULT_BUCKETS_PER_FRAME, Math.floor(KEYS_PER_FRAME / rowsPerBucket)));
         for (let i = 0; i < changed.length; i += per) {
           const buckets = changed.slice(i, i + per);
           const answer = await snap.manifest({ ...base, mode: 'count', level: 'rows', buckets });
