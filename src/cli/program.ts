@@ -7,6 +7,7 @@ import { type DatabaseSide, describeError, EXIT_USAGE } from './common.js';
 import { configCommand } from './config-command.js';
 import { demoCommand } from './demo-command.js';
 import { inspectCommands } from './inspect-commands.js';
+import { offlineCommands } from './offline-commands.js';
 import { registerCommand } from './register-command.js';
 import { serverCommand } from './server-command.js';
 import { trackCommand } from './track-command.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   inspectCommands(program);
   configCommand(program);
   demoCommand(program);
+  offlineCommands(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
@@ -38,6 +40,7 @@ const DATABASE_SIDE: Readonly<Record<string, DatabaseSide>> = {
   agent: 'local database',
   status: 'local database',
   verify: 'local database',
+  export: 'local database',
 };
 
 /** Runs the CLI with these arguments; sets process.exitCode. */

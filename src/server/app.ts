@@ -11,6 +11,8 @@ import { classifyPgError, sqlstateOf } from '../shared/pg.js';
 import { COPY_CONTENT_TYPE, type ErrorBody } from '../shared/protocol.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { type AuthThrottle, authGate } from './auth-throttle.js';
+import { registerBundleRoutes } from './bundle-routes.js';
+import type { BundleStore } from './bundle-store.js';
 import { RetryLaterError } from './http-errors.js';
 import { registerMetricsRoute } from './metrics-route.js';
 import type { ServerMetrics } from './server-metrics.js';
@@ -31,6 +33,8 @@ export interface AppOptions {
   /** Whether this listener serves /metrics (false when it has its own listener). */
   metricsHere: boolean;
   metricsBearerToken?: string | undefined;
+  /** Offline sites' bundle imports (bundle-routes.ts); without it, the bundle routes are absent. */
+  bundles?: BundleStore;
 }
 
 const MAX_JSON_BYTES = 16 * 1024 * 1024;
@@ -138,5 +142,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const authenticated = authGate(options.authThrottle, metrics);
   registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated });
   registerTenantRoutes(app, { ...options, authenticated });
+  if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles });
   return app;
 }

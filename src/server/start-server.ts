@@ -8,6 +8,7 @@ import type { Logger } from '../shared/logger.js';
 import { classifyPgError, createPool } from '../shared/pg.js';
 import { buildApp } from './app.js';
 import { AuthThrottle } from './auth-throttle.js';
+import { PgBundleStore } from './bundle-store.js';
 import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
@@ -67,6 +68,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       log,
       metricsHere: config.metricsListen === undefined,
       metricsBearerToken: config.metricsBearerToken,
+      bundles: new PgBundleStore(pool),
       ready: async () => {
         await pool.query('select 1');
       },

@@ -20,6 +20,10 @@ export const ROUTES = {
   adminResync: '/v1/admin/customers/:clientId/databases/:databaseId/resync',
   /** GET every tenant. */
   adminTenants: '/v1/admin/tenants',
+  /** POST import an offline site's bundle (the tenant is in the bundle). */
+  adminBundles: '/v1/admin/bundles',
+  /** GET the last bundle a database imported. */
+  adminBundle: '/v1/admin/customers/:clientId/databases/:databaseId/bundle',
   healthz: '/healthz',
   readyz: '/readyz',
   metrics: '/metrics',
@@ -53,6 +57,8 @@ export const adminPaths = {
   database: (clientId: string, databaseId: string): string => buildPath('adminDatabase', { clientId, databaseId }),
   resync: (clientId: string, databaseId: string): string => buildPath('adminResync', { clientId, databaseId }),
   tenants: (): string => ROUTES.adminTenants,
+  bundles: (): string => ROUTES.adminBundles,
+  bundle: (clientId: string, databaseId: string): string => buildPath('adminBundle', { clientId, databaseId }),
 };
 
 /** Path of one of a table's routes (the table itself, or its manifest, recount or resync). */

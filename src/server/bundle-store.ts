@@ -1,0 +1,92 @@
+/**
+ * What the import of offline bundles keeps (README, Offline sites): the API key hash a bundle's MAC
+ * is checked with (read from `tidemark.tenant_database`, owned by pg-tenants.ts), and per database
+ * the last bundle imported (`tidemark.bundle_import`: its sequence refuses replays and older
+ * bundles; its figures feed the admin API). The table is created on first use, so the server's
+ * migration list is untouched (a later migration may adopt it: `create table if not exists`).
+ */
+import type pg from 'pg';
+
+import { withTransaction } from '../shared/pg.js';
+import type { Tenant } from './tenant-scope.js';
+
+export interface BundleImportRecord {
+  sequence: string;
+  createdAt: Date;
+  importedAt: Date;
+  rows: number;
+  deletes: number;
+  bytes: number;
+}
+
+export interface BundleStore {
+  /** The stored SHA-256 of the database's API key, or null when the database is not registered. */
+  apiKeyHash(clientId: string, databaseId: string): Promise<Buffer | null>;
+  lastImport(tenant: Tenant): Promise<BundleImportRecord | null>;
+  /** Records an import; false (nothing recorded) when one with this or a later sequence already is. */
+  recordImport(tenant: Tenant, record: Omit<BundleImportRecord, 'importedAt'>): Promise<boolean>;
+}
+
+export class PgBundleStore implements BundleStore {
+  private ready: Promise<void> | null = null;
+  constructor(private readonly pool: pg.Pool) {}
+
+  private ensureTable(): Promise<void> {
+    this.ready ??= withTransaction(this.pool, async (client) => {
+      await client.query(/* sql */ `select pg_advisory_xact_lock(hashtext('tidemark.migrate'))`);
+      await client.query(/* sql */ `
+        create table if not exists tidemark.bundle_import (
+          client_id text not null,
+          database_id uuid not null,
+          sequence bigint not null,
+          created_at timestamptz not null,
+          imported_at timestamptz not null default now(),
+          rows bigint not null,
+          deletes bigint not null,
+          bytes bigint not null,
+          primary key (client_id, database_id),
+          foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade
+        )`);
+    }).catch((e: unknown) => {
+      this.ready = null;
+      throw e;
+    });
+    return this.ready;
+  }
+
+  async apiKeyHash(clientId: string, databaseId: string): Promise<Buffer | null> {
+    const { rows } = await this.pool.query<{ api_key_hash: Buffer }>(
+      /* sql */ `select api_key_hash from tidemark.tenant_database where client_id = $1::text and database_id = $2::uuid`,
+      [clientId, databaseId],
+    );
+    return rows[0]?.api_key_hash ?? null;
+  }
+
+  async lastImport(tenant: Tenant): Promise<BundleImportRecord | null> {
+    await this.ensureTable();
+    const { rows } = await this.pool.query<{ sequence: string; created_at: Date; imported_at: Date; rows: string; deletes: string; bytes: string }>(
+      /* sql */ `select sequence::text, created_at, imported_at, rows::text, deletes::text, bytes::text
+                   from tidemark.bundle_import where client_id = $1::text and database_id = $2::uuid`,
+      [tenant.clientId, tenant.databaseId],
+    );
+    const r = rows[0];
+    return r
+      ? { sequence: r.sequence, createdAt: r.created_at, importedAt: r.imported_at, rows: Number(r.rows), deletes: Number(r.deletes), bytes: Number(r.bytes) }
+      : null;
+  }
+
+  async recordImport(tenant: Tenant, record: Omit<BundleImportRecord, 'importedAt'>): Promise<boolean> {
+    await this.ensureTable();
+    // One statement: the upsert only moves the sequence forward.
+    const { rowCount } = await this.pool.query(
+      /* sql */ `insert into tidemark.bundle_import as b (client_id, database_id, sequence, created_at, rows, deletes, bytes)
+                 values ($1::text, $2::uuid, $3::bigint, $4::timestamptz, $5::bigint, $6::bigint, $7::bigint)
+                 on conflict (client_id, database_id) do update
+                   set sequence = excluded.sequence, created_at = excluded.created_at, imported_at = now(),
+                       rows = excluded.rows, deletes = excluded.deletes, bytes = excluded.bytes
+                 where b.sequence < excluded.sequence`,
+      [tenant.clientId, tenant.databaseId, record.sequence, record.createdAt, record.rows, record.deletes, record.bytes],
+    );
+    return rowCount === 1;
+  }
+}
