@@ -45,6 +45,12 @@ export interface RowDiff {
   extra: { key: string[]; version: string }[];
   /** Same key, other version or content: upload the local row. */
   changed: string[][];
+  /**
+   * Changed rows whose remote version is above the local one (after a restore or a move to a new
+   * cluster): the server never lets an older version replace a newer one, so the repair deletes
+   * these by key and version before uploading the local rows.
+   */
+  superseded?: { key: string[]; version: string }[];
 }
 
 export interface DiffReport extends RowDiff {
@@ -150,7 +156,13 @@ export function compareRows(local: readonly ManifestRow[], remote: readonly Mani
     if (!r) into.missing.push(l[0]);
     else {
       remoteByKey.delete(id);
-      if (r[1] !== l[1] || r[2] !== l[2]) into.changed.push(l[0]);
+      if (r[1] !== l[1] || r[2] !== l[2]) {
+        into.changed.push(l[0]);
+        if (BigInt(r[1]) > BigInt(l[1])) {
+          into.superseded ??= [];
+          into.superseded.push({ key: r[0], version: r[1] });
+        }
+      }
     }
   }
   for (const r of remoteByKey.values()) into.extra.push({ key: r[0], version: r[1] });

@@ -56,8 +56,11 @@ export async function repair(ctx: RunContext, found: RowDiff, reason: 'manifest'
   let summary: TableSummary | null = null;
   if (found.missing.length || found.changed.length || found.extra.length)
     metrics.manifestMismatches.inc({ table: label }, found.missing.length + found.changed.length + found.extra.length);
-  for (let i = 0; i < found.extra.length; i += KEY_CHUNK) {
-    const del = await remote.delete(table.name, { keys: found.extra.slice(i, i + KEY_CHUNK) });
+  // Extra rows, and changed rows the server holds at a higher version than ours (it would keep
+  // them against an older upload): deleted by key and version, so a newer row placed meanwhile stays.
+  const toDelete = [...found.extra, ...(found.superseded ?? [])];
+  for (let i = 0; i < toDelete.length; i += KEY_CHUNK) {
+    const del = await remote.delete(table.name, { keys: toDelete.slice(i, i + KEY_CHUNK) });
     result.rowsDeleted += del.rowsDeleted;
     metrics.rowsDeleted.inc({ table: label, reason }, del.rowsDeleted);
     summary = del.summary;
