@@ -6,22 +6,28 @@
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { gzipSync } from 'node:zlib';
+import type { z } from 'zod';
 import type { AgentConfig } from '../shared/config/agent-config.js';
 import { ErrorCode } from '../shared/errors.js';
 import {
   COPY_CONTENT_TYPE,
   type DeleteRequest,
   type DeleteResult,
-  type ErrorBody,
+  deleteResultSchema,
+  errorBodySchema,
   HEADER_AGENT_ID,
   type ManifestRequest,
   type ManifestResponse,
+  manifestResponseSchema,
+  parseJsonBody,
   type ResyncReport,
   type TableDeclaration,
   type TableName,
   type TableSummary,
   tablePath,
+  tableSummarySchema,
   type UploadResult,
+  uploadResultSchema,
 } from '../shared/protocol.js';
 import { type ErrorClass, type Remote, RemoteError, type RemoteFactory, type RemoteTraffic, type UploadOptions } from './remote.js';
 
@@ -52,7 +58,14 @@ export class HttpRemote implements Remote {
     return `${this.base}${tablePath(this.options.clientId, this.options.databaseId, table)}${suffix}${q}`;
   }
 
-  private async request<T>(method: string, url: string, body: Buffer | string | undefined, headers: Record<string, string>, timeoutMs: number): Promise<T> {
+  private async request<S extends z.ZodType>(
+    schema: S,
+    method: string,
+    url: string,
+    body: Buffer | string | undefined,
+    headers: Record<string, string>,
+    timeoutMs: number,
+  ): Promise<z.output<S>> {
     this.traffic.requests++;
     const payload = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body) : body;
     this.traffic.bytesSent += payload?.length ?? 0;
@@ -69,13 +82,23 @@ export class HttpRemote implements Remote {
     }
     const { status: s, text } = res;
     this.traffic.bytesReceived += Buffer.byteLength(text);
-    if (s >= 200 && s < 300) return JSON.parse(text) as T;
+    if (s >= 200 && s < 300) {
+      try {
+        return parseJsonBody(schema, text, `answer to ${method} ${url}`);
+      } catch (e) {
+        throw new RemoteError(ErrorCode.SERVER_UNAVAILABLE, 'server_error', `the server's answer is not what the protocol says: ${(e as Error).message}`, {
+          cause: e,
+        });
+      }
+    }
     let code: ErrorCode = ErrorCode.INTERNAL;
     let message = `${method} ${url} answered ${s}`;
     try {
-      const parsed = JSON.parse(text) as ErrorBody;
-      code = parsed.error.code as ErrorCode;
-      message = parsed.error.message;
+      const parsed = errorBodySchema.safeParse(JSON.parse(text));
+      if (parsed.success) {
+        code = parsed.data.error.code as ErrorCode;
+        message = parsed.data.error.message;
+      }
     } catch {
       // not a tidemark error body (a proxy's page): keep the status line
     }
@@ -142,11 +165,11 @@ export class HttpRemote implements Remote {
   }
 
   declare(table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
-    return this.request('PUT', this.url(table), JSON.stringify(declaration), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
+    return this.request(tableSummarySchema, 'PUT', this.url(table), JSON.stringify(declaration), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
 
   summary(table: TableName): Promise<TableSummary> {
-    return this.request('GET', this.url(table), undefined, {}, JSON_TIMEOUT_MS);
+    return this.request(tableSummarySchema, 'GET', this.url(table), undefined, {}, JSON_TIMEOUT_MS);
   }
 
   /** Uploads one batch of COPY text; the server applies it whole or not at all. */
@@ -165,24 +188,31 @@ export class HttpRemote implements Remote {
       body = gzipSync(rows, { level: 1 });
       headers['content-encoding'] = 'gzip';
     }
-    return this.request('POST', this.url(table, '', q), body, headers, options.timeoutMs);
+    return this.request(uploadResultSchema, 'POST', this.url(table, '', q), body, headers, options.timeoutMs);
   }
 
   delete(table: TableName, request: DeleteRequest): Promise<DeleteResult> {
-    return this.request('DELETE', this.url(table), JSON.stringify(request), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
+    return this.request(deleteResultSchema, 'DELETE', this.url(table), JSON.stringify(request), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
 
   manifest(table: TableName, request: ManifestRequest): Promise<ManifestResponse> {
-    return this.request('POST', this.url(table, '/manifest'), JSON.stringify(request), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
+    return this.request(
+      manifestResponseSchema,
+      'POST',
+      this.url(table, '/manifest'),
+      JSON.stringify(request),
+      { 'content-type': 'application/json' },
+      JSON_TIMEOUT_MS,
+    );
   }
 
   /** Has the server recompute the table's count and max version from its rows. */
   recount(table: TableName): Promise<TableSummary> {
-    return this.request('POST', this.url(table, '/recount'), '{}', { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
+    return this.request(tableSummarySchema, 'POST', this.url(table, '/recount'), '{}', { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
 
   reportResync(table: TableName, report: ResyncReport): Promise<TableSummary> {
-    return this.request('PUT', this.url(table, '/resync'), JSON.stringify(report), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
+    return this.request(tableSummarySchema, 'PUT', this.url(table, '/resync'), JSON.stringify(report), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
 }
 

@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { parseTableName } from '../shared/protocol.js';
+import { parseTableName, ROUTES } from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
 import { clientIdSchema, databaseIdSchema, parse, registerSchema, resyncRequestSchema } from './request-schemas.js';
 import type { TenantStore } from './tenant-store.js';
@@ -25,7 +25,7 @@ export function registerAdminRoutes(app: FastifyInstance, options: { store: Tena
   const clientIdOf = (s: string): string => parse(clientIdSchema, s, 'clientId');
   const databaseIdOf = (s: string): string => parse(databaseIdSchema, s, 'databaseId').toLowerCase();
 
-  app.post<{ Params: { clientId: string }; Body: unknown }>('/v1/admin/customers/:clientId/databases', { preHandler: requireAdmin }, async (req, reply) => {
+  app.post<{ Params: { clientId: string }; Body: unknown }>(ROUTES.adminDatabases, { preHandler: requireAdmin }, async (req, reply) => {
     const clientId = clientIdOf(req.params.clientId);
     const { name } = parse(registerSchema, req.body, 'body');
     const result = await store.registerDatabase(clientId, name);
@@ -33,29 +33,21 @@ export function registerAdminRoutes(app: FastifyInstance, options: { store: Tena
     return reply.code(201).send(result);
   });
 
-  app.post<{ Params: { clientId: string; databaseId: string }; Body: unknown }>(
-    '/v1/admin/customers/:clientId/databases/:databaseId/resync',
-    { preHandler: requireAdmin },
-    async (req, reply) => {
-      const clientId = clientIdOf(req.params.clientId);
-      const databaseId = databaseIdOf(req.params.databaseId);
-      const body = parse(resyncRequestSchema, req.body ?? undefined, 'body');
-      const tables = body?.tables ? body.tables.map((t) => parseTableName(t)) : null;
-      const flagged = await store.requestResync(clientId, databaseId, tables);
-      if (flagged.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 404, 'no matching declared table for this database');
-      log.info({ clientId, databaseId, tables: flagged }, 'resync requested');
-      return reply.code(202).send({ tables: flagged });
-    },
-  );
+  app.post<{ Params: { clientId: string; databaseId: string }; Body: unknown }>(ROUTES.adminResync, { preHandler: requireAdmin }, async (req, reply) => {
+    const clientId = clientIdOf(req.params.clientId);
+    const databaseId = databaseIdOf(req.params.databaseId);
+    const body = parse(resyncRequestSchema, req.body ?? undefined, 'body');
+    const tables = body?.tables ? body.tables.map((t) => parseTableName(t)) : null;
+    const flagged = await store.requestResync(clientId, databaseId, tables);
+    if (flagged.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 404, 'no matching declared table for this database');
+    log.info({ clientId, databaseId, tables: flagged }, 'resync requested');
+    return reply.code(202).send({ tables: flagged });
+  });
 
-  app.get('/v1/admin/tenants', { preHandler: requireAdmin }, async () => ({ tenants: await store.listTenants() }));
-  app.get<{ Params: { clientId: string; databaseId: string } }>(
-    '/v1/admin/customers/:clientId/databases/:databaseId',
-    { preHandler: requireAdmin },
-    async (req) => {
-      const [tenant] = await store.listTenants(clientIdOf(req.params.clientId), databaseIdOf(req.params.databaseId));
-      if (!tenant) throw new ProtocolError(ErrorCode.NOT_FOUND, 404, 'no such client/database');
-      return tenant;
-    },
-  );
+  app.get(ROUTES.adminTenants, { preHandler: requireAdmin }, async () => ({ tenants: await store.listTenants() }));
+  app.get<{ Params: { clientId: string; databaseId: string } }>(ROUTES.adminDatabase, { preHandler: requireAdmin }, async (req) => {
+    const [tenant] = await store.listTenants(clientIdOf(req.params.clientId), databaseIdOf(req.params.databaseId));
+    if (!tenant) throw new ProtocolError(ErrorCode.NOT_FOUND, 404, 'no such client/database');
+    return tenant;
+  });
 }

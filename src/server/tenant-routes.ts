@@ -9,7 +9,7 @@ import { createGunzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
-import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, type ManifestRequest, parseTableName, type TableName } from '../shared/protocol.js';
+import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, parseTableName, ROUTES, type TableName } from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
 import { endMarkerGuard } from './copy-guard.js';
 import { RetryLaterError } from './http-errors.js';
@@ -91,7 +91,7 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
     const heldUntil = await store.acquireLease(tenant, agentId, options.leaseSeconds);
     if (heldUntil) throw new ProtocolError(ErrorCode.LEASE_HELD, 409, `another agent holds this database's lease until ${heldUntil.toISOString()}`);
   };
-  const tablePath = '/v1/customers/:clientId/databases/:databaseId/tables/:table';
+  const tablePath = ROUTES.table;
 
   app.get<{ Params: TenantParams }>(tablePath, async (req) => {
     const { tenant, table } = await authenticate(req);
@@ -169,20 +169,20 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
     return result;
   });
 
-  app.post<{ Params: TenantParams; Body: unknown }>(`${tablePath}/manifest`, async (req) => {
+  app.post<{ Params: TenantParams; Body: unknown }>(ROUTES.tableManifest, async (req) => {
     const { tenant, table } = await authenticate(req);
     // zod's optional properties admit undefined; ManifestRequest's (exactOptionalPropertyTypes) do not.
-    const request = parse(manifestSchema, req.body, 'manifest request') as ManifestRequest;
+    const request = parse(manifestSchema, req.body, 'manifest request');
     return store.manifest(tenant, table, request);
   });
 
-  app.post<{ Params: TenantParams }>(`${tablePath}/recount`, async (req) => {
+  app.post<{ Params: TenantParams }>(ROUTES.tableRecount, async (req) => {
     const { tenant, table } = await authenticate(req);
     await lease(req, tenant);
     return store.recount(tenant, table);
   });
 
-  app.put<{ Params: TenantParams; Body: unknown }>(`${tablePath}/resync`, async (req) => {
+  app.put<{ Params: TenantParams; Body: unknown }>(ROUTES.tableResync, async (req) => {
     const { tenant, table } = await authenticate(req);
     await lease(req, tenant);
     const report = parse(resyncReportSchema, req.body, 'resync report');
