@@ -56,19 +56,28 @@ export async function repair(ctx: RunContext, found: RowDiff, reason: 'manifest'
   let summary: TableSummary | null = null;
   if (found.missing.length || found.changed.length || found.extra.length)
     metrics.manifestMismatches.inc({ table: label }, found.missing.length + found.changed.length + found.extra.length);
-  // Extra rows, and changed rows the server holds at a higher version than ours (it would keep
-  // them against an older upload): deleted by key and version, so a newer row placed meanwhile stays.
-  const toDelete = [...found.extra, ...(found.superseded ?? [])];
-  for (let i = 0; i < toDelete.length; i += KEY_CHUNK) {
-    const del = await remote.delete(table.name, { keys: toDelete.slice(i, i + KEY_CHUNK) });
-    result.rowsDeleted += del.rowsDeleted;
-    metrics.rowsDeleted.inc({ table: label, reason }, del.rowsDeleted);
-    summary = del.summary;
-  }
+  const deleteKeys = async (rows: { key: string[]; version: string }[]): Promise<void> => {
+    for (let i = 0; i < rows.length; i += KEY_CHUNK) {
+      const del = await remote.delete(table.name, { keys: rows.slice(i, i + KEY_CHUNK) });
+      result.rowsDeleted += del.rowsDeleted;
+      metrics.rowsDeleted.inc({ table: label, reason }, del.rowsDeleted);
+      summary = del.summary;
+    }
+  };
+  const uploadKeys = async (keys: string[][]): Promise<void> => {
+    for (let i = 0; i < keys.length; i += KEY_CHUNK) addUpload(ctx, await uploader.upload(await snap.copyOutKeys(keys.slice(i, i + KEY_CHUNK))));
+  };
+  // Deletes are by key and version, so a newer row an upload placed meanwhile stays.
+  await deleteKeys(found.extra);
   const keys = [...found.missing, ...found.changed];
-  for (let i = 0; i < keys.length; i += KEY_CHUNK) {
-    const s = await uploader.upload(await snap.copyOutKeys(keys.slice(i, i + KEY_CHUNK)));
-    addUpload(ctx, s);
+  await uploadKeys(keys);
+  // Changed rows the server holds at a higher version than ours (after a restore or a move to a
+  // new cluster) were kept by its version guard: deleted, then sent again. Last, so the replica is
+  // short of only these rows, and only for a moment.
+  const superseded = found.superseded ?? [];
+  if (superseded.length) {
+    await deleteKeys(superseded);
+    await uploadKeys(superseded.map((r) => r.key));
   }
   return keys.length || !summary ? remote.summary(table.name) : summary;
 }

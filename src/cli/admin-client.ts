@@ -36,27 +36,12 @@ export async function adminRequest<T = unknown>(
   schema?: z.ZodType<T>,
 ): Promise<T> {
   const url = `${serverUrl.replace(/\/+$/, '')}${path}`;
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method,
-      headers: { authorization: `Bearer ${adminKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(ADMIN_TIMEOUT_MS),
-    });
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new RetryableError(ErrorCode.SERVER_UNAVAILABLE, `server unreachable at ${serverUrl}${cause ? ` (${cause.code ?? cause.message})` : ''}`, {
-      cause: e,
-    });
-  }
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
+  const { res, json } = await fetchAdmin(serverUrl, url, {
+    method,
+    headers: { authorization: `Bearer ${adminKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    signal: AbortSignal.timeout(ADMIN_TIMEOUT_MS),
+  });
   if (!res.ok) {
     const parsed = errorBodySchema.safeParse(json);
     // The server says "required" for a missing and a wrong key alike; the CLI always sends one.
@@ -97,4 +82,28 @@ export function tenantInfo(serverUrl: string, adminKey: string, clientId: string
 /** Every tenant. */
 export function listTenants(serverUrl: string, adminKey: string): Promise<TenantList> {
   return adminRequest(serverUrl, adminKey, 'GET', adminPaths.tenants(), undefined, tenantListSchema);
+}
+
+/**
+ * Sends one admin request: an unreachable server is a RetryableError; the answer's body comes back
+ * parsed as JSON (undefined when it is not JSON, e.g. a proxy's page).
+ */
+export async function fetchAdmin(serverUrl: string, url: string, init: RequestInit): Promise<{ res: Response; json: unknown }> {
+  let res: Response;
+  try {
+    res = await fetch(url, init);
+  } catch (e) {
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    throw new RetryableError(ErrorCode.SERVER_UNAVAILABLE, `server unreachable at ${serverUrl}${cause ? ` (${cause.code ?? cause.message})` : ''}`, {
+      cause: e,
+    });
+  }
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { res, json };
 }

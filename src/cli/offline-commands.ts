@@ -10,10 +10,10 @@ import { Readable } from 'node:stream';
 import type { Command } from 'commander';
 
 import { exportBundle } from '../agent/bundle-export.js';
-import { ConfigError, ErrorCode, ProtocolError, RetryableError } from '../shared/errors.js';
+import { ConfigError, ErrorCode, ProtocolError } from '../shared/errors.js';
 import { BUNDLE_CONTENT_TYPE, type BundleReceipt, bundleImportResultSchema, bundleReceiptSchema, bundleStatusSchema } from '../shared/protocol/bundle.js';
 import { adminPaths, CLIENT_ID_PATTERN, errorBodySchema, parseTableName } from '../shared/protocol.js';
-import { adminRequest } from './admin-client.js';
+import { adminRequest, fetchAdmin } from './admin-client.js';
 import { adminConfigFrom, localPool, logger, splitList } from './common.js';
 
 interface ExportFlags {
@@ -47,27 +47,12 @@ async function readReceipt(path: string): Promise<BundleReceipt> {
 async function postBundle(serverUrl: string, adminKey: string, path: string): Promise<unknown> {
   const url = `${serverUrl.replace(/\/+$/, '')}${adminPaths.bundles()}`;
   await stat(path); // a missing file fails here with its name, before any request
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${adminKey}`, 'content-type': BUNDLE_CONTENT_TYPE },
-      body: Readable.toWeb(createReadStream(path)) as ReadableStream<Uint8Array>,
-      duplex: 'half',
-    } as RequestInit & { duplex: 'half' });
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new RetryableError(ErrorCode.SERVER_UNAVAILABLE, `server unreachable at ${serverUrl}${cause ? ` (${cause.code ?? cause.message})` : ''}`, {
-      cause: e,
-    });
-  }
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
+  const { res, json } = await fetchAdmin(serverUrl, url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminKey}`, 'content-type': BUNDLE_CONTENT_TYPE },
+    body: Readable.toWeb(createReadStream(path)) as ReadableStream<Uint8Array>,
+    duplex: 'half',
+  } as RequestInit & { duplex: 'half' });
   if (res.status === 401) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, `admin key not accepted by the server at ${serverUrl}`);
   if (!res.ok) {
     const parsed = errorBodySchema.safeParse(json);

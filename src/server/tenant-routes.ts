@@ -9,7 +9,7 @@ import { createGunzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
-import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, parseTableName, ROUTES, type TableName } from '../shared/protocol.js';
+import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, parseTableName, ROUTES, type TableName, typeNameProblem } from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
 import { endMarkerGuard } from './copy-guard.js';
 import { RetryLaterError } from './http-errors.js';
@@ -101,6 +101,7 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
   app.put<{ Params: TenantParams; Body: unknown }>(tablePath, async (req) => {
     const { tenant, table } = await authenticate(req);
     await lease(req, tenant);
+    refuseUnsafeTypes(req.body);
     return store.declareTable(tenant, table, parse(declarationSchema, req.body, 'table declaration'));
   });
 
@@ -192,4 +193,14 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
       report.error === undefined ? { status: report.status, progress: report.progress, rowsRepaired: report.rowsRepaired } : { ...report, error: report.error },
     );
   });
+}
+
+/** A column type that could never reach DDL is refused with the code that names the problem. */
+function refuseUnsafeTypes(body: unknown): void {
+  const columns = (body as { columns?: unknown } | null)?.columns;
+  if (!Array.isArray(columns)) return;
+  for (const c of columns as { name?: unknown; type?: unknown }[]) {
+    const problem = typeof c?.type === 'string' ? typeNameProblem(c.type) : null;
+    if (problem) throw new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `column ${String(c.name)}: type ${JSON.stringify(c.type)} ${problem}`);
+  }
 }
