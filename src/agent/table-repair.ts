@@ -69,12 +69,13 @@ export async function repair(ctx: RunContext, found: RowDiff, reason: 'manifest'
   };
   // Deletes are by key and version, so a newer row an upload placed meanwhile stays.
   await deleteKeys(found.extra);
-  const keys = [...found.missing, ...found.changed];
-  await uploadKeys(keys);
   // Changed rows the server holds at a higher version than ours (after a restore or a move to a
-  // new cluster) were kept by its version guard: deleted, then sent again. Last, so the replica is
-  // short of only these rows, and only for a moment.
+  // new cluster) would be kept by its version guard: they are deleted (by key and version) and sent
+  // after the others, so the replica is short of only these rows, and only for a moment.
   const superseded = found.superseded ?? [];
+  const later = new Set(superseded.map((r) => JSON.stringify(r.key)));
+  const keys = [...found.missing, ...found.changed];
+  await uploadKeys(keys.filter((k) => !later.has(JSON.stringify(k))));
   if (superseded.length) {
     await deleteKeys(superseded);
     await uploadKeys(superseded.map((r) => r.key));
