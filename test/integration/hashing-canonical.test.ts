@@ -1,11 +1,4 @@
-/**
- * Issue 8, item 2: row hashes are equal exactly when the stored values print the same (canonical
- * text), whatever the types, collations, enums, extensions and encodings of the two databases.
- */
-import { randomBytes } from 'node:crypto';
-
-import pg from 'pg';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { tablePath } from '../../src/shared/protocol.js';
 import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDatabase, type TestServer } from '../support/fixtures.js';
@@ -18,32 +11,6 @@ const CI = `create collation ci (provider = icu, locale = 'und-u-ks-level2', det
 /** Server rows' (key, xmin): a row rewritten by an upload gets a new xmin. */
 async function rowVersions(server: TestServer, table: string): Promise<unknown[]> {
   return server.db.query(`select id::text, xmin::text from ${table} order by id`);
-}
-
-/** A local database in LATIN1 (the fixture makes UTF-8 ones), dropped on dispose. */
-async function createLatin1Database(): Promise<TestDatabase> {
-  const base = inject('pgBaseUrl');
-  const name = `tm_local_latin1_${randomBytes(5).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: `${base}postgres` });
-  await admin.connect();
-  await admin.query(`create database ${name} encoding 'LATIN1' locale 'C' template template0`);
-  await admin.end();
-  const url = `${base}${name}`;
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
-  pool.on('error', () => {});
-  return {
-    name,
-    url,
-    pool,
-    query: async <R extends pg.QueryResultRow>(sql: string, params: unknown[] = []) => (await pool.query<R>(sql, params)).rows,
-    async [Symbol.asyncDispose]() {
-      await pool.end();
-      const a = new pg.Client({ connectionString: `${base}postgres` });
-      await a.connect();
-      await a.query(`drop database if exists ${name} with (force)`);
-      await a.end();
-    },
-  };
 }
 
 describe('row hashes follow the canonical text on both sides', () => {
@@ -161,7 +128,7 @@ describe('row hashes follow the canonical text on both sides', () => {
   });
 
   it('a LATIN1 local database and a UTF-8 server hash non-ASCII text alike, with type hashing and text hashing', async () => {
-    await using local = await createLatin1Database();
+    await using local = await createDatabase('local', { encoding: 'LATIN1' });
     await using server = await startTestServer({ admittedTypes: ADMITTED });
     await local.query(`create table fast (id int primary key, name text, tag varchar(20), price numeric(10,2))`);
     await local.query(`create table slow (id int primary key, name text, amount numeric)`);

@@ -35,11 +35,18 @@ function baseUrl(): string {
   return inject('pgBaseUrl');
 }
 
-export async function createDatabase(kind: 'local' | 'server'): Promise<TestDatabase> {
+/** `encoding`: a local database in another encoding than the cluster's UTF-8 (e.g. 'LATIN1', locale C). */
+export async function createDatabase(kind: 'local' | 'server', options: { encoding?: 'LATIN1' } = {}): Promise<TestDatabase> {
   const name = `tm_${kind}_${randomBytes(5).toString('hex')}`;
   const admin = new pg.Client({ connectionString: `${baseUrl()}postgres` });
   await admin.connect();
-  await admin.query(kind === 'server' ? `create database ${name} template ${SERVER_TEMPLATE}` : `create database ${name}`);
+  const create =
+    kind === 'server'
+      ? `create database ${name} template ${SERVER_TEMPLATE}`
+      : options.encoding
+        ? `create database ${name} encoding '${options.encoding}' locale 'C' template template0`
+        : `create database ${name}`;
+  await admin.query(create);
   await admin.end();
   const url = `${baseUrl()}${name}`;
   const pool = new pg.Pool({ connectionString: url, max: 4 });
