@@ -304,7 +304,9 @@ export class Uploader {
       }
     };
     try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
+      // Stopping early leaves the stream to its owner: a snapshot's COPY must be read to its end or
+      // its connection discarded (local-snapshot.ts), which destroying it here would prevent.
+      for await (const chunk of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
         pending.push(chunk);
         pendingBytes += chunk.length;
         pendingRows += countRows(chunk);
@@ -323,7 +325,7 @@ export class Uploader {
       // fail again). If it does not, they stay unconfirmed: the upload is incomplete, retried next run.
       if (ctx.suspects.length > 0) await this.confirmSuspects(ctx);
     } finally {
-      if (!stream.destroyed) stream.destroy();
+      stream.pause();
     }
     if (ctx.recorded > 0) await this.d.history.prune(this.d.table.name);
     return stats;

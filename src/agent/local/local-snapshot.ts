@@ -5,10 +5,12 @@
  * with the remote.
  */
 import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 
 import type pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 
+import { InvariantError } from '../../shared/errors.js';
 import { ident, PINNED_SETTINGS_SQL, type SqlType, wrapPgError } from '../../shared/pg.js';
 import { type Bound, formatTableName, type KeyRange, type ManifestRequest, type ManifestResponse, VERSION_COLUMN } from '../../shared/protocol.js';
 import {
@@ -70,6 +72,40 @@ export class LocalSnapshot {
     client.on('error', this.onError);
   }
 
+  /**
+   * A COPY whose reader stopped before its end (a run's budget, a failed upload). Until it is read
+   * to its end, PostgreSQL's answer to any other query waits behind it on this connection: a later
+   * query drains it first, and close() discards the connection instead.
+   */
+  private copy: Readable | null = null;
+
+  private track(stream: Readable): Readable {
+    // Its reader listens for errors while it reads; one after (the connection ended by close())
+    // must not go unhandled.
+    stream.on('error', () => {});
+    this.copy = stream;
+    stream.once('end', () => {
+      if (this.copy === stream) this.copy = null;
+    });
+    return stream;
+  }
+
+  /** The connection, once a COPY left unfinished by its reader is out of the way. */
+  private async conn(): Promise<pg.PoolClient> {
+    const copy = this.copy;
+    if (copy) {
+      this.copy = null;
+      // A destroyed stream no longer reads the connection: nothing more can be asked of it.
+      if (copy.destroyed) {
+        this.broken ??= new InvariantError(`a COPY of ${formatTableName(this.table.name)} was abandoned; the snapshot is unusable`);
+        throw this.broken;
+      }
+      copy.resume();
+      await finished(copy).catch(() => {}); // its error, if any, is the next query's too
+    }
+    return this.client;
+  }
+
   /** The error that killed the snapshot's connection (the database restarted or ended it), if it died. */
   get connectionLost(): Error | null {
     return this.broken;
@@ -77,12 +113,12 @@ export class LocalSnapshot {
 
   async stats(): Promise<{ maxVersion: string | null; maxModifiedSince: (since: string) => Promise<string | null> }> {
     const { shape } = this.table;
-    const { rows } = await this.client.query<{ v: string | null }>(/* sql */ `select max(${ident(VERSION_COLUMN)})::text as v from ${shape.table}`);
+    const { rows } = await (await this.conn()).query<{ v: string | null }>(/* sql */ `select max(${ident(VERSION_COLUMN)})::text as v from ${shape.table}`);
     return {
       maxVersion: rows[0]?.v ?? null,
       maxModifiedSince: async (since: string) => {
         if (!this.table.modifiedColumn) return null;
-        const r = await this.client.query<{ m: Date | null }>(
+        const r = await (await this.conn()).query<{ m: Date | null }>(
           /* sql */ `select max(${ident(this.table.modifiedColumn)})::timestamptz as m from ${shape.table} where ${ident(VERSION_COLUMN)} >= $1::bigint`,
           [since],
         );
@@ -94,7 +130,10 @@ export class LocalSnapshot {
   async count(range: KeyRange = { lower: null, upper: null }): Promise<number> {
     const values: unknown[] = [];
     const cond = rangeSql(this.table.shape, range, positionalBinder(values));
-    const { rows } = await this.client.query<{ n: string }>(/* sql */ `select count(*)::text as n from ${this.table.shape.table} where ${cond}`, values);
+    const { rows } = await (await this.conn()).query<{ n: string }>(
+      /* sql */ `select count(*)::text as n from ${this.table.shape.table} where ${cond}`,
+      values,
+    );
     return Number(rows[0]?.n ?? 0);
   }
 
@@ -109,10 +148,12 @@ export class LocalSnapshot {
       staged.push([name, value]);
       return `current_setting('${name}')::${type}`;
     });
-    for (const [name, value] of staged) await this.client.query(/* sql */ `select set_config($1::text, $2::text, true)`, [name, value]);
+    for (const [name, value] of staged) await (await this.conn()).query(/* sql */ `select set_config($1::text, $2::text, true)`, [name, value]);
     const { shape } = this.table;
-    return this.client.query(
-      copyStreams.to(/* sql */ `copy (select ${columnListSql(shape)} from ${shape.table} where ${cond} order by ${orderSql(shape)}) to stdout`),
+    return this.track(
+      (await this.conn()).query(
+        copyStreams.to(/* sql */ `copy (select ${columnListSql(shape)} from ${shape.table} where ${cond} order by ${orderSql(shape)}) to stdout`),
+      ),
     );
   }
 
@@ -134,12 +175,14 @@ export class LocalSnapshot {
   /** Streams the rows with the given keys (text forms) as COPY text, in (version, key) order. */
   async copyOutKeys(keys: string[][]): Promise<Readable> {
     const { shape } = this.table;
-    await this.client.query(/* sql */ `select set_config('tidemark.keys', $1::text, true)`, [JSON.stringify(keys)]);
+    await (await this.conn()).query(/* sql */ `select set_config('tidemark.keys', $1::text, true)`, [JSON.stringify(keys)]);
     const order = [ident(VERSION_COLUMN), ...shape.keyColumns.map((k) => keyColumnSql(shape, k))].map((c) => `t.${c}`).join(', ');
-    return this.client.query(
-      copyStreams.to(
-        /* sql */ `copy (select ${shape.columns.map((c) => `t.${ident(c.name)}`).join(', ')}
+    return this.track(
+      (await this.conn()).query(
+        copyStreams.to(
+          /* sql */ `copy (select ${shape.columns.map((c) => `t.${ident(c.name)}`).join(', ')}
           from ${this.keyJoinSql(`current_setting('tidemark.keys')::jsonb`)} order by ${order}) to stdout`,
+        ),
       ),
     );
   }
@@ -149,7 +192,7 @@ export class LocalSnapshot {
     if (keys.length === 0) return new Map();
     const { shape } = this.table;
     const keyText = `array[${shape.keyColumns.map((k) => `t.${ident(k)}::text`).join(', ')}]`;
-    const { rows } = await this.client.query<{ k: string[]; v: string }>(
+    const { rows } = await (await this.conn()).query<{ k: string[]; v: string }>(
       /* sql */ `select ${keyText} as k, t.${ident(VERSION_COLUMN)}::text as v from ${this.keyJoinSql('$1::jsonb')}`,
       [JSON.stringify(keys)],
     );
@@ -163,7 +206,7 @@ export class LocalSnapshot {
     const cond = rangeSql(shape, range, positionalBinder(values));
     values.push(n + 1);
     // An index-only scan that stops after n + 1 rows; the last of them is the bound.
-    const { rows } = await this.client.query<{ v: string; k: string[]; position: string }>(
+    const { rows } = await (await this.conn()).query<{ v: string; k: string[]; position: string }>(
       /* sql */ `select v, k, rn::text as position from (
          select ${ident(VERSION_COLUMN)}::text as v, ${keyTextSql(shape)} as k, row_number() over () as rn
            from (select * from ${shape.table} where ${cond} order by ${orderSql(shape)} limit $${values.length}::bigint) t) s
@@ -179,7 +222,7 @@ export class LocalSnapshot {
    * partitioned table: its parent has no estimate of its own), for sizing verification slices.
    */
   async estimatedRows(): Promise<number> {
-    const { rows } = await this.client.query<{ n: number }>(
+    const { rows } = await (await this.conn()).query<{ n: number }>(
       /* sql */ `with leaves as (${LEAVES_SQL}) select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 as n from leaves l join pg_class c on c.oid = l.oid`,
       [this.table.shape.table],
     );
@@ -193,23 +236,23 @@ export class LocalSnapshot {
    */
   async recordHashing(): Promise<boolean> {
     if (!recordHashable(this.table.shape.columns)) return false;
-    const { rows } = await this.client.query<{ v: number }>(/* sql */ `select current_setting('server_version_num')::int as v`);
+    const { rows } = await (await this.conn()).query<{ v: number }>(/* sql */ `select current_setting('server_version_num')::int as v`);
     if ((rows[0]?.v ?? 0) < 140000) return false;
     const nulls = this.table.shape.columns.map((c) => `null::${c.type}`).join(', ');
-    await this.client.query('savepoint tidemark_probe');
+    await (await this.conn()).query('savepoint tidemark_probe');
     try {
-      await this.client.query(/* sql */ `select hash_record_extended(row(${nulls}), 0)`);
-      await this.client.query('release savepoint tidemark_probe');
+      await (await this.conn()).query(/* sql */ `select hash_record_extended(row(${nulls}), 0)`);
+      await (await this.conn()).query('release savepoint tidemark_probe');
       return true;
     } catch {
-      await this.client.query('rollback to savepoint tidemark_probe');
+      await (await this.conn()).query('rollback to savepoint tidemark_probe');
       return false;
     }
   }
 
   /** Answers a manifest request from the snapshot, with the very SQL the server runs. */
   async manifest(request: ManifestRequest): Promise<ManifestResponse> {
-    const { rows } = await this.client.query<Record<string, unknown>>(manifestQuery(this.table.shape, request, [], 'true'));
+    const { rows } = await (await this.conn()).query<Record<string, unknown>>(manifestQuery(this.table.shape, request, [], 'true'));
     return manifestResponse(request, rows);
   }
 
@@ -218,6 +261,8 @@ export class LocalSnapshot {
     this.closed = true;
     try {
       if (this.broken) throw this.broken;
+      // A COPY cut short would have to be read to its end first: discard the connection instead.
+      if (this.copy) throw new InvariantError('a COPY is unfinished');
       await this.client.query('rollback');
       this.client.off('error', this.onError);
       this.client.release();
