@@ -28,16 +28,24 @@ describe('npm start (the demo)', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
-    child.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
+    // Resolved when the demo says it is running, or when it exits first: no clock decides (the
+    // test's timeout is only the safety net), however slow the machine.
+    let onOutput = (): void => {};
+    const running = new Promise<void>((resolve) => {
+      onOutput = () => {
+        if (out.includes('Press Ctrl-C to stop.')) resolve();
+      };
+      child.on('exit', () => resolve());
     });
-    child.stderr.on('data', (c: Buffer) => {
+    const collect = (c: Buffer): void => {
       out += c.toString();
-    });
+      onOutput();
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     try {
-      const deadline = Date.now() + 50_000;
-      while (!out.includes('Press Ctrl-C to stop.') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      await running;
       expect(out).toContain('tidemark demo is running');
       expect(out).toMatch(/first sync +inventory\.stock 500 rows, public\.customers 1000 rows, public\.orders 5000 rows\n/);
       expect(out).toMatch(/agent metrics +http:\/\/127\.0\.0\.1:\d+\/metrics/);

@@ -12,7 +12,7 @@ import { type AgentMetrics, createAgentMetrics } from '../../src/agent/agent-met
 import { httpRemoteFactory } from '../../src/agent/http-remote.js';
 import type { LocalStores } from '../../src/agent/local/local-stores.js';
 import type { Remote } from '../../src/agent/remote.js';
-import type { RunBudgetFactory } from '../../src/agent/run-budget.js';
+import { type RunBudgetFactory, UNLIMITED } from '../../src/agent/run-budget.js';
 import { adminRequest } from '../../src/cli/admin-client.js';
 import { startServer } from '../../src/server/start-server.js';
 import { type AgentConfigInput, loadAgentConfig } from '../../src/shared/config/agent-config.js';
@@ -141,7 +141,10 @@ export async function startTestAgent(
   const http = httpRemoteFactory(config);
   const wrap = options.wrapRemote ?? ((r: Remote) => r);
   const agent = await Agent.create(config, pool, metrics, silentLogger, (agentId) => wrap(http(agentId)), {
-    ...(options.runBudget ? { budget: options.runBudget } : {}),
+    // Never the production default (runBudgetSeconds of wall-clock time): on a busy machine a run
+    // would stop early and the test's outcome would depend on its speed. A test wanting a budget
+    // gives one in requests (requestBudget).
+    budget: options.runBudget ?? (() => UNLIMITED),
     ...(options.now ? { now: options.now } : {}),
   });
   return {
