@@ -21,8 +21,7 @@ import type {
 } from '../shared/protocol.js';
 import { type ManifestLimits, PgManifests } from './manifests.js';
 import { PgTenants } from './pg-tenants.js';
-import { PgReplicaCatalog } from './replica-catalog.js';
-import type { DeclarationPolicy } from './replica-ddl.js';
+import { type CatalogPolicy, PgReplicaCatalog } from './replica-catalog.js';
 import { PgReplicaRows, type UploadOptions } from './replica-rows.js';
 import { PgTableState } from './table-state.js';
 import type { Tenant } from './tenant-scope.js';
@@ -38,7 +37,7 @@ export class PgTenantStore implements TenantStore {
   constructor(
     private readonly pool: pg.Pool,
     limits: ManifestLimits,
-    policy: DeclarationPolicy,
+    policy: CatalogPolicy,
   ) {
     this.tenants = new PgTenants(pool, this.state);
     this.catalog = new PgReplicaCatalog(pool, this.state, policy);
@@ -65,7 +64,7 @@ export class PgTenantStore implements TenantStore {
     return this.catalog.declare(tenant, table, declaration);
   }
   summary(tenant: Tenant, table: TableName): Promise<TableSummary> {
-    return this.state.read(this.pool, tenant, table);
+    return this.catalog.summary(tenant, table);
   }
   upload(tenant: Tenant, table: TableName, body: Readable, options: UploadOptions): Promise<UploadResult> {
     return this.rows.upload(tenant, table, body, options);
