@@ -21,6 +21,7 @@ import {
 import type { RowShape } from '../shared/row-shape.js';
 import { checkColumnTypes } from './column-types.js';
 import { checkCollation, checkDeclaration, checkSchemaName, collatableKeys, createReplica, type DeclarationPolicy, refusedByDatabase } from './replica-ddl.js';
+import { admitTable } from './schema-admission.js';
 import { declarationHash, keyColumnsOf, keyRefusal, planEvolution, storedDeclaration } from './schema-evolution.js';
 import {
   type AdmissionMode,
@@ -80,7 +81,7 @@ export function notAdmitted(table: TableName): ProtocolError {
   return new ProtocolError(
     ErrorCode.REPLICA_NOT_ADMITTED,
     403,
-    `table ${label} is not admitted for replication on this server; ask the server's admin to admit it (tidemark admin admit-table ${label} --key ...)`,
+    `table ${label} is not admitted for replication on this server; ask the server's admin to admit it (tidemark admit-table ${label} --key "<column> <type>")`,
   );
 }
 
@@ -118,6 +119,13 @@ export class PgReplicaCatalog {
     }
     const shape: RowShape = { table: qualified(table.schema, table.name), columns: own.columns, keyColumns: own.keyColumns, collatableKeys: keys };
     return { name: table, shape, hashShape: { ...shape, table: castView(table, own.columns, union) }, declaration: own };
+  }
+
+  /** Admits a table with its key (admin); re-keys its replica when the key differs (schema-admission.ts). */
+  async admitTable(table: TableName, key: ColumnSpec[]): Promise<{ rekeyed: number }> {
+    const result = await admitTable(this.pool, table, key, (client, columns) => checkColumnTypes(client, columns, this.policy.admittedTypes));
+    this.collatable.clear();
+    return result;
   }
 
   /** The summary of a declared table with its schema state (404 when not declared). */

@@ -11,7 +11,6 @@ import { ident, isSafeTypeName, qualified, sqlstateOf } from '../shared/pg.js';
 import {
   type Collation,
   type ColumnSpec,
-  formatTableName,
   type TableDeclaration,
   type TableName,
   TENANT_CLIENT_COLUMN,

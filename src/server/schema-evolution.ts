@@ -63,8 +63,8 @@ export function keyRefusal(table: TableName, want: TableDeclaration, admitted: r
   const label = formatTableName(table);
   const yours = `(${key.map(describeColumn).join(', ')})`;
   if (previous && sameKey(keyColumnsOf(previous), admitted))
-    return `the primary key of ${label} changed locally to ${yours}; the replica keeps this database's rows under the former key, and this table stops syncing until: the former key is restored locally, or the admin admits the new key (tidemark admin admit-table ${label} --key ...), which re-keys the replica`;
-  return `the primary key declared for ${label}, ${yours}, is not the key this server admits for that table; this table does not sync from this database until it declares the admitted key (ask the server's admin), or the admin admits this key (tidemark admin admit-table ${label} --key ...)`;
+    return `the primary key of ${label} changed locally to ${yours}; the replica keeps this database's rows under the former key, and this table stops syncing until: the former key is restored locally, or the admin admits the new key (tidemark admit-table ${label} --key "<column> <type>"), which re-keys the replica`;
+  return `the primary key declared for ${label}, ${yours}, is not the key this server admits for that table; this table does not sync from this database until it declares the admitted key (ask the server's admin), or the admin admits this key (tidemark admit-table ${label} --key "<column> <type>")`;
 }
 
 /**

@@ -8,7 +8,7 @@ import type pg from 'pg';
 
 import { ErrorCode } from '../shared/errors.js';
 import { ident, qualified, sqlstateOf, sqlType } from '../shared/pg.js';
-import type { ColumnSpec, TableDeclaration, TableName, TableSchemaState } from '../shared/protocol.js';
+import { type ColumnSpec, formatTableName, type TableDeclaration, type TableName, type TableSchemaState } from '../shared/protocol.js';
 import { RetryLaterError } from './http-errors.js';
 import type { EvolutionPlan } from './schema-evolution.js';
 import { enterTenant, type Tenant, tenantParams, tenantWhere } from './tenant-scope.js';
@@ -73,8 +73,8 @@ export const schemaStateJsonSql = /* sql */ `
 
 /** Schema states of every table of the listed tenants (the admin's listing), keyed `client/database/schema.table`. */
 export async function listSchemaStates(db: Queryable, clientId?: string, databaseId?: string): Promise<Map<string, TableSchemaState>> {
-  const { rows } = await db.query<{ k: string; s: TableSchemaState }>(
-    /* sql */ `select concat_ws('/', client_id, database_id::text, schema_name, table_name) as k,
+  const { rows } = await db.query<{ client_id: string; database_id: string; schema_name: string; table_name: string; s: TableSchemaState }>(
+    /* sql */ `select client_id, database_id::text, schema_name, table_name,
               jsonb_build_object('state', schema_state, 'reason', schema_reason,
                 'changedAt', to_char(changed_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
                 'appliedAt', to_char(applied_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) as s
@@ -82,7 +82,7 @@ export async function listSchemaStates(db: Queryable, clientId?: string, databas
         where ($1::text is null or client_id = $1::text) and ($2::uuid is null or database_id = $2::uuid)`,
     [clientId ?? null, databaseId ?? null],
   );
-  return new Map(rows.map((r) => [r.k, r.s]));
+  return new Map(rows.map((r) => [`${r.client_id}/${r.database_id}/${formatTableName({ schema: r.schema_name, name: r.table_name })}`, r.s]));
 }
 
 /** Stores a tenant's accepted shape (in sync); `changed` when it replaced another one. */
