@@ -81,6 +81,28 @@ describe('schema evolution of a shared replica table', () => {
     expect(shape?.columns.map((c) => c.name)).toContain('region');
     await verifiesEqual(a);
     await verifiesEqual(b);
+    // Status shows the change and when it was applied; the other tenant's table never changed.
+    const [sa] = await a.agent.agent.status();
+    expect(sa?.remote?.schema).toEqual(expect.objectContaining({ state: 'in_sync', changedAt: expect.any(String), appliedAt: expect.any(String) }));
+    expect((await b.agent.agent.status())[0]?.remote?.schema).toEqual(expect.objectContaining({ state: 'in_sync', changedAt: null }));
+  });
+
+  it('an unchanged declaration takes no lock and runs no DDL check (the idle run)', async () => {
+    await using server = await startTestServer();
+    await using a = await site(server, 'alpha');
+    await converges(server, a);
+    // Another session holds the table's declaration lock: an unchanged declaration must not wait for it.
+    const holder = await server.db.pool.connect();
+    try {
+      await holder.query(`select pg_advisory_lock(hashtext('tidemark.declare'), hashtext('public.items'))`);
+      const before = await server.db.query<{ n: string }>(`select count(*)::text as n from pg_locks where locktype = 'advisory' and granted`);
+      const tick = await a.agent.agent.tick();
+      expect(tick.tables[0]?.error).toBeUndefined();
+      expect(await server.db.query<{ n: string }>(`select count(*)::text as n from pg_locks where locktype = 'advisory' and granted`)).toEqual(before);
+    } finally {
+      await holder.query(`select pg_advisory_unlock_all()`);
+      holder.release();
+    }
   });
 
   it('a column added with a constant default reaches the replica without re-sending the table', async () => {
