@@ -57,7 +57,7 @@ export const ErrorCode = {
   INTERNAL: 'TM_INTERNAL',
   /**
    * The table may not be replicated on this server (not admitted by the admin's catalog, or its
-   * name is taken on the server). Ask the server's admin to admit it (tidemark admin admit-table).
+   * name is taken on the server). Ask the server's admin to admit it (tidemark admit-table).
    */
   REPLICA_NOT_ADMITTED: 'TM_REPLICA_NOT_ADMITTED',
 } as const;
