@@ -18,6 +18,7 @@ import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
 import type { RunBudget } from './run-budget.js';
 import { addUpload, big, incompleteError, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
+import { declareTable } from './schema-change.js';
 import { diff, repair, retryQuarantine, verifyAll, verifySlice } from './table-repair.js';
 import { uploadRanges } from './upload-ranges.js';
 import { Uploader } from './uploader.js';
@@ -38,11 +39,12 @@ export interface TableRunInput {
 }
 
 export async function runTable(input: TableRunInput): Promise<void> {
-  const { deps, name, options, budget, state, tuner, result, log } = input;
+  const { deps, name, options, budget, tuner, result, log } = input;
   const { local, remote, metrics, settings } = deps;
   const label = result.table;
-  const table = await local.catalog.describe(name);
-  let summary = await remote.declare(name, table.declaration);
+  // The server evolves the replica to a changed local schema, or refuses it (schema-change.ts).
+  const { table, summary: declared, state } = await declareTable(deps, name, input.state, log);
+  let summary = declared;
   // Read before the snapshot: a write it counts is in the snapshot, so its row is uploaded this run.
   const counters = await local.catalog.changeCounters(name);
   const rebased = await local.tracking.rebaseFutureVersions(table);

@@ -4,7 +4,7 @@ import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
 import { httpRemoteFactory } from '../agent/http-remote.js';
 import type { TableRunResult } from '../agent/table-sync.js';
-import { parseTableName } from '../shared/protocol.js';
+import { parseTableName, type TableSchemaState } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
 import { type AgentFlags, addAgentOptions, adminConfigFrom, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, splitList } from './common.js';
 
@@ -59,6 +59,13 @@ function printDiff(r: TableRunResult, dryRun: boolean): void {
   show('~', d.changed); // same key, different version or content
 }
 
+/** A table's schema state on the server: in sync, changed and applied at T, or blocked (the reason is printed below the table). */
+function schemaCell(schema: TableSchemaState | undefined): string {
+  if (!schema) return '-';
+  if (schema.state === 'blocked') return 'blocked';
+  return schema.changedAt ? `changed, applied ${schema.appliedAt}` : 'in sync';
+}
+
 export function inspectCommands(program: Command): void {
   addAgentOptions(
     program.command('status').description('per table: local vs remote row count and versions, quarantined rows, resync state').option('--json', 'print JSON'),
@@ -68,7 +75,7 @@ export function inspectCommands(program: Command): void {
       process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       return;
     }
-    const cells = [['TABLE', 'LOCAL ROWS', 'REMOTE ROWS', 'LOCAL MAX VERSION', 'REMOTE MAX VERSION', 'SETTLED', 'QUARANTINED', 'RESYNC', 'STATE']];
+    const cells = [['TABLE', 'LOCAL ROWS', 'REMOTE ROWS', 'LOCAL MAX VERSION', 'REMOTE MAX VERSION', 'SETTLED', 'QUARANTINED', 'RESYNC', 'SCHEMA', 'STATE']];
     for (const r of rows) {
       const inSync = r.local && r.remote && r.local.rowCount === r.remote.rowCount && r.local.maxVersion === r.remote.maxVersion;
       const resync = r.remote?.resync
@@ -83,10 +90,12 @@ export function inspectCommands(program: Command): void {
         r.remote?.settledVersion ?? '-',
         String(r.quarantined.length),
         resync,
+        schemaCell(r.remote?.schema),
         r.error ? `error: ${r.error}` : inSync && r.quarantined.length === 0 ? 'in sync' : 'behind',
       ]);
     }
     process.stdout.write(`${pad(cells)}\n`);
+    for (const r of rows) if (r.remote?.schema?.state === 'blocked') process.stdout.write(`schema of ${r.table} blocked: ${r.remote.schema.reason}\n`);
     for (const r of rows)
       for (const q of r.quarantined.slice(0, 20))
         process.stdout.write(`quarantined ${r.table} key ${JSON.stringify(q.key)} version ${q.version} (${q.attempts} attempts): ${q.error}\n`);

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 
 import { TIDEMARK_VERSION } from '../shared/metrics/build-info.js';
 import { agentCommands } from './agent-commands.js';
+import { catalogCommands } from './catalog-commands.js';
 import { type DatabaseSide, describeError, EXIT_USAGE } from './common.js';
 import { configCommand } from './config-command.js';
 import { demoCommand } from './demo-command.js';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (text, write) => write(`tidemark: ${text.replace(/^error: /, '').trim()}\n`) });
   serverCommand(program);
   registerCommand(program);
+  catalogCommands(program);
   trackCommand(program);
   agentCommands(program);
   inspectCommands(program);

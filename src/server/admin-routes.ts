@@ -7,7 +7,7 @@ import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { parseTableName, ROUTES } from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
-import { clientIdSchema, databaseIdSchema, parse, registerSchema, resyncRequestSchema } from './request-schemas.js';
+import { admitTableSchema, clientIdSchema, databaseIdSchema, parse, registerSchema, resyncRequestSchema } from './request-schemas.js';
 import type { TenantStore } from './tenant-store.js';
 
 function sha256(s: string): Buffer {
@@ -42,6 +42,17 @@ export function registerAdminRoutes(app: FastifyInstance, options: { store: Tena
     if (flagged.length === 0) throw new ProtocolError(ErrorCode.NOT_FOUND, 404, 'no matching declared table for this database');
     log.info({ clientId, databaseId, tables: flagged }, 'resync requested');
     return reply.code(202).send({ tables: flagged });
+  });
+
+  // The shared catalog's governance (docs/security.md, The shared catalog).
+  app.get(ROUTES.adminTables, { preHandler: requireAdmin }, async () => ({ tables: await store.listAdmittedTables() }));
+  app.put<{ Params: { table: string }; Body: unknown }>(ROUTES.adminTable, { preHandler: requireAdmin }, async (req) => {
+    const table = parseTableName(req.params.table);
+    const { keyColumns } = parse(admitTableSchema, req.body, 'body');
+    const key = keyColumns.map((c) => ({ name: c.name, type: c.type, notNull: true, ...(c.collation ? { collation: c.collation } : {}) }));
+    const result = await store.admitTable(table, key);
+    log.info({ table: req.params.table, rekeyed: result.rekeyed }, 'table admitted');
+    return result;
   });
 
   app.get(ROUTES.adminTenants, { preHandler: requireAdmin }, async () => ({ tenants: await store.listTenants() }));

@@ -44,7 +44,8 @@ export class PgManifests {
     return withTransaction(
       this.pool,
       async (client) => {
-        const { shape } = await this.catalog.require(client, tenant, table);
+        // Read through this tenant's own column types (a column the union widened is cast back).
+        const { hashShape: shape } = await this.catalog.require(client, tenant, table);
         for (const bound of [request.range.lower, request.range.upper])
           if (bound?.key && bound.key.length !== shape.keyColumns.length)
             throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `a range bound's key must have ${shape.keyColumns.length} values, one per key column`);

@@ -57,6 +57,48 @@ const MIGRATIONS: readonly string[] = [
     foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade,
     foreign key (schema_name, table_name) references tidemark.replica_table
   );`,
+  /* sql */ `
+  -- per (tenant, table): the shape this tenant last declared and the server accepted (the replica
+  -- table is the union of these), and whether its latest declaration was refused (blocked)
+  create table tidemark.tenant_table_shape (
+    client_id text not null,
+    database_id uuid not null,
+    schema_name text not null,
+    table_name text not null,
+    columns jsonb not null,
+    key_columns text[] not null,
+    declaration_hash text not null,
+    schema_state text not null default 'in_sync' check (schema_state in ('in_sync', 'blocked')),
+    schema_reason text,
+    changed_at timestamptz,
+    applied_at timestamptz not null default now(),
+    primary key (client_id, database_id, schema_name, table_name),
+    foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade,
+    foreign key (schema_name, table_name) references tidemark.replica_table
+  );
+  -- which tenants declare a column (the replica drops it once none does): jsonb containment
+  create index tenant_table_shape_columns on tidemark.tenant_table_shape using gin (columns jsonb_path_ops);
+
+  -- the admin's catalog of admitted tables: the key every tenant must declare; provisional when
+  -- admitted by a first declaration (replicaAdmission: auto) rather than by the admin
+  create table tidemark.admitted_table (
+    schema_name text not null,
+    table_name text not null,
+    key_columns jsonb not null,
+    provisional boolean not null,
+    admitted_at timestamptz not null default now(),
+    primary key (schema_name, table_name)
+  );
+
+  -- tables declared before: every tenant declared the replica's shape, which is admitted as it is
+  insert into tidemark.admitted_table (schema_name, table_name, key_columns, provisional)
+  select r.schema_name, r.table_name,
+         (select jsonb_agg(e order by o) from jsonb_array_elements(r.columns) with ordinality x(e, o) where o between 2 and 1 + cardinality(r.key_columns)),
+         false
+    from tidemark.replica_table r;
+  insert into tidemark.tenant_table_shape (client_id, database_id, schema_name, table_name, columns, key_columns, declaration_hash)
+  select s.client_id, s.database_id, s.schema_name, s.table_name, r.columns, r.key_columns, ''
+    from tidemark.table_state s join tidemark.replica_table r using (schema_name, table_name);`,
 ];
 
 export async function migrate(pool: pg.Pool): Promise<void> {

@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 import type pg from 'pg';
 
 import type {
+  ColumnSpec,
   DeleteRequest,
   DeleteResult,
   ManifestRequest,
@@ -21,9 +22,10 @@ import type {
 } from '../shared/protocol.js';
 import { type ManifestLimits, PgManifests } from './manifests.js';
 import { PgTenants } from './pg-tenants.js';
-import { PgReplicaCatalog } from './replica-catalog.js';
-import type { DeclarationPolicy } from './replica-ddl.js';
+import { type CatalogPolicy, PgReplicaCatalog } from './replica-catalog.js';
 import { PgReplicaRows, type UploadOptions } from './replica-rows.js';
+import { type AdmittedTable, listAdmitted } from './schema-admission.js';
+import { listSchemaStates } from './schema-store.js';
 import { PgTableState } from './table-state.js';
 import type { Tenant } from './tenant-scope.js';
 import type { TenantStore } from './tenant-store.js';
@@ -38,7 +40,7 @@ export class PgTenantStore implements TenantStore {
   constructor(
     private readonly pool: pg.Pool,
     limits: ManifestLimits,
-    policy: DeclarationPolicy,
+    policy: CatalogPolicy,
   ) {
     this.tenants = new PgTenants(pool, this.state);
     this.catalog = new PgReplicaCatalog(pool, this.state, policy);
@@ -55,8 +57,16 @@ export class PgTenantStore implements TenantStore {
   acquireLease(tenant: Tenant, agentId: string, leaseSeconds: number): Promise<Date | null> {
     return this.tenants.acquireLease(tenant, agentId, leaseSeconds);
   }
-  listTenants(clientId?: string, databaseId?: string): Promise<TenantInfo[]> {
-    return this.tenants.listTenants(clientId, databaseId);
+  async listTenants(clientId?: string, databaseId?: string): Promise<TenantInfo[]> {
+    const [tenants, states] = await Promise.all([this.tenants.listTenants(clientId, databaseId), listSchemaStates(this.pool, clientId, databaseId)]);
+    // Each table's schema state (in sync, changed and applied at T, blocked with why).
+    return tenants.map((t) => ({
+      ...t,
+      tables: t.tables.map((s) => {
+        const schema = states.get(`${t.clientId}/${t.databaseId}/${s.table}`);
+        return schema ? { ...s, schema } : s;
+      }),
+    }));
   }
   countTenants(): Promise<number> {
     return this.tenants.countTenants();
@@ -65,7 +75,7 @@ export class PgTenantStore implements TenantStore {
     return this.catalog.declare(tenant, table, declaration);
   }
   summary(tenant: Tenant, table: TableName): Promise<TableSummary> {
-    return this.state.read(this.pool, tenant, table);
+    return this.catalog.summary(tenant, table);
   }
   upload(tenant: Tenant, table: TableName, body: Readable, options: UploadOptions): Promise<UploadResult> {
     return this.rows.upload(tenant, table, body, options);
@@ -84,6 +94,13 @@ export class PgTenantStore implements TenantStore {
   }
   reportResync(tenant: Tenant, table: TableName, report: ResyncReport): Promise<TableSummary> {
     return this.state.reportResync(this.pool, tenant, table, report);
+  }
+
+  listAdmittedTables(): Promise<AdmittedTable[]> {
+    return listAdmitted(this.pool);
+  }
+  admitTable(table: TableName, key: ColumnSpec[]): Promise<{ rekeyed: number }> {
+    return this.catalog.admitTable(table, key);
   }
 
   /** Pool figures for the metrics. */

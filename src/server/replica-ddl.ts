@@ -1,6 +1,5 @@
 /**
- * Replica tables' DDL: the check of a declaration's form, the comparison with an existing replica,
- * and the creation of a replica (tenant columns leading the key and every index, row-level security
+ * Replica tables' DDL: the check of a declaration's form and the creation of a replica (tenant columns leading the key and every index, row-level security
  * by tenant).
  */
 import { createHash } from 'node:crypto';
@@ -12,7 +11,6 @@ import { ident, isSafeTypeName, qualified, sqlstateOf } from '../shared/pg.js';
 import {
   type Collation,
   type ColumnSpec,
-  formatTableName,
   type TableDeclaration,
   type TableName,
   TENANT_CLIENT_COLUMN,
@@ -88,23 +86,6 @@ export function checkSchemaName(table: TableName, serverRole: string): void {
     throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `schema ${table.schema} is reserved`);
 }
 
-/** Names the columns that differ between a declaration and the replica's. */
-export function diffDeclarations(have: TableDeclaration, want: TableDeclaration): string[] {
-  const diffs: string[] = [];
-  const haveCols = new Map(have.columns.map((c) => [c.name, c]));
-  const wantCols = new Map(want.columns.map((c) => [c.name, c]));
-  for (const c of want.columns) {
-    const h = haveCols.get(c.name);
-    if (!h) diffs.push(`${c.name} (missing on the replica)`);
-    else if (h.type !== c.type) diffs.push(`${c.name} (replica ${h.type}, agent ${c.type})`);
-  }
-  for (const c of have.columns) if (!wantCols.has(c.name)) diffs.push(`${c.name} (missing locally)`);
-  if (diffs.length === 0 && have.keyColumns.join(',') !== want.keyColumns.join(','))
-    diffs.push(`key (replica ${have.keyColumns.join(', ')}, agent ${want.keyColumns.join(', ')})`);
-  if (diffs.length === 0 && have.columns.map((c) => c.name).join(',') !== want.columns.map((c) => c.name).join(',')) diffs.push('column order');
-  return diffs;
-}
-
 /** Key columns with a collation (compared in byte order, COLLATE "C", on both sides). */
 export async function collatableKeys(client: pg.ClientBase, table: TableName, keyColumns: readonly string[]): Promise<Set<string>> {
   const { rows } = await client.query<{ attname: string }>(
@@ -118,7 +99,7 @@ export async function collatableKeys(client: pg.ClientBase, table: TableName, ke
  * Checks that a column's collation exists on the server: the replica column keeps the local
  * collation (it decides equality, order and uniqueness), so a missing one is the operator's to create.
  */
-async function checkCollation(client: pg.ClientBase, column: string, collation: Collation): Promise<void> {
+export async function checkCollation(client: pg.ClientBase, column: string, collation: Collation): Promise<void> {
   const { rows } = await client.query<{ ok: boolean }>(
     /* sql */ `select exists (select from pg_collation c join pg_namespace n on n.oid = c.collnamespace
        where n.nspname = $1::text and c.collname = $2::text
@@ -149,29 +130,40 @@ export function derivedName(table: TableName, suffix: string): string {
   return `${base}_${hash}_${suffix}`;
 }
 
-/** Creates a replica table with its key, version index and tenant wall, and records its declaration. */
-export async function createReplica(client: pg.ClientBase, table: TableName, d: TableDeclaration, policy: DeclarationPolicy): Promise<void> {
+/** A refusal by PostgreSQL of a replica's DDL because of what the declaration says: a 400; anything else as it is. */
+export function refusedByDatabase(e: unknown): Error {
+  const sqlstate = sqlstateOf(e);
+  if (sqlstate !== undefined && DECLARATION_REFUSED.has(sqlstate))
+    return new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `the server database refused the declared columns: ${toError(e).message}`, { cause: e });
+  return toError(e);
+}
+
+/**
+ * Creates a replica table with its key, version index and tenant wall, and records its
+ * declaration. A relation of that name that tidemark did not create is refused with `taken()`:
+ * the caller's policy refusal, so the answer does not tell what the server database holds.
+ */
+export async function createReplica(
+  client: pg.ClientBase,
+  table: TableName,
+  d: TableDeclaration,
+  policy: DeclarationPolicy,
+  taken: () => Error,
+): Promise<void> {
   try {
-    await createReplicaTable(client, table, d, policy);
+    await createReplicaTable(client, table, d, policy, taken);
   } catch (e) {
-    const sqlstate = sqlstateOf(e);
-    if (sqlstate !== undefined && DECLARATION_REFUSED.has(sqlstate))
-      throw new ProtocolError(ErrorCode.COLUMN_TYPE_UNSUPPORTED, 400, `the server database refused the declared columns: ${toError(e).message}`, { cause: e });
-    throw e;
+    if (e instanceof ProtocolError) throw e;
+    throw refusedByDatabase(e);
   }
 }
 
-async function createReplicaTable(client: pg.ClientBase, table: TableName, d: TableDeclaration, policy: DeclarationPolicy): Promise<void> {
+async function createReplicaTable(client: pg.ClientBase, table: TableName, d: TableDeclaration, policy: DeclarationPolicy, taken: () => Error): Promise<void> {
   await checkColumnTypes(client, d.columns, policy.admittedTypes);
   for (const c of d.columns) if (c.collation) await checkCollation(client, c.name, c.collation);
   const t = qualified(table.schema, table.name);
   const exists = await client.query<{ ok: boolean }>(/* sql */ `select to_regclass($1::text) is not null as ok`, [t]);
-  if (exists.rows[0]?.ok)
-    throw new ProtocolError(
-      ErrorCode.REPLICA_SCHEMA_MISMATCH,
-      409,
-      `a table ${formatTableName(table)} already exists on the server but was not created by tidemark`,
-    );
+  if (exists.rows[0]?.ok) throw taken();
   // Types passed isSafeTypeName (a whitelist without quotes or punctuation) and to_regtype above.
   // Collations are quoted identifiers that exist on the server (checkCollation).
   const collate = (c: ColumnSpec): string => (c.collation ? ` collate ${qualified(c.collation.schema, c.collation.name)}` : '');

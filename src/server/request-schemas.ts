@@ -4,6 +4,7 @@
  * request cannot drift; `parse` turns a failed parse into a 400 naming every bad path.
  */
 export {
+  admitTableRequestSchema as admitTableSchema,
   clientIdSchema,
   databaseIdSchema,
   deleteRequestSchema as deleteSchema,

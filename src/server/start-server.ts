@@ -54,7 +54,13 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
     const store = new PgTenantStore(
       pool,
       { maxRows: config.manifestMaxRows, maxBuckets: config.manifestMaxBuckets },
-      { admittedTypes: new Set(config.admittedTypes), maxTables: config.tenantMaxTables, maxColumns: config.tenantMaxColumns },
+      {
+        admittedTypes: new Set(config.admittedTypes),
+        maxTables: config.tenantMaxTables,
+        maxColumns: config.tenantMaxColumns,
+        admission: config.replicaAdmission,
+        droppedColumns: config.replicaDroppedColumns,
+      },
     );
     const metrics = createServerMetrics({ activeTenants: () => store.countTenants(), pool: () => store.poolStats() });
     const app = await buildApp({

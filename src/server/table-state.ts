@@ -97,6 +97,19 @@ export class PgTableState {
     return toSummary(table, row);
   }
 
+  /**
+   * The summary with one more scalar in the same indexed read (`extraSql`: a subquery over the state
+   * key $1..$4, e.g. the table's schema state); null when the tenant never declared the table.
+   */
+  async readWith<T>(db: Queryable, tenant: Tenant, table: TableName, extraSql: string): Promise<{ summary: TableSummary; extra: T | null } | null> {
+    const { rows } = await db.query<StateRow & { extra: T | null }>(
+      /* sql */ `select ${STATE_COLUMNS}, (${extraSql}) as extra from tidemark.table_state where ${STATE_KEY}`,
+      stateKey(tenant, table),
+    );
+    const row = rows[0];
+    return row ? { summary: toSummary(table, row), extra: row.extra } : null;
+  }
+
   async exists(db: Queryable, tenant: Tenant, table: TableName): Promise<boolean> {
     return (await db.query(/* sql */ `select from tidemark.table_state where ${STATE_KEY}`, stateKey(tenant, table))).rowCount === 1;
   }

@@ -7,6 +7,7 @@
 import type { Readable } from 'node:stream';
 
 import type {
+  ColumnSpec,
   DeleteRequest,
   DeleteResult,
   ManifestRequest,
@@ -20,6 +21,7 @@ import type {
   UploadResult,
 } from '../shared/protocol.js';
 import type { UploadOptions } from './replica-rows.js';
+import type { AdmittedTable } from './schema-admission.js';
 import type { Tenant } from './tenant-scope.js';
 
 export type { UploadOptions } from './replica-rows.js';
@@ -49,4 +51,9 @@ export interface TenantStore {
   /** Flags tables (all when null) for a forced resync; returns the flagged names. */
   requestResync(clientId: string, databaseId: string, tables: TableName[] | null): Promise<string[]>;
   reportResync(tenant: Tenant, table: TableName, report: ResyncReport): Promise<TableSummary>;
+
+  /** The admin's catalog of admitted tables (schema-admission.ts). */
+  listAdmittedTables(): Promise<AdmittedTable[]>;
+  /** Admits a table with its key; a different key re-keys the replica. */
+  admitTable(table: TableName, key: ColumnSpec[]): Promise<{ rekeyed: number }>;
 }

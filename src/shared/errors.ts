@@ -21,7 +21,11 @@ export const ErrorCode = {
   AUTH_FORBIDDEN: 'TM_AUTH_FORBIDDEN',
   /** The table is not declared for this database on the server. The agent declares it on its next run. */
   REPLICA_TABLE_UNKNOWN: 'TM_REPLICA_TABLE_UNKNOWN',
-  /** The local schema differs from the replica's. Align the schemas (the message names the columns). */
+  /**
+   * This database's declaration of a table cannot join the shared replica (a narrowed or incompatible
+   * column type, a changed key): that table stops for this database only. The message names the
+   * columns and what to do (restore the former type or key locally, or ask the server's admin).
+   */
   REPLICA_SCHEMA_MISMATCH: 'TM_REPLICA_SCHEMA_MISMATCH',
   /** Another agent holds this database's lease. Stop the other agent, or wait for the lease to expire. */
   LEASE_HELD: 'TM_LEASE_HELD',
@@ -51,6 +55,11 @@ export const ErrorCode = {
   RUN_INCOMPLETE: 'TM_RUN_INCOMPLETE',
   /** An internal invariant was broken: a bug. Report it with the log line. */
   INTERNAL: 'TM_INTERNAL',
+  /**
+   * The table may not be replicated on this server (not admitted by the admin's catalog, or its
+   * name is taken on the server). Ask the server's admin to admit it (tidemark admit-table).
+   */
+  REPLICA_NOT_ADMITTED: 'TM_REPLICA_NOT_ADMITTED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -40,7 +40,7 @@ describe('exported metrics', () => {
     // 1. First upload (batches, throughput, lag, last success, rolling verification), and a failing table.
     const first = await agent.agent.tick();
     expect(first.tables.find((t) => t.table === 'public.items')?.converged).toBe(true);
-    expect(first.tables.find((t) => t.table === 'public.drifted')?.error?.code).toBe('TM_REPLICA_SCHEMA_MISMATCH');
+    expect(first.tables.find((t) => t.table === 'public.drifted')?.error?.code).toBe('TM_REPLICA_NOT_ADMITTED');
 
     // 2. An old row deleted locally: found by counts and bisection, deleted remotely (mismatches, rows deleted).
     await local.query(`delete from items where id = 50`);

@@ -115,7 +115,7 @@ describe('server security and bad input', () => {
     expect(await rowsOf(server)).toEqual([{ n: 0 }]);
   });
 
-  it('answers 409 naming the columns when the agent schema differs from the replica', async () => {
+  it("accepts another tenant's different columns of a shared table, and names none of the first tenant's columns", async () => {
     await using server = await startTestServer();
     await declared(server, 'alpha');
     const other = await server.register('beta');
@@ -125,10 +125,15 @@ describe('server security and bad input', () => {
       keyColumns: ['id'],
     };
     const res = await call(server, 'PUT', path, { key: other.apiKey, body: JSON.stringify(changed), contentType: 'application/json' });
-    expect(res.status).toBe(409);
-    expect(res.body.error?.code).toBe('TM_REPLICA_SCHEMA_MISMATCH');
-    expect(res.body.error?.message).toMatch(/title \(missing on the replica\)/);
-    expect(res.body.error?.message).toMatch(/name \(missing locally\)/);
+    // The replica is the union of both shapes (issue 8, item 1); the answer is beta's own summary.
+    expect(res.status).toBe(200);
+    expect(JSON.stringify(res.body)).not.toMatch(/"name"/);
+    const conflicting = { columns: [DECLARATION.columns[0], DECLARATION.columns[1], { name: 'name', type: 'uuid', notNull: false }], keyColumns: ['id'] };
+    const refused = await call(server, 'PUT', path, { key: other.apiKey, body: JSON.stringify(conflicting), contentType: 'application/json' });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error?.code).toBe('TM_REPLICA_SCHEMA_MISMATCH');
+    expect(refused.body.error?.message).toMatch(/column name uuid/);
+    expect(refused.body.error?.message).not.toMatch(/\btext\b/);
   });
 
   it('refuses type names that could smuggle SQL into DDL', async () => {

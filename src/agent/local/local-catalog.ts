@@ -6,7 +6,7 @@
 import type pg from 'pg';
 
 import { ErrorCode, TidemarkError } from '../../shared/errors.js';
-import { qualified } from '../../shared/pg.js';
+import { PINNED_SETTINGS_SQL, qualified, withTransaction } from '../../shared/pg.js';
 import { type ColumnSpec, formatTableName, type TableDeclaration, type TableName, VERSION_COLUMN } from '../../shared/protocol.js';
 import type { RowShape } from '../../shared/row-shape.js';
 import { stateTableExists } from './state-schema.js';
@@ -89,6 +89,25 @@ export class PgLocalCatalog {
       [oid, keyColumns],
     );
     return new Set(rows.map((r) => r.attname));
+  }
+
+  /**
+   * How columns came to hold their values, for columns just added (schema-change.ts): whether the
+   * column has a default, and the value its stored rows hold without a rewrite (`atthasmissing`,
+   * a constant default), as canonical text under the pinned output settings. Reads only.
+   */
+  async addedColumns(table: TableName, names: readonly string[]): Promise<Map<string, { hasDefault: boolean; missing: string | null }>> {
+    return withTransaction(this.pool, async (client) => {
+      await client.query(PINNED_SETTINGS_SQL);
+      const { rows } = await client.query<{ name: string; has_default: boolean; missing: string | null }>(
+        /* sql */ `select a.attname as name, a.atthasdef as has_default,
+                case when a.atthasmissing and a.attndims = 0 then (a.attmissingval::text::text[])[1] end as missing
+           from pg_attribute a
+          where a.attrelid = to_regclass($1::text) and a.attname = any($2::text[]) and a.attnum > 0 and not a.attisdropped`,
+        [qualified(table.schema, table.name), names],
+      );
+      return new Map(rows.map((r) => [r.name, { hasDefault: r.has_default, missing: r.missing }]));
+    });
   }
 
   /** The tracked tables, in name order. */

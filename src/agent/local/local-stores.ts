@@ -6,6 +6,7 @@
 import type pg from 'pg';
 
 import { type BatchHistory, PgBatchHistory } from './batch-history.js';
+import { PgDeclarationStore } from './declaration-store.js';
 import { type LocalTable, PgLocalCatalog } from './local-catalog.js';
 import { type LocalSnapshot, openSnapshot } from './local-snapshot.js';
 import { PgQuarantineStore, type QuarantineStore } from './quarantine-store.js';
@@ -18,6 +19,8 @@ export interface LocalStores {
   state: PgTableStateStore;
   history: BatchHistory;
   quarantine: QuarantineStore;
+  /** The declarations the server last accepted (declaration-store.ts). */
+  declarations: PgDeclarationStore;
   /** Opens a read snapshot for one table's run (local-snapshot.ts). */
   openSnapshot(table: LocalTable): Promise<LocalSnapshot>;
 }
@@ -29,6 +32,7 @@ export function pgLocalStores(pool: pg.Pool): LocalStores {
     state: new PgTableStateStore(pool),
     history: new PgBatchHistory(pool),
     quarantine: new PgQuarantineStore(pool),
+    declarations: new PgDeclarationStore(pool),
     openSnapshot: (table) => openSnapshot(pool, table),
   };
 }

@@ -45,6 +45,13 @@ const STATE_SCHEMA_SQL = /* sql */ `
   alter table tidemark.table_state add column if not exists last_insert_count bigint;
   alter table tidemark.table_state add column if not exists last_settled_version bigint;
   alter table tidemark.table_state add column if not exists full_verify_pending boolean not null default false;
+  -- the declaration of each table the server last accepted: what a schema change is compared with
+  create table if not exists tidemark.accepted_declaration (
+    schema_name text not null,
+    table_name text not null,
+    declaration jsonb not null,
+    primary key (schema_name, table_name)
+  );
   create table if not exists tidemark.batch_history (
     id bigint generated always as identity primary key,
     schema_name text not null,

@@ -49,6 +49,17 @@ export const serverConfigSchema = z.object({
    */
   admittedTypes: z.array(z.string().min(1)).default([]),
   /**
+   * Tables no admin admitted yet: `auto` (default) admits a table provisionally with the key of its
+   * first declaration (the admin can see it and admit another key: tidemark admin admit-table);
+   * `manual` refuses them until the admin admits them (403 TM_REPLICA_NOT_ADMITTED).
+   */
+  replicaAdmission: z.enum(['auto', 'manual']).default('auto'),
+  /**
+   * A replica column that no tenant declares any more (every tenant dropped it locally): `keep`
+   * (default; the column stays, NULL for the tenants that dropped it) or `drop` (the replica drops it).
+   */
+  replicaDroppedColumns: z.enum(['keep', 'drop']).default('keep'),
+  /**
    * Start even when the database role is a superuser or has BYPASSRLS (row-level security, the
    * second tenant wall, then does not apply to the server). Default false: such a start is refused.
    * Flag --allow-superuser, env TIDEMARK_ALLOW_SUPERUSER=1. For tests and the demo.
@@ -72,6 +83,8 @@ export const SERVER_ENV: EnvMap = {
   TIDEMARK_ADMIN_KEY: ['adminKey'],
   TIDEMARK_MAX_BODY_BYTES: ['maxBodyBytes'],
   TIDEMARK_LOG_LEVEL: ['logLevel'],
+  TIDEMARK_REPLICA_ADMISSION: ['replicaAdmission'],
+  TIDEMARK_REPLICA_DROPPED_COLUMNS: ['replicaDroppedColumns'],
   TIDEMARK_ALLOW_SUPERUSER: ['allowSuperuser'],
   TIDEMARK_SERVER_METRICS_LISTEN: ['metricsListen'],
   TIDEMARK_METRICS_BEARER_TOKEN: ['metricsBearerToken'],

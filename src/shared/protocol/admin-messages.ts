@@ -2,8 +2,9 @@
 import { z } from 'zod';
 
 import { clientIdSchema, databaseIdSchema } from './identifiers.js';
-import { MAX_RESYNC_TABLES } from './limits.js';
-import { tableSummarySchema } from './table-messages.js';
+import { MAX_KEY_COLUMNS, MAX_RESYNC_TABLES } from './limits.js';
+import { collationSchema, columnTypeSchema, tableSummarySchema } from './table-messages.js';
+import { columnNameSchema } from './table-name.js';
 
 /** POST /v1/admin/customers/{clientId}/databases: register. */
 export const registerRequestSchema = z.object({ name: z.string().min(1).max(200) });
@@ -47,3 +48,25 @@ export type TenantInfo = z.infer<typeof tenantInfoSchema>;
 /** GET /v1/admin/tenants */
 export const tenantListSchema = z.object({ tenants: z.array(tenantInfoSchema) });
 export type TenantList = z.infer<typeof tenantListSchema>;
+
+/** PUT /v1/admin/tables/{table}: admit a table with its key columns (name, type as format_type prints it, collation). */
+export const admitTableRequestSchema = z.object({
+  keyColumns: z
+    .array(z.object({ name: columnNameSchema, type: columnTypeSchema, collation: collationSchema.optional() }))
+    .min(1)
+    .max(MAX_KEY_COLUMNS),
+});
+export type AdmitTableRequest = z.infer<typeof admitTableRequestSchema>;
+
+/** GET /v1/admin/tables: the admitted tables. */
+export const admittedTableSchema = z.object({
+  table: z.string(),
+  keyColumns: z.array(z.object({ name: z.string(), type: z.string(), notNull: z.boolean(), collation: collationSchema.optional() })),
+  /** Admitted by a first declaration (replicaAdmission auto), not confirmed by the admin. */
+  provisional: z.boolean(),
+  admittedAt: z.string(),
+  tenants: z.number(),
+  blocked: z.number(),
+});
+export const admittedTableListSchema = z.object({ tables: z.array(admittedTableSchema) });
+export type AdmittedTableList = z.infer<typeof admittedTableListSchema>;

@@ -24,6 +24,10 @@ export const ROUTES = {
   adminBundles: '/v1/admin/bundles',
   /** GET the last bundle a database imported. */
   adminBundle: '/v1/admin/customers/:clientId/databases/:databaseId/bundle',
+  /** GET the admin's catalog of admitted tables. */
+  adminTables: '/v1/admin/tables',
+  /** PUT admit a table with its key (re-keys its replica when the key differs). */
+  adminTable: '/v1/admin/tables/:table',
   healthz: '/healthz',
   readyz: '/readyz',
   metrics: '/metrics',
@@ -59,6 +63,8 @@ export const adminPaths = {
   tenants: (): string => ROUTES.adminTenants,
   bundles: (): string => ROUTES.adminBundles,
   bundle: (clientId: string, databaseId: string): string => buildPath('adminBundle', { clientId, databaseId }),
+  tables: (): string => ROUTES.adminTables,
+  table: (table: TableName): string => buildPath('adminTable', { table: formatTableName(table) }),
 };
 
 /** Path of one of a table's routes (the table itself, or its manifest, recount or resync). */

@@ -36,8 +36,24 @@ const collationPartSchema = z.string().superRefine((part, ctx) => {
 export const collationSchema = z.object({ schema: collationPartSchema, name: collationPartSchema });
 export type Collation = z.infer<typeof collationSchema>;
 
-/** A tracked table's column as the agent reports it. `type` is `format_type()` output. */
-export const columnSpecSchema = z.object({ name: columnNameSchema, type: columnTypeSchema, notNull: z.boolean(), collation: collationSchema.optional() });
+/**
+ * A tracked table's column as the agent reports it. `type` is `format_type()` output.
+ * `addedDefault`: sent once, when the column was just added locally with a constant default
+ * (`alter table … add column … default 5`): the stored rows hold that value without a rewrite
+ * and without firing triggers, so the server sets the tenant's existing rows to it (its canonical
+ * text, under the pinned output settings). Not part of the stored declaration.
+ */
+export const columnSpecSchema = z.object({
+  name: columnNameSchema,
+  type: columnTypeSchema,
+  notNull: z.boolean(),
+  collation: collationSchema.optional(),
+  addedDefault: z
+    .string()
+    .max(64 * 1024)
+    .refine((s) => !s.includes('\0'), 'a value cannot contain NUL')
+    .optional(),
+});
 export type ColumnSpec = z.infer<typeof columnSpecSchema>;
 
 const RESERVED_COLUMNS: ReadonlySet<string> = new Set([TENANT_CLIENT_COLUMN, TENANT_DATABASE_COLUMN]);
@@ -80,6 +96,19 @@ export const resyncStateSchema = z.object({
 });
 export type ResyncState = z.infer<typeof resyncStateSchema>;
 
+/**
+ * The schema state of a tenant's table on the server: `in_sync` (the replica holds this
+ * database's declared shape; `changedAt` when it last changed and was applied), or `blocked` (the
+ * latest declaration was refused: `reason` says why and what to do; the last accepted shape stays).
+ */
+export const tableSchemaStateSchema = z.object({
+  state: z.enum(['in_sync', 'blocked']),
+  reason: z.string().nullable(),
+  changedAt: z.string().nullable(),
+  appliedAt: z.string().nullable(),
+});
+export type TableSchemaState = z.infer<typeof tableSchemaStateSchema>;
+
 /** GET/PUT .../tables/{table}: what the server holds, O(1) from its state row. */
 export const tableSummarySchema = z.object({
   table: z.string(),
@@ -103,6 +132,8 @@ export const tableSummarySchema = z.object({
   /** When the server last applied a change or settled this table. */
   updatedAt: z.string().nullable(),
   resync: resyncStateSchema.nullable(),
+  /** The table's schema state for this database (absent from servers before it). */
+  schema: tableSchemaStateSchema.optional(),
 });
 export type TableSummary = z.infer<typeof tableSummarySchema>;
 
