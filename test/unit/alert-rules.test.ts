@@ -85,6 +85,9 @@ describe('alert rules', () => {
       /tidemark_server_database_horizon_age_seconds/,
       /tidemark_server_database_tables_schema_blocked/,
     ])
-      expect(exprs.some((e) => re.test(e)), String(re)).toBe(true);
+      expect(
+        exprs.some((e) => re.test(e)),
+        String(re),
+      ).toBe(true);
   });
 });

@@ -67,7 +67,14 @@ describe('fleet metrics', () => {
         mismatchRuns: 4,
         lastSuccessAt: null,
       }),
-      facts({ clientId: 'initech', databaseId: '00000000-0000-4000-8000-000000000003', lastSeenAt: null, reportedAt: null, lastSuccessAt: null, lagSeconds: null }),
+      facts({
+        clientId: 'initech',
+        databaseId: '00000000-0000-4000-8000-000000000003',
+        lastSeenAt: null,
+        reportedAt: null,
+        lastSuccessAt: null,
+        lagSeconds: null,
+      }),
     ];
     const { registry } = setup(rows);
     const text = await registry.metrics();
