@@ -6,6 +6,7 @@ import { agentCommands } from './agent-commands.js';
 import { type DatabaseSide, describeError, EXIT_USAGE } from './common.js';
 import { configCommand } from './config-command.js';
 import { demoCommand } from './demo-command.js';
+import { fleetCommand } from './fleet-command.js';
 import { inspectCommands } from './inspect-commands.js';
 import { offlineCommands } from './offline-commands.js';
 import { registerCommand } from './register-command.js';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   configCommand(program);
   demoCommand(program);
   offlineCommands(program);
+  fleetCommand(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
