@@ -7,6 +7,7 @@ import { catalogCommands } from './catalog-commands.js';
 import { type DatabaseSide, describeError, EXIT_USAGE } from './common.js';
 import { configCommand } from './config-command.js';
 import { demoCommand } from './demo-command.js';
+import { fleetCommand } from './fleet-command.js';
 import { inspectCommands } from './inspect-commands.js';
 import { offlineCommands } from './offline-commands.js';
 import { registerCommand } from './register-command.js';
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   configCommand(program);
   demoCommand(program);
   offlineCommands(program);
+  fleetCommand(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

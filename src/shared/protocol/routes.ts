@@ -28,6 +28,12 @@ export const ROUTES = {
   adminTables: '/v1/admin/tables',
   /** PUT admit a table with its key (re-keys its replica when the key differs). */
   adminTable: '/v1/admin/tables/:table',
+  /** POST an agent's run report (fleet-messages.ts), with the database's API key. */
+  databaseReport: '/v1/customers/:clientId/databases/:databaseId/report',
+  /** GET every database's health, worst first (?client=&state=). */
+  adminFleet: '/v1/admin/fleet',
+  /** GET one database's tables, quarantine, schema and resync state, and run history. */
+  adminDatabaseDetail: '/v1/admin/customers/:clientId/databases/:databaseId/detail',
   healthz: '/healthz',
   readyz: '/readyz',
   metrics: '/metrics',
@@ -65,6 +71,8 @@ export const adminPaths = {
   bundle: (clientId: string, databaseId: string): string => buildPath('adminBundle', { clientId, databaseId }),
   tables: (): string => ROUTES.adminTables,
   table: (table: TableName): string => buildPath('adminTable', { table: formatTableName(table) }),
+  fleet: (): string => ROUTES.adminFleet,
+  detail: (clientId: string, databaseId: string): string => buildPath('adminDatabaseDetail', { clientId, databaseId }),
 };
 
 /** Path of one of a table's routes (the table itself, or its manifest, recount or resync). */
