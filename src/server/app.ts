@@ -13,6 +13,7 @@ import { registerAdminRoutes } from './admin-routes.js';
 import { type AuthThrottle, authGate } from './auth-throttle.js';
 import { registerBundleRoutes } from './bundle-routes.js';
 import type { BundleStore } from './bundle-store.js';
+import { registerConsoleRoutes } from './console-routes.js';
 import { RetryLaterError } from './http-errors.js';
 import { registerMetricsRoute } from './metrics-route.js';
 import type { ServerMetrics } from './server-metrics.js';
@@ -143,5 +144,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated });
   registerTenantRoutes(app, { ...options, authenticated });
   if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles });
+  registerConsoleRoutes(app);
   return app;
 }

@@ -1,0 +1,214 @@
+/**
+ * The admin console (/admin/) in a real browser: headless Chromium from the system's packages
+ * (`CHROMIUM_PATH`, else `chromium` or `chromium-browser` on PATH) driven by playwright-core, on a
+ * real server and PostgreSQL, reached through a reverse proxy that serves it at a sub-path
+ * (/tidemark/), as a deployment may. Without a browser the browser test is skipped, saying so,
+ * except under CI=true, where it fails: .ci/run installs chromium.
+ *
+ * Nothing here waits for time: the test drives the agent's runs itself, holds one run at a chosen
+ * point, and waits for text to appear in the page (which polls the admin API).
+ */
+import { existsSync } from 'node:fs';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { delimiter, join } from 'node:path';
+
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+
+import { tenantInfo } from '../../src/cli/admin-client.js';
+import { createDatabase, startRecordingAgent, startTestServer } from '../support/fixtures.js';
+
+/** The sub-path the proxy serves tidemark at. */
+const PREFIX = '/tidemark';
+/**
+ * A safety net for a hung browser, never a measure of speed: every wait below ends as soon as the
+ * page shows what it waits for.
+ */
+const WAIT_MS = 120_000;
+
+function findChromium(): { path: string } | { why: string } {
+  const given = process.env.CHROMIUM_PATH;
+  if (given) return existsSync(given) ? { path: given } : { why: `CHROMIUM_PATH=${given} does not exist` };
+  for (const dir of (process.env.PATH ?? '').split(delimiter))
+    for (const name of ['chromium', 'chromium-browser']) if (dir && existsSync(join(dir, name))) return { path: join(dir, name) };
+  return { why: 'no chromium or chromium-browser on PATH and no CHROMIUM_PATH (apt-get install chromium)' };
+}
+
+/** Skips the test, printing why, when there is no browser; fails it under CI. */
+function requireBrowser(ctx: TestContext, browser: Browser | undefined, why: string): Browser {
+  if (browser) return browser;
+  const message = `${why}: the admin console was not tested in a browser`;
+  if (process.env.CI === 'true') throw new Error(`${message}; CI must have it`);
+  process.stderr.write(`SKIPPED: ${message}\n`);
+  return ctx.skip(message);
+}
+
+interface PrefixProxy extends AsyncDisposable {
+  url: string;
+  /** Paths the browser asked for outside the prefix (a URL in the page that is not relative). */
+  strays: string[];
+}
+
+/** A reverse proxy on 127.0.0.1 that serves `target` at `PREFIX` and nothing else. */
+async function startPrefixProxy(target: string): Promise<PrefixProxy> {
+  const upstream = new URL(target);
+  const strays: string[] = [];
+  const server: Server = createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (!url.startsWith(`${PREFIX}/`)) {
+      strays.push(url);
+      res.writeHead(404).end();
+      return;
+    }
+    const forward = request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: url.slice(PREFIX.length), headers: { ...req.headers, host: upstream.host } },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    forward.on('error', () => res.writeHead(502).end());
+    req.pipe(forward);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}${PREFIX}`,
+    strays,
+    async [Symbol.asyncDispose]() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** A promise the test resolves when it chooses. */
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open = (): void => {};
+  const wait = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { wait, open };
+}
+
+describe('admin console', () => {
+  const found = findChromium();
+  let browser: Browser | undefined;
+  let browserWhy = 'why' in found ? found.why : '';
+  beforeAll(async () => {
+    if ('path' in found) {
+      try {
+        browser = await chromium.launch({ executablePath: found.path, headless: true });
+      } catch (e) {
+        browserWhy = `${found.path} did not start: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`;
+      }
+    }
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('serves the page without the key, its data only with it, and nothing else under /admin/', async () => {
+    await using server = await startTestServer();
+    const page = await fetch(`${server.url}/admin/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(page.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+    const html = await page.text();
+    // Relative URLs only: the page works at any sub-path.
+    expect(html).toContain('src="console.js"');
+    expect(html).not.toMatch(/(src|href)="\//);
+    expect((await fetch(`${server.url}/admin/console.js`)).headers.get('content-type')).toMatch(/^text\/javascript/);
+    expect((await fetch(`${server.url}/admin/console.css`)).headers.get('content-type')).toMatch(/^text\/css/);
+    expect((await fetch(`${server.url}/admin/%2e%2e%2fpackage.json`)).status).toBe(404);
+    expect((await fetch(`${server.url}/admin/secret.txt`)).status).toBe(404);
+    const bare = await fetch(`${server.url}/admin`, { redirect: 'manual' });
+    expect(bare.status).toBe(301);
+    expect(bare.headers.get('location')).toBe('admin/');
+    expect((await fetch(`${server.url}/v1/admin/tenants`)).status).toBe(401);
+  });
+
+  it('shows the fleet and a database behind a sub-path proxy, and forces a resync of a chosen table that goes requested, running, done', async (ctx) => {
+    const b = requireBrowser(ctx, browser, browserWhy);
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table items (id int primary key, name text not null)`);
+    await local.query(`insert into items select i, 'item ' || i from generate_series(1, 300) i`);
+    await local.query(`create table orders (id int primary key, item int not null)`);
+    await local.query(`insert into orders select i, i % 300 + 1 from generate_series(1, 50) i`);
+    // A name with markup: the page must show it as text.
+    const reg = await server.register('acme', 'Lyon <b>plant</b>');
+    await using agent = await startRecordingAgent(local, server, reg);
+    await agent.local.tracking.track('items');
+    await agent.local.tracking.track('orders');
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await using proxy = await startPrefixProxy(server.url);
+
+    const context = await b.newContext();
+    const page: Page = await context.newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error') pageErrors.push(m.text());
+    });
+    try {
+      // Without the trailing slash: the relative redirect keeps the sub-path.
+      await page.goto(`${proxy.url}/admin`);
+      expect(new URL(page.url()).pathname).toBe(`${PREFIX}/admin/`);
+      await page.getByLabel('Admin key').fill(server.adminKey);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+
+      // The fleet.
+      const row = page.locator(`tr[data-database="${reg.databaseId}"]`);
+      await row.waitFor();
+      expect(await row.textContent()).toContain('acme');
+      expect(await row.getByRole('link').textContent()).toBe('Lyon <b>plant</b>');
+      expect(await page.locator('b', { hasText: 'plant' }).count()).toBe(0);
+
+      // One database.
+      await row.getByRole('link').click();
+      const items = page.locator('#tables tr[data-table="public.items"]');
+      await items.waitFor();
+      expect(await page.locator('h1').textContent()).toBe('acme / Lyon <b>plant</b>');
+      expect(await items.locator('td').nth(4).textContent()).toBe('300');
+      const orders = page.locator('#tables tr[data-table="public.orders"]');
+      expect(await orders.locator('td').nth(4).textContent()).toBe('50');
+
+      // Force a resync of the chosen table; a dismissed confirmation asks for nothing.
+      await items.getByRole('checkbox').check();
+      const resyncSelected = page.getByRole('button', { name: 'Resync selected tables…' });
+      const dialogs: string[] = [];
+      page.once('dialog', (d) => {
+        dialogs.push(d.message());
+        void d.dismiss();
+      });
+      await resyncSelected.click();
+      expect(dialogs[0]).toContain('public.items');
+      expect((await tenantInfo(server.url, server.adminKey, 'acme', reg.databaseId)).tables.every((t) => t.resync === null)).toBe(true);
+      page.once('dialog', (d) => void d.accept());
+      await resyncSelected.click();
+      await items.locator('td.resync', { hasText: 'requested' }).waitFor();
+      expect(await orders.locator('td.resync').textContent()).toBe('–');
+
+      // The agent's next run: held after it reported the resync running, before it reports it done.
+      const hold = gate();
+      agent.recording.beforeCall = async (call) => {
+        if (call.method === 'recount') await hold.wait;
+      };
+      const run = agent.agent.tick();
+      await items.locator('td.resync', { hasText: 'running' }).waitFor();
+      hold.open();
+      expect((await run).converged).toBe(true);
+      await items.locator('td.resync', { hasText: 'done' }).waitFor();
+      expect(await items.locator('td.resync').textContent()).toContain('0 rows repaired');
+      expect(await orders.locator('td.resync').textContent()).toBe('–');
+
+      expect(proxy.strays).toEqual([]);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+});
