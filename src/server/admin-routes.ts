@@ -14,14 +14,19 @@ function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-export function registerAdminRoutes(app: FastifyInstance, options: { store: TenantStore; adminKey: string; log: Logger; authenticated: AuthGate }): void {
-  const { store, log } = options;
-  const adminKeyHash = sha256(options.adminKey);
-  const requireAdmin = async (req: FastifyRequest): Promise<void> => {
+/** The preHandler of admin routes: the admin key as a bearer token, failures counted by the auth throttle. */
+export function adminGuard(adminKey: string, authenticated: AuthGate): (req: FastifyRequest) => Promise<void> {
+  const adminKeyHash = sha256(adminKey);
+  return async (req) => {
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
-    const ok = await options.authenticated(req, given, async () => (given && timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
+    const ok = await authenticated(req, given, async () => (given && timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
     if (!ok) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
   };
+}
+
+export function registerAdminRoutes(app: FastifyInstance, options: { store: TenantStore; adminKey: string; log: Logger; authenticated: AuthGate }): void {
+  const { store, log } = options;
+  const requireAdmin = adminGuard(options.adminKey, options.authenticated);
   const clientIdOf = (s: string): string => parse(clientIdSchema, s, 'clientId');
   const databaseIdOf = (s: string): string => parse(databaseIdSchema, s, 'databaseId').toLowerCase();
 

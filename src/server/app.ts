@@ -9,11 +9,13 @@ import { ErrorCode, ProtocolError, TidemarkError, toError } from '../shared/erro
 import type { Logger } from '../shared/logger.js';
 import { classifyPgError, sqlstateOf } from '../shared/pg.js';
 import { COPY_CONTENT_TYPE, type ErrorBody } from '../shared/protocol.js';
+import { registerFleetRoutes } from './admin-fleet-routes.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { type AuthThrottle, authGate } from './auth-throttle.js';
 import { registerBundleRoutes } from './bundle-routes.js';
 import type { BundleStore } from './bundle-store.js';
 import { registerConsoleRoutes } from './console-routes.js';
+import type { FleetStore } from './fleet-store.js';
 import { RetryLaterError } from './http-errors.js';
 import { registerMetricsRoute } from './metrics-route.js';
 import type { ServerMetrics } from './server-metrics.js';
@@ -36,6 +38,8 @@ export interface AppOptions {
   metricsBearerToken?: string | undefined;
   /** Offline sites' bundle imports (bundle-routes.ts); without it, the bundle routes are absent. */
   bundles?: BundleStore;
+  /** Agents' run reports and the admin fleet views (admin-fleet-routes.ts); without it, those routes are absent. */
+  fleet?: { store: FleetStore; silentAfterSeconds: number; now: () => number };
 }
 
 const MAX_JSON_BYTES = 16 * 1024 * 1024;
@@ -144,6 +148,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated });
   registerTenantRoutes(app, { ...options, authenticated });
   if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles });
+  if (options.fleet) registerFleetRoutes(app, { ...options, ...options.fleet, fleet: options.fleet.store, store: options.store, authenticated });
   registerConsoleRoutes(app);
   return app;
 }

@@ -57,6 +57,55 @@ const MIGRATIONS: readonly string[] = [
     foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade,
     foreign key (schema_name, table_name) references tidemark.replica_table
   );`,
+  // Fleet (fleet-store.ts): what agents report after their runs. The latest report per database and
+  // per (database, table), and the last RUN_HISTORY_LIMIT runs per database.
+  /* sql */ `
+  create table tidemark.agent_report (
+    client_id text not null,
+    database_id uuid not null,
+    reported_at timestamptz not null,
+    agent_version text not null,
+    -- the last report in which every table was ok
+    last_success_at timestamptz,
+    horizon_age_seconds double precision,
+    -- reported runs that found rows differing (verification, count checks), ever
+    mismatch_runs bigint not null default 0,
+    primary key (client_id, database_id),
+    foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade
+  );
+  create table tidemark.table_report (
+    client_id text not null,
+    database_id uuid not null,
+    schema_name text not null,
+    table_name text not null,
+    reported_at timestamptz not null,
+    outcome text not null,
+    error_code text,
+    error_message text,
+    rows_behind bigint,
+    quarantined_rows bigint not null,
+    quarantined jsonb not null,
+    lag_seconds double precision,
+    local_count bigint,
+    local_max_version text,
+    remote_count bigint,
+    remote_max_version text,
+    schema_state jsonb,
+    primary key (client_id, database_id, schema_name, table_name),
+    foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade
+  );
+  create table tidemark.run_report (
+    client_id text not null,
+    database_id uuid not null,
+    seq bigint generated always as identity,
+    started_at timestamptz not null,
+    reported_at timestamptz not null default now(),
+    duration_seconds double precision not null,
+    outcome text not null,
+    tables jsonb not null,
+    primary key (client_id, database_id, seq),
+    foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade
+  );`,
 ];
 
 export async function migrate(pool: pg.Pool): Promise<void> {

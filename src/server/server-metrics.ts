@@ -2,6 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 
 import { registerBuildInfo } from '../shared/metrics/build-info.js';
 import { MetricName } from '../shared/metrics/names.js';
+import { type FleetMetricsSource, registerFleetMetrics } from './fleet-metrics.js';
 
 export interface ServerMetrics {
   registry: Registry;
@@ -17,6 +18,8 @@ export interface ServerMetrics {
 export function createServerMetrics(sources: {
   activeTenants: () => Promise<number>;
   pool: () => { total: number; idle: number; waiting: number };
+  /** Per-database and fleet-wide health (fleet-metrics.ts); absent: not exported. */
+  fleet?: FleetMetricsSource;
 }): ServerMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -56,6 +59,7 @@ export function createServerMetrics(sources: {
     registers: [registry],
   });
   for (const outcome of ['rejected', 'throttled']) authFailures.inc({ outcome }, 0);
+  if (sources.fleet) registerFleetMetrics(registry, sources.fleet);
   return {
     registry,
     requestDuration: new Histogram({

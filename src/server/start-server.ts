@@ -9,6 +9,7 @@ import { classifyPgError, createPool } from '../shared/pg.js';
 import { buildApp } from './app.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { PgBundleStore } from './bundle-store.js';
+import { PgFleetStore } from './fleet-store.js';
 import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
@@ -56,7 +57,12 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       { maxRows: config.manifestMaxRows, maxBuckets: config.manifestMaxBuckets },
       { admittedTypes: new Set(config.admittedTypes), maxTables: config.tenantMaxTables, maxColumns: config.tenantMaxColumns },
     );
-    const metrics = createServerMetrics({ activeTenants: () => store.countTenants(), pool: () => store.poolStats() });
+    const fleet = { store: new PgFleetStore(pool, config.leaseSeconds), silentAfterSeconds: config.fleetSilentAfterSeconds, now: options.now ?? Date.now };
+    const metrics = createServerMetrics({
+      activeTenants: () => store.countTenants(),
+      pool: () => store.poolStats(),
+      fleet: { ...fleet, perDatabase: config.fleetMetricsPerDatabase, refreshSeconds: config.fleetMetricsRefreshSeconds },
+    });
     const app = await buildApp({
       store,
       metrics,
@@ -69,6 +75,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       metricsHere: config.metricsListen === undefined,
       metricsBearerToken: config.metricsBearerToken,
       bundles: new PgBundleStore(pool),
+      fleet,
       ready: async () => {
         await pool.query('select 1');
       },

@@ -8,6 +8,7 @@
  *  - table-messages.ts  tenant table routes' messages (zod schemas, inferred wire types);
  *  - manifest.ts        manifest requests and answers;
  *  - admin-messages.ts  admin routes' messages;
+ *  - fleet-messages.ts  agents' run reports and the admin fleet views;
  *  - routes.ts          route templates and the path builders made from them;
  *  - copy-text.ts       the COPY text codec of row data;
  *  - parse.ts           parsing a message by its schema (400 naming each problem).
@@ -15,6 +16,7 @@
 export * from './protocol/admin-messages.js';
 export * from './protocol/column-type.js';
 export * from './protocol/copy-text.js';
+export * from './protocol/fleet-messages.js';
 export * from './protocol/identifiers.js';
 export * from './protocol/limits.js';
 export * from './protocol/manifest.js';

@@ -14,6 +14,8 @@ export const SERVER_DEFAULTS = {
   tenantMaxTables: 1000,
   tenantMaxColumns: 1600,
   tenantMaxConcurrentRequests: 32,
+  fleetSilentAfterSeconds: 900,
+  fleetMetricsRefreshSeconds: 30,
 } as const;
 
 export const serverConfigSchema = z.object({
@@ -62,6 +64,18 @@ export const serverConfigSchema = z.object({
   /** When set, /metrics requires `Authorization: Bearer <token>` (16+ characters). Default: none. */
   metricsBearerToken: z.string().min(16, 'at least 16 characters').optional(),
   logLevel: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  /** Seconds without a report or request from a database's agent before it is `silent` (default 900: three agent heartbeats). */
+  fleetSilentAfterSeconds: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.fleetSilentAfterSeconds),
+  /** Seconds the per-database metrics' snapshot is reused for (one query per refresh, whatever the scrapes). Default 30. */
+  fleetMetricsRefreshSeconds: z.coerce.number().min(0).default(SERVER_DEFAULTS.fleetMetricsRefreshSeconds),
+  /**
+   * Export the per-database series (labels client, database; 11 per database). false keeps only the
+   * fleet-wide ones (a few series), for very large fleets. Env TIDEMARK_FLEET_METRICS_PER_DATABASE. Default true.
+   */
+  fleetMetricsPerDatabase: z
+    .union([z.boolean(), z.enum(['1', 'true', '0', 'false'])])
+    .default(true)
+    .transform((v) => v === true || v === '1' || v === 'true'),
 });
 
 export type ServerConfig = z.output<typeof serverConfigSchema>;
@@ -75,6 +89,7 @@ export const SERVER_ENV: EnvMap = {
   TIDEMARK_ALLOW_SUPERUSER: ['allowSuperuser'],
   TIDEMARK_SERVER_METRICS_LISTEN: ['metricsListen'],
   TIDEMARK_METRICS_BEARER_TOKEN: ['metricsBearerToken'],
+  TIDEMARK_FLEET_METRICS_PER_DATABASE: ['fleetMetricsPerDatabase'],
 };
 
 export function loadServerConfig(sources: ConfigSources): Readonly<ServerConfig> {

@@ -32,5 +32,23 @@ export const MetricName = {
   serverDbPoolConnections: 'tidemark_server_db_pool_connections',
   serverStaleRowsTotal: 'tidemark_server_stale_rows_total',
   serverAuthFailuresTotal: 'tidemark_server_auth_failures_total',
+
+  // Per database (labels client, database), from the agents' run reports (src/server/fleet-metrics.ts).
+  serverDatabaseLastSuccessTimestampSeconds: 'tidemark_server_database_last_success_timestamp_seconds',
+  serverDatabaseLastReportTimestampSeconds: 'tidemark_server_database_last_report_timestamp_seconds',
+  serverDatabaseAgentUp: 'tidemark_server_database_agent_up',
+  serverDatabaseLagSeconds: 'tidemark_server_database_lag_seconds',
+  serverDatabaseRowsBehind: 'tidemark_server_database_rows_behind',
+  serverDatabaseQuarantinedRows: 'tidemark_server_database_quarantined_rows',
+  serverDatabaseTablesFailing: 'tidemark_server_database_tables_failing',
+  serverDatabaseTablesSchemaBlocked: 'tidemark_server_database_tables_schema_blocked',
+  serverDatabaseResyncPendingSeconds: 'tidemark_server_database_resync_pending_seconds',
+  serverDatabaseHorizonAgeSeconds: 'tidemark_server_database_horizon_age_seconds',
+  serverDatabaseMismatchRunsTotal: 'tidemark_server_database_mismatch_runs_total',
+  // Fleet-wide, exported whatever fleetMetricsPerDatabase says.
+  serverFleetDatabases: 'tidemark_server_fleet_databases',
+  serverFleetMaxLagSeconds: 'tidemark_server_fleet_max_lag_seconds',
+  serverFleetQuarantinedRows: 'tidemark_server_fleet_quarantined_rows',
+  serverFleetResyncsPending: 'tidemark_server_fleet_resyncs_pending',
 } as const;
 export type MetricName = (typeof MetricName)[keyof typeof MetricName];

@@ -24,6 +24,12 @@ export const ROUTES = {
   adminBundles: '/v1/admin/bundles',
   /** GET the last bundle a database imported. */
   adminBundle: '/v1/admin/customers/:clientId/databases/:databaseId/bundle',
+  /** POST an agent's run report (fleet-messages.ts), with the database's API key. */
+  databaseReport: '/v1/customers/:clientId/databases/:databaseId/report',
+  /** GET every database's health, worst first (?client=&state=). */
+  adminFleet: '/v1/admin/fleet',
+  /** GET one database's tables, quarantine, schema and resync state, and run history. */
+  adminDatabaseDetail: '/v1/admin/customers/:clientId/databases/:databaseId/detail',
   healthz: '/healthz',
   readyz: '/readyz',
   metrics: '/metrics',
@@ -59,6 +65,8 @@ export const adminPaths = {
   tenants: (): string => ROUTES.adminTenants,
   bundles: (): string => ROUTES.adminBundles,
   bundle: (clientId: string, databaseId: string): string => buildPath('adminBundle', { clientId, databaseId }),
+  fleet: (): string => ROUTES.adminFleet,
+  detail: (clientId: string, databaseId: string): string => buildPath('adminDatabaseDetail', { clientId, databaseId }),
 };
 
 /** Path of one of a table's routes (the table itself, or its manifest, recount or resync). */
