@@ -16,7 +16,8 @@ import { delimiter, join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 
-import { tenantInfo } from '../../src/cli/admin-client.js';
+import { listTenants, tenantInfo } from '../../src/cli/admin-client.js';
+import { tablePath } from '../../src/shared/protocol.js';
 import { createDatabase, startRecordingAgent, startTestServer } from '../support/fixtures.js';
 
 /** The sub-path the proxy serves tidemark at. */
@@ -139,6 +140,8 @@ describe('admin console', () => {
     await local.query(`insert into orders select i, i % 300 + 1 from generate_series(1, 50) i`);
     // A name with markup: the page must show it as text.
     const reg = await server.register('acme', 'Lyon <b>plant</b>');
+    // A database whose agent never came: worst first, so above acme's.
+    const never = await server.register('beta', 'Paris');
     await using agent = await startRecordingAgent(local, server, reg);
     await agent.local.tracking.track('items');
     await agent.local.tracking.track('orders');
@@ -160,12 +163,24 @@ describe('admin console', () => {
       await page.getByLabel('Admin key').fill(server.adminKey);
       await page.getByRole('button', { name: 'Sign in' }).click();
 
-      // The fleet.
+      // The fleet: worst first, filtered by text or state, sorted by a column.
       const row = page.locator(`tr[data-database="${reg.databaseId}"]`);
       await row.waitFor();
+      const fleetRows = page.locator('tr[data-database]');
+      const shownIds = async () => fleetRows.evaluateAll((rows) => rows.map((r) => r.getAttribute('data-database')));
+      expect(await shownIds()).toEqual([never.databaseId, reg.databaseId]);
+      expect(await fleetRows.nth(0).locator('.state').textContent()).toBe('never');
       expect(await row.textContent()).toContain('acme');
       expect(await row.getByRole('link').textContent()).toBe('Lyon <b>plant</b>');
       expect(await page.locator('b', { hasText: 'plant' }).count()).toBe(0);
+      await page.getByLabel('Filter').fill('lyon');
+      expect(await shownIds()).toEqual([reg.databaseId]);
+      await page.getByLabel('Filter').fill('');
+      await page.getByLabel('State').selectOption('never');
+      expect(await shownIds()).toEqual([never.databaseId]);
+      await page.getByLabel('State').selectOption('');
+      await page.getByRole('button', { name: 'Database' }).click();
+      expect(await shownIds()).toEqual([reg.databaseId, never.databaseId]);
 
       // One database.
       await row.getByRole('link').click();
@@ -204,6 +219,19 @@ describe('admin console', () => {
       await items.locator('td.resync', { hasText: 'done' }).waitFor();
       expect(await items.locator('td.resync').textContent()).toContain('0 rows repaired');
       expect(await orders.locator('td.resync').textContent()).toBe('–');
+
+      // Register a database: its key is shown once, and works.
+      await page.getByRole('link', { name: 'Register a database' }).click();
+      await page.getByLabel(/Client id/).fill('gamma');
+      await page.getByLabel('Database name').fill('Nice');
+      await page.getByRole('button', { name: 'Register' }).click();
+      const apiKey = (await page.locator('#api-key').textContent()) ?? '';
+      const registered = (await listTenants(server.url, server.adminKey)).tenants.find((t) => t.clientId === 'gamma');
+      expect(registered?.name).toBe('Nice');
+      const probe = await fetch(`${server.url}${tablePath('gamma', registered?.databaseId ?? '', { schema: 'public', name: 'nothing' })}`, {
+        headers: { authorization: `Bearer ${apiKey}` },
+      });
+      expect(probe.status).toBe(404);
 
       expect(proxy.strays).toEqual([]);
       expect(pageErrors).toEqual([]);

@@ -86,53 +86,6 @@ async function api(method, path, body) {
   return data;
 }
 
-// TEMPORARY until the fleet API is merged: the fleet and detail views built from the tenant list.
-const activeResync = (t) => t.resync && (t.resync.status === 'requested' || t.resync.status === 'running');
-function fromTenant(t) {
-  const updated = t.tables
-    .map((x) => x.updatedAt)
-    .filter(Boolean)
-    .sort();
-  return {
-    clientId: t.clientId,
-    databaseId: t.databaseId,
-    name: t.name,
-    agentVersion: null,
-    lastReportAt: null,
-    lastSuccessAt: updated.at(-1) ?? null,
-    state: t.tables.length === 0 ? 'never' : t.tables.some(activeResync) ? 'resyncing' : 'ok',
-    lagSeconds: null,
-    rowsBehind: null,
-    quarantinedRows: 0,
-    tables: t.tables.length,
-    errorCode: null,
-  };
-}
-async function loadFleet() {
-  return { databases: (await api('GET', 'tenants')).tenants.map(fromTenant) };
-}
-async function loadDetail(c, d) {
-  const t = await api('GET', databasePath(c, d));
-  return {
-    database: fromTenant(t),
-    tables: t.tables.map((x) => ({
-      table: x.table,
-      localCount: null,
-      localMaxVersion: null,
-      remoteCount: x.rowCount,
-      remoteMaxVersion: x.maxVersion,
-      lastOutcome: null,
-      errorCode: null,
-      errorMessage: null,
-      quarantined: [],
-      lagSeconds: x.secondsSinceUpdate,
-      schemaState: null,
-      resync: x.resync,
-    })),
-    runs: [],
-  };
-}
-
 // --- views ------------------------------------------------------------------------------------
 
 /** Bumped on every navigation: a poll of a view that is gone stops. */
@@ -272,7 +225,7 @@ function renderFleet() {
   view.replaceChildren(h('h1', {}, 'Fleet'), h('div', { class: 'toolbar' }, filter, state, count), t.table);
   return poll(
     async () => {
-      all = (await loadFleet()).databases;
+      all = (await api('GET', 'fleet')).databases;
       draw();
     },
     () => POLL_FLEET_MS,
@@ -404,7 +357,7 @@ function renderDatabase(clientId, databaseId) {
     );
   };
   const refresh = async () => {
-    detail = await loadDetail(clientId, databaseId);
+    detail = await api('GET', `${databasePath(clientId, databaseId)}/detail`);
     draw();
     return detail;
   };
