@@ -9,11 +9,13 @@ import { ErrorCode, ProtocolError, TidemarkError, toError } from '../shared/erro
 import type { Logger } from '../shared/logger.js';
 import { classifyPgError, sqlstateOf } from '../shared/pg.js';
 import { COPY_CONTENT_TYPE, type ErrorBody } from '../shared/protocol.js';
+import { registerKeyRoutes } from './admin-key-routes.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { type AuthThrottle, authGate } from './auth-throttle.js';
 import { registerBundleRoutes } from './bundle-routes.js';
 import type { BundleStore } from './bundle-store.js';
 import { RetryLaterError } from './http-errors.js';
+import type { KeyStore } from './key-store.js';
 import { registerMetricsRoute } from './metrics-route.js';
 import type { ServerMetrics } from './server-metrics.js';
 import { registerTenantRoutes } from './tenant-routes.js';
@@ -35,6 +37,8 @@ export interface AppOptions {
   metricsBearerToken?: string | undefined;
   /** Offline sites' bundle imports (bundle-routes.ts); without it, the bundle routes are absent. */
   bundles?: BundleStore;
+  /** Enrollment tokens, key rotation, revocation, deregistration (admin-key-routes.ts); without it, those routes are absent. */
+  keys?: KeyStore;
 }
 
 const MAX_JSON_BYTES = 16 * 1024 * 1024;
@@ -143,5 +147,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated });
   registerTenantRoutes(app, { ...options, authenticated });
   if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles });
+  if (options.keys) registerKeyRoutes(app, { ...options, keys: options.keys, authenticated });
   return app;
 }

@@ -9,6 +9,7 @@ import { classifyPgError, createPool } from '../shared/pg.js';
 import { buildApp } from './app.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { PgBundleStore } from './bundle-store.js';
+import { PgKeyStore } from './key-store.js';
 import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
@@ -69,6 +70,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       metricsHere: config.metricsListen === undefined,
       metricsBearerToken: config.metricsBearerToken,
       bundles: new PgBundleStore(pool),
+      keys: new PgKeyStore(pool),
       ready: async () => {
         await pool.query('select 1');
       },
