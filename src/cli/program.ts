@@ -7,6 +7,7 @@ import { type DatabaseSide, describeError, EXIT_USAGE } from './common.js';
 import { configCommand } from './config-command.js';
 import { demoCommand } from './demo-command.js';
 import { inspectCommands } from './inspect-commands.js';
+import { keyCommands } from './key-commands.js';
 import { offlineCommands } from './offline-commands.js';
 import { registerCommand } from './register-command.js';
 import { serverCommand } from './server-command.js';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   configCommand(program);
   demoCommand(program);
   offlineCommands(program);
+  keyCommands(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
