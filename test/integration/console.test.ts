@@ -130,7 +130,7 @@ describe('admin console', () => {
     expect((await fetch(`${server.url}/v1/admin/tenants`)).status).toBe(401);
   });
 
-  it('shows the fleet and a database behind a sub-path proxy, and forces a resync of a chosen table that goes requested, running, done', async (ctx) => {
+  it('shows the fleet and a database behind a sub-path proxy, forces a resync of a chosen table that goes requested, running, done, revokes keys and registers a database', async (ctx) => {
     const b = requireBrowser(ctx, browser, browserWhy);
     await using local = await createDatabase('local');
     await using server = await startTestServer();
@@ -219,6 +219,14 @@ describe('admin console', () => {
       await items.locator('td.resync', { hasText: 'done' }).waitFor();
       expect(await items.locator('td.resync').textContent()).toContain('0 rows repaired');
       expect(await orders.locator('td.resync').textContent()).toBe('–');
+
+      // Revoke the database's keys: the new key, shown once, opens it; the old one no longer does.
+      page.once('dialog', (d) => void d.accept());
+      await page.getByRole('button', { name: 'Revoke keys and issue a new one…' }).click();
+      const newKey = (await page.locator('#api-key').textContent()) ?? '';
+      const itemsPath = `${server.url}${tablePath('acme', reg.databaseId, { schema: 'public', name: 'items' })}`;
+      expect((await fetch(itemsPath, { headers: { authorization: `Bearer ${reg.apiKey}` } })).status).toBe(401);
+      expect((await fetch(itemsPath, { headers: { authorization: `Bearer ${newKey}` } })).status).toBe(200);
 
       // Register a database: its key is shown once, and works.
       await page.getByRole('link', { name: 'Register a database' }).click();

@@ -270,6 +270,29 @@ function renderDatabase(clientId, databaseId) {
   resyncSelected.addEventListener('click', () => resync([...selected]));
   const resyncAll = h('button', { type: 'button', onclick: () => resync(null) }, 'Force resync of all tables…');
 
+  const newKey = h('div');
+  const revoke = async () => {
+    const ok = window.confirm(
+      `Revoke every API key of ${clientId} / ${detail.database.name} and issue a new one?\n\nIts agent is refused at once, until its configuration holds the new key (shown next, once). To replace a key without an interruption, run \`tidemark rotate-key\` on the agent's host instead.`,
+    );
+    if (!ok) return;
+    try {
+      const r = await api('POST', `${databasePath(clientId, databaseId)}/keys/revoke`, {});
+      newKey.replaceChildren(
+        h(
+          'div',
+          { class: 'secret', role: 'status' },
+          h('strong', {}, `${num(r.keysRevoked)} key(s) revoked. The new API key, shown once: put it in the agent's configuration (apiKey).`),
+          h('code', { class: 'mono', id: 'api-key' }, r.apiKey),
+        ),
+      );
+    } catch (e) {
+      if (e instanceof AuthRequired) renderLogin(e.message);
+      else showError(e);
+    }
+  };
+  const revokeButton = h('button', { type: 'button', class: 'danger', onclick: revoke }, 'Revoke keys and issue a new one…');
+
   const draw = () => {
     const d = detail.database;
     title.textContent = `${d.clientId} / ${d.name}`;
@@ -367,7 +390,8 @@ function renderDatabase(clientId, databaseId) {
     h('p', {}, h('a', { href: '#/' }, '← Fleet')),
     title,
     facts,
-    h('div', { class: 'actions' }, resyncAll, resyncSelected),
+    h('div', { class: 'actions' }, resyncAll, resyncSelected, revokeButton),
+    newKey,
     h('h2', {}, 'Tables'),
     h(
       'table',
