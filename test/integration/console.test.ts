@@ -49,12 +49,18 @@ interface PrefixProxy extends AsyncDisposable {
   url: string;
   /** Paths the browser asked for outside the prefix (a URL in the page that is not relative). */
   strays: string[];
+  /** The Authorization headers the browser sent to the admin API. */
+  sentAuthorization: (string | undefined)[];
 }
 
-/** A reverse proxy on 127.0.0.1 that serves `target` at `PREFIX` and nothing else. */
-async function startPrefixProxy(target: string): Promise<PrefixProxy> {
+/**
+ * A reverse proxy on 127.0.0.1 that serves `target` at `PREFIX` and nothing else; with `adminKey`,
+ * it adds the key to admin API requests, as a proxy that signs admins in itself does.
+ */
+async function startPrefixProxy(target: string, options: { adminKey?: string } = {}): Promise<PrefixProxy> {
   const upstream = new URL(target);
   const strays: string[] = [];
+  const sentAuthorization: (string | undefined)[] = [];
   const server: Server = createServer((req, res) => {
     const url = req.url ?? '/';
     if (!url.startsWith(`${PREFIX}/`)) {
@@ -62,13 +68,16 @@ async function startPrefixProxy(target: string): Promise<PrefixProxy> {
       res.writeHead(404).end();
       return;
     }
-    const forward = request(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: url.slice(PREFIX.length), headers: { ...req.headers, host: upstream.host } },
-      (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
+    const path = url.slice(PREFIX.length);
+    const headers = { ...req.headers, host: upstream.host };
+    if (path.startsWith('/v1/admin/')) {
+      sentAuthorization.push(req.headers.authorization);
+      if (options.adminKey) headers.authorization = `Bearer ${options.adminKey}`;
+    }
+    const forward = request({ host: upstream.hostname, port: upstream.port, method: req.method, path, headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
     forward.on('error', () => res.writeHead(502).end());
     req.pipe(forward);
   });
@@ -77,6 +86,7 @@ async function startPrefixProxy(target: string): Promise<PrefixProxy> {
   return {
     url: `http://127.0.0.1:${port}${PREFIX}`,
     strays,
+    sentAuthorization,
     async [Symbol.asyncDispose]() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -163,6 +173,9 @@ describe('admin console', () => {
       await page.getByLabel('Admin key').fill(server.adminKey);
       await page.getByRole('button', { name: 'Sign in' }).click();
 
+      // The key stays in this tab's sessionStorage, nowhere that outlives it.
+      expect(await page.evaluate('[sessionStorage.length, localStorage.length, document.cookie]')).toEqual([1, 0, '']);
+
       // The fleet: worst first, filtered by text or state, sorted by a column.
       const row = page.locator(`tr[data-database="${reg.databaseId}"]`);
       await row.waitFor();
@@ -242,7 +255,28 @@ describe('admin console', () => {
       expect(probe.status).toBe(404);
 
       expect(proxy.strays).toEqual([]);
+      expect(proxy.sentAuthorization.every((a) => a === `Bearer ${server.adminKey}`)).toBe(true);
       expect(pageErrors).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('signs in through a reverse proxy that adds the admin key: the page sends none', async (ctx) => {
+    const b = requireBrowser(ctx, browser, browserWhy);
+    await using server = await startTestServer();
+    const reg = await server.register('acme', 'Lyon');
+    await using proxy = await startPrefixProxy(server.url, { adminKey: server.adminKey });
+    const context = await b.newContext();
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    try {
+      await page.goto(`${proxy.url}/admin/`);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.locator(`tr[data-database="${reg.databaseId}"]`).waitFor();
+      expect(proxy.sentAuthorization.length).toBeGreaterThan(0);
+      expect(proxy.sentAuthorization.every((a) => a === undefined)).toBe(true);
+      expect(proxy.strays).toEqual([]);
     } finally {
       await context.close();
     }
