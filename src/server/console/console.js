@@ -55,6 +55,14 @@ function ago(iso) {
   return h('time', { datetime: iso, title: at.toLocaleString() }, `${duration((Date.now() - at.getTime()) / 1000)} ago`);
 }
 
+/** The local date and time (a run at 03:12 last night), with how long ago in a tooltip. */
+function when(iso) {
+  const at = new Date(iso);
+  const pad = (n) => String(n).padStart(2, '0');
+  const local = `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ${pad(at.getHours())}:${pad(at.getMinutes())}:${pad(at.getSeconds())}`;
+  return h('time', { datetime: iso, title: `${duration((Date.now() - at.getTime()) / 1000)} ago` }, local);
+}
+
 const badge = (state) => h('span', { class: `state state-${state}` }, state);
 
 function showError(e) {
@@ -323,7 +331,11 @@ function renderDatabase(clientId, databaseId) {
           },
         });
         const schema = t.schemaState ? h('span', { title: t.schemaState.reason ?? '' }, badge(t.schemaState.state)) : dash;
-        const outcome = t.errorCode ? h('span', { class: 'mono', title: t.errorMessage ?? '' }, t.errorCode) : text(t.lastOutcome);
+        const outcome = [
+          t.lastOutcome ? badge(t.lastOutcome) : dash,
+          t.errorCode ? [' ', h('span', { class: 'mono' }, t.errorCode)] : '',
+          t.errorMessage ? h('div', { class: 'message' }, t.errorMessage) : '',
+        ];
         return h(
           'tr',
           { 'data-table': t.table },
@@ -354,13 +366,7 @@ function renderDatabase(clientId, databaseId) {
                 'tbody',
                 {},
                 t.quarantined.map((q) =>
-                  h(
-                    'tr',
-                    {},
-                    h('td', { class: 'mono' }, JSON.stringify(q.key)),
-                    h('td', { class: 'mono' }, q.error),
-                    h('td', { class: 'num' }, num(q.attempts)),
-                  ),
+                  h('tr', {}, h('td', { class: 'mono' }, q.key.join(', ')), h('td', { class: 'mono' }, q.error), h('td', { class: 'num' }, num(q.attempts))),
                 ),
               ),
             ),
@@ -371,10 +377,20 @@ function renderDatabase(clientId, databaseId) {
         h(
           'tr',
           {},
-          h('td', {}, ago(r.at)),
+          h('td', {}, when(r.at)),
           h('td', { class: 'num' }, duration(r.durationSeconds)),
           h('td', {}, badge(r.outcome)),
-          h('td', { class: 'num' }, num(r.tables?.length)),
+          h('td', { class: 'num' }, num(r.tables.length)),
+          h('td', { class: 'num' }, num(r.tables.reduce((n, t) => n + t.rowsUploaded, 0))),
+          h('td', { class: 'num' }, num(r.tables.reduce((n, t) => n + t.rowsDeleted, 0))),
+          h(
+            'td',
+            { class: 'mono' },
+            r.tables
+              .filter((t) => t.errorCode)
+              .map((t) => `${t.table}: ${t.errorCode}`)
+              .join(', '),
+          ),
         ),
       ),
     );
@@ -419,7 +435,16 @@ function renderDatabase(clientId, databaseId) {
     h('h2', {}, 'Quarantine'),
     quarantine,
     h('h2', {}, 'Runs'),
-    h('table', {}, h('thead', {}, h('tr', {}, th('At'), th('Duration', 'num'), th('Outcome'), th('Tables', 'num'))), runs),
+    h(
+      'table',
+      {},
+      h(
+        'thead',
+        {},
+        h('tr', {}, th('Started'), th('Duration', 'num'), th('Outcome'), th('Tables', 'num'), th('Rows sent', 'num'), th('Rows deleted', 'num'), th('Errors')),
+      ),
+      runs,
+    ),
   );
   const active = (d) => d.tables.some((t) => t.resync && (t.resync.status === 'requested' || t.resync.status === 'running'));
   return poll(refresh, (d) => (active(d) ? POLL_ACTIVE_MS : POLL_DATABASE_MS));
