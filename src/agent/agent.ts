@@ -17,6 +17,7 @@ import { type LocalStores, pgLocalStores } from './local/local-stores.js';
 import { installStateSchema } from './local/state-schema.js';
 import type { Remote, RemoteFactory } from './remote.js';
 import { type RunBudgetFactory, timeBudget } from './run-budget.js';
+import { RunReporter } from './run-report.js';
 import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
 
 export interface TableStatus {
@@ -49,6 +50,8 @@ export class Agent {
   private running: Promise<TickResult | null> | null = null;
   private task: ScheduledTask | null = null;
   private firstTick = true;
+  /** Tells the server what each tick did (run-report.ts). */
+  private readonly reporter: RunReporter;
 
   private constructor(
     private readonly config: Readonly<AgentConfig>,
@@ -56,10 +59,11 @@ export class Agent {
     readonly remote: Remote,
     /** The single-agent lock: the scheduled ticks run only while it is held (CLI commands take it themselves). */
     readonly lock: AgentLock,
-    options: { budget: RunBudgetFactory; now?: (() => number) | undefined },
+    options: { budget: RunBudgetFactory; now?: (() => number) | undefined; reporter: RunReporter },
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
   ) {
+    this.reporter = options.reporter;
     this.sync = new TableSync({
       local,
       budget: options.budget,
@@ -104,7 +108,8 @@ export class Agent {
     const remote = makeRemote(agentId);
     const agentLog = log.child({ agentId });
     const budget = options.budget ?? timeBudget(config.runBudgetSeconds);
-    return new Agent(config, local, remote, new AgentLock(pool, agentLog, options.lock), { budget, now: options.now }, metrics, agentLog);
+    const reporter = new RunReporter({ pool, local, metrics, log: agentLog, now: options.now ?? Date.now });
+    return new Agent(config, local, remote, new AgentLock(pool, agentLog, options.lock), { budget, now: options.now, reporter }, metrics, agentLog);
   }
 
   /** The configured tables, or every tracked one. */
@@ -141,6 +146,7 @@ export class Agent {
     );
     const converged = results.length > 0 && results.every((r) => r.converged);
     this.log.info({ tables: results.length, converged, durationMs: Date.now() - startedAt.getTime() }, 'tick done');
+    if (!options.dryRun) await this.reporter.afterTick(this.remote, { startedAt, tables: results });
     return { startedAt, tables: results, converged };
   }
 

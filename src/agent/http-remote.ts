@@ -10,6 +10,7 @@ import type { z } from 'zod';
 import type { AgentConfig } from '../shared/config/agent-config.js';
 import { ErrorCode } from '../shared/errors.js';
 import {
+  buildPath,
   COPY_CONTENT_TYPE,
   type DeleteRequest,
   type DeleteResult,
@@ -21,6 +22,8 @@ import {
   manifestResponseSchema,
   parseJsonBody,
   type ResyncReport,
+  type RunReport,
+  runReportResultSchema,
   type TableDeclaration,
   type TableName,
   type TableSummary,
@@ -213,6 +216,11 @@ export class HttpRemote implements Remote {
 
   reportResync(table: TableName, report: ResyncReport): Promise<TableSummary> {
     return this.request(tableSummarySchema, 'PUT', this.url(table, '/resync'), JSON.stringify(report), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
+  }
+
+  async report(report: RunReport): Promise<void> {
+    const path = buildPath('databaseReport', { clientId: this.options.clientId, databaseId: this.options.databaseId });
+    await this.request(runReportResultSchema, 'POST', `${this.base}${path}`, JSON.stringify(report), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
 }
 

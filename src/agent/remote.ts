@@ -14,6 +14,7 @@ import type {
   ManifestRequest,
   ManifestResponse,
   ResyncReport,
+  RunReport,
   SettleParams,
   TableDeclaration,
   TableName,
@@ -80,6 +81,8 @@ export interface Remote {
   reportResync(table: TableName, report: ResyncReport): Promise<TableSummary>;
   /** Releases the transport's resources (kept-alive connections, open files). */
   close(): void;
+  /** Sends a tick's run report (run-report.ts): one request for every table. Optional: a transport without it reports nothing. */
+  report?(report: RunReport): Promise<void>;
 }
 
 /** Builds the remote of an agent once its persistent id is known (the composition roots choose the transport). */

@@ -7,6 +7,7 @@ import type { TableRunResult } from '../agent/table-sync.js';
 import { parseTableName } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
 import { type AgentFlags, addAgentOptions, adminConfigFrom, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, splitList } from './common.js';
+import { statusProblem, statusState } from './status-state.js';
 
 function pad(cells: string[][]): string {
   const widths = cells[0]?.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length))) ?? [];
@@ -64,13 +65,21 @@ export function inspectCommands(program: Command): void {
     program.command('status').description('per table: local vs remote row count and versions, quarantined rows, resync state').option('--json', 'print JSON'),
   ).action(async (flags: AgentFlags & { json?: boolean }) => {
     const rows = await withAgent(flags, (agent) => agent.status());
+    // Exit 1 when a table is not in sync (a server down or refusing the key included), after printing.
+    const problem = statusProblem(rows);
     if (flags.json) {
-      process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify(
+          rows.map((r) => ({ ...r, state: statusState(r) })),
+          null,
+          2,
+        )}\n`,
+      );
+      if (problem) throw new ExitError(EXIT_FAILURE, problem);
       return;
     }
     const cells = [['TABLE', 'LOCAL ROWS', 'REMOTE ROWS', 'LOCAL MAX VERSION', 'REMOTE MAX VERSION', 'SETTLED', 'QUARANTINED', 'RESYNC', 'STATE']];
     for (const r of rows) {
-      const inSync = r.local && r.remote && r.local.rowCount === r.remote.rowCount && r.local.maxVersion === r.remote.maxVersion;
       const resync = r.remote?.resync
         ? `${r.remote.resync.status}${r.remote.resync.status === 'running' ? ` ${(r.remote.resync.progress * 100).toFixed(0)}%` : ''}${r.remote.resync.status === 'done' ? ` ${r.remote.resync.finishedAt} (${r.remote.resync.rowsRepaired} repaired)` : ''}`
         : '-';
@@ -83,13 +92,14 @@ export function inspectCommands(program: Command): void {
         r.remote?.settledVersion ?? '-',
         String(r.quarantined.length),
         resync,
-        r.error ? `error: ${r.error}` : inSync && r.quarantined.length === 0 ? 'in sync' : 'behind',
+        r.error ? `error: ${r.error}` : statusState(r).replace('_', ' '),
       ]);
     }
     process.stdout.write(`${pad(cells)}\n`);
     for (const r of rows)
       for (const q of r.quarantined.slice(0, 20))
         process.stdout.write(`quarantined ${r.table} key ${JSON.stringify(q.key)} version ${q.version} (${q.attempts} attempts): ${q.error}\n`);
+    if (problem) throw new ExitError(EXIT_FAILURE, problem);
   });
 
   addAgentOptions(

@@ -6,6 +6,7 @@ import { agentCommands } from './agent-commands.js';
 import { type DatabaseSide, describeError, EXIT_USAGE } from './common.js';
 import { configCommand } from './config-command.js';
 import { demoCommand } from './demo-command.js';
+import { fleetCommand } from './fleet-command.js';
 import { inspectCommands } from './inspect-commands.js';
 import { keyCommands } from './key-commands.js';
 import { offlineCommands } from './offline-commands.js';
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   demoCommand(program);
   offlineCommands(program);
   keyCommands(program);
+  fleetCommand(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

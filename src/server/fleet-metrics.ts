@@ -43,10 +43,15 @@ export class FleetSnapshot {
     if (this.last && now - this.last.at < this.source.refreshSeconds * 1000) return this.last;
     this.pending ??= this.source.store
       .facts()
-      .then((facts) => {
-        this.last = { at: now, facts };
-        return this.last;
-      })
+      .then(
+        (facts) => {
+          this.last = { at: now, facts };
+          return this.last;
+        },
+        // The cloud database is away: the last snapshot (or none) rather than a failed scrape; the
+        // next scrape tries again. Its age shows in the last-report series.
+        () => this.last ?? { at: now, facts: [] },
+      )
       .finally(() => {
         this.pending = null;
       });

@@ -24,7 +24,7 @@ function parseExposition(text: string): Exposition {
 }
 
 describe('exported metrics', () => {
-  it('include, with samples, every metric the dashboards and alert rules query, once an agent has synced, failed and repaired', async () => {
+  it('include, with samples, every metric the dashboards and alert rules query, once an agent has synced, failed and repaired, and another synced', async () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
     await local.query(`create table items (id int primary key, name text not null)`);
@@ -52,6 +52,14 @@ describe('exported metrics', () => {
     await local.query(`insert into items values (777, 'refused by the replica')`);
     const third = await agent.agent.tick();
     expect(third.tables.find((t) => t.table === 'public.items')?.quarantined).toBe(1);
+
+    // A second database of the fleet whose runs succeed (the per-database last-success series).
+    await using local2 = await createDatabase('local');
+    await local2.query(`create table things (id int primary key)`);
+    await local2.query(`insert into things values (1), (2)`);
+    await using agent2 = await startTestAgent(local2, server, await server.register('globex'));
+    await agent2.local.tracking.track('things');
+    expect((await agent2.agent.tick()).converged).toBe(true);
 
     const agentExposition = parseExposition(await agent.metrics.registry.metrics());
     const response = await fetch(`${server.url}/metrics`);

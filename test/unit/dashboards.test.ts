@@ -42,13 +42,15 @@ describe('metric name extraction', () => {
 });
 
 describe('Grafana dashboards', () => {
-  it('exist for the agent and the server, for current Grafana', () => {
-    for (const uid of ['tidemark-agent', 'tidemark-server']) {
+  it('exist for the agent, the server and the fleet, for current Grafana', () => {
+    for (const uid of ['tidemark-agent', 'tidemark-server', 'tidemark-fleet']) {
       const { json } = dashboard(uid);
       expect(json.schemaVersion).toBeGreaterThanOrEqual(36);
       expect(json.__inputs).toEqual([expect.objectContaining({ type: 'datasource', pluginId: 'prometheus' })]);
     }
-    expect(dashboards.map((d) => d.file)).toEqual(expect.arrayContaining(['dashboards/tidemark-agent.json', 'dashboards/tidemark-server.json']));
+    expect(dashboards.map((d) => d.file)).toEqual(
+      expect.arrayContaining(['dashboards/tidemark-agent.json', 'dashboards/tidemark-server.json', 'dashboards/tidemark-fleet.json']),
+    );
   });
 
   it('use only metric names declared in shared/metrics/names.ts', () => {
@@ -71,6 +73,19 @@ describe('Grafana dashboards', () => {
     const table = templateVariables(dashboard('tidemark-agent').json).find((v) => v.name === 'table');
     expect(table).toMatchObject({ type: 'query', multi: true, includeAll: true });
     expect(variableQuery(table ?? {})).toMatch(/^label_values\(tidemark_agent_rows_uploaded_total\b.*,\s*table\)$/);
+  });
+
+  it('show the fleet: databases by state, worst lag, stale databases, resyncs and quarantine, on the per-database series, selectable by client', () => {
+    const fleet = dashboard('tidemark-fleet');
+    const exprs = dashboardExpressions(fleet).map((e) => e.expr);
+    const has = (re: RegExp) => exprs.some((e) => re.test(e));
+    expect(has(/sum by \(state\) \(tidemark_server_fleet_databases/)).toBe(true);
+    expect(has(/tidemark_server_database_lag_seconds/)).toBe(true);
+    expect(has(/time\(\) - tidemark_server_database_last_success_timestamp_seconds/)).toBe(true);
+    expect(has(/tidemark_server_database_resync_pending_seconds/)).toBe(true);
+    expect(has(/tidemark_server_database_quarantined_rows/)).toBe(true);
+    const client = templateVariables(fleet.json).find((v) => v.name === 'client');
+    expect(client).toMatchObject({ type: 'query', multi: true, includeAll: true });
   });
 
   it.each(dashboards)('$file has a title and at least one query on every panel (rows only group them)', ({ json }) => {

@@ -121,7 +121,7 @@ describe('compose.yaml', () => {
       readdirSync(join(ROOT, 'dashboards'))
         .filter((f) => f.endsWith('.json'))
         .sort(),
-    ).toEqual(['tidemark-agent.json', 'tidemark-server.json']);
+    ).toEqual(['tidemark-agent.json', 'tidemark-fleet.json', 'tidemark-server.json']);
   });
 });
 
