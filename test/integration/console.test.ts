@@ -15,10 +15,11 @@ import { delimiter, join } from 'node:path';
 
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
-
+import type { Remote } from '../../src/agent/remote.js';
 import { listTenants, tenantInfo } from '../../src/cli/admin-client.js';
+import { TIDEMARK_VERSION } from '../../src/shared/metrics/build-info.js';
 import { tablePath } from '../../src/shared/protocol.js';
-import { createDatabase, startRecordingAgent, startTestServer } from '../support/fixtures.js';
+import { createDatabase, startTestAgent, startTestServer } from '../support/fixtures.js';
 
 /** The sub-path the proxy serves tidemark at. */
 const PREFIX = '/tidemark';
@@ -103,6 +104,22 @@ function gate(): { wait: Promise<void>; open: () => void } {
   return { wait, open };
 }
 
+/** The agent's remote, whose `method` calls first wait for `hold.wait` while it is set: a run stops at a chosen point. */
+function holdingAt(remote: Remote, method: keyof Remote, hold: { wait: Promise<void> | null }): Remote {
+  return new Proxy(remote, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target);
+      if (typeof value !== 'function') return value;
+      const fn = value as (...args: unknown[]) => unknown;
+      if (prop !== method) return fn.bind(target);
+      return async (...args: unknown[]) => {
+        if (hold.wait) await hold.wait;
+        return fn.apply(target, args);
+      };
+    },
+  });
+}
+
 describe('admin console', () => {
   const found = findChromium();
   let browser: Browser | undefined;
@@ -152,7 +169,9 @@ describe('admin console', () => {
     const reg = await server.register('acme', 'Lyon <b>plant</b>');
     // A database whose agent never came: worst first, so above acme's.
     const never = await server.register('beta', 'Paris');
-    await using agent = await startRecordingAgent(local, server, reg);
+    // Held after the run reported the resync running, before it reports it done (it recounts first).
+    const hold: { wait: Promise<void> | null } = { wait: null };
+    await using agent = await startTestAgent(local, server, reg, {}, { wrapRemote: (r) => holdingAt(r, 'recount', hold) });
     await agent.local.tracking.track('items');
     await agent.local.tracking.track('orders');
     expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
@@ -184,6 +203,8 @@ describe('admin console', () => {
       expect(await shownIds()).toEqual([never.databaseId, reg.databaseId]);
       expect(await fleetRows.nth(0).locator('.state').textContent()).toBe('never');
       expect(await row.textContent()).toContain('acme');
+      // From the agent's run report.
+      expect(await row.locator('td').nth(3).textContent()).toBe(TIDEMARK_VERSION);
       expect(await row.getByRole('link').textContent()).toBe('Lyon <b>plant</b>');
       expect(await page.locator('b', { hasText: 'plant' }).count()).toBe(0);
       await page.getByLabel('Filter').fill('lyon');
@@ -200,7 +221,9 @@ describe('admin console', () => {
       const items = page.locator('#tables tr[data-table="public.items"]');
       await items.waitFor();
       expect(await page.locator('h1').textContent()).toBe('acme / Lyon <b>plant</b>');
+      expect(await items.locator('td').nth(2).textContent()).toBe('300');
       expect(await items.locator('td').nth(4).textContent()).toBe('300');
+      expect(await page.locator('#runs tr').count()).toBe(1);
       const orders = page.locator('#tables tr[data-table="public.orders"]');
       expect(await orders.locator('td').nth(4).textContent()).toBe('50');
 
@@ -220,14 +243,12 @@ describe('admin console', () => {
       await items.locator('td.resync', { hasText: 'requested' }).waitFor();
       expect(await orders.locator('td.resync').textContent()).toBe('–');
 
-      // The agent's next run: held after it reported the resync running, before it reports it done.
-      const hold = gate();
-      agent.recording.beforeCall = async (call) => {
-        if (call.method === 'recount') await hold.wait;
-      };
+      // The agent's next run, held while the page shows the resync running.
+      const held = gate();
+      hold.wait = held.wait;
       const run = agent.agent.tick();
       await items.locator('td.resync', { hasText: 'running' }).waitFor();
-      hold.open();
+      held.open();
       expect((await run).converged).toBe(true);
       await items.locator('td.resync', { hasText: 'done' }).waitFor();
       expect(await items.locator('td.resync').textContent()).toContain('0 rows repaired');

@@ -256,7 +256,7 @@ function renderDatabase(clientId, databaseId) {
   const facts = h('dl', { class: 'facts' });
   const tbody = h('tbody');
   const quarantine = h('div');
-  const runs = h('tbody');
+  const runs = h('tbody', { id: 'runs' });
   const resyncSelected = h('button', { type: 'button', disabled: true }, 'Resync selected tables…');
   let detail = null;
 
