@@ -10,6 +10,8 @@ const PROXY_AUTH = 'proxy';
 const POLL_FLEET_MS = 10_000;
 const POLL_DATABASE_MS = 5_000;
 const POLL_ACTIVE_MS = 1_000;
+/** Fleet rows drawn at most (worst first, so the ones that matter): the filter narrows the rest. */
+const MAX_ROWS = 500;
 /** Fleet states, worst first (the order the fleet API sorts by). */
 const STATES = ['never', 'silent', 'error', 'quarantine', 'behind', 'resyncing', 'ok'];
 
@@ -103,9 +105,16 @@ let timer;
 /** Runs `load` now and then every `periodMs(result)` while the view is current. */
 function poll(load, periodMs) {
   const mine = generation;
+  let loaded = false;
   const tick = async () => {
     if (mine !== generation) return;
     let next = POLL_FLEET_MS;
+    // A tab in the background asks the server for nothing.
+    if (loaded && document.hidden) {
+      timer = setTimeout(tick, next);
+      return;
+    }
+    loaded = true;
     try {
       const result = await load();
       if (mine !== generation) return;
@@ -171,7 +180,9 @@ function sortableTable(columns, initial) {
       });
     }
     tbody.replaceChildren(
-      ...shown.map((r) => h('tr', { 'data-database': r.databaseId }, ...columns.map((c) => h('td', { class: c.num ? 'num' : undefined }, c.cell(r))))),
+      ...shown
+        .slice(0, MAX_ROWS)
+        .map((r) => h('tr', { 'data-database': r.databaseId }, ...columns.map((c) => h('td', { class: c.num ? 'num' : undefined }, c.cell(r))))),
     );
   };
   for (const c of columns) {
@@ -225,7 +236,7 @@ function renderFleet() {
         (!state.value || r.state === state.value) &&
         (!q || [r.clientId, r.name, r.databaseId, r.agentVersion, r.errorCode].some((v) => v && String(v).toLowerCase().includes(q))),
     );
-    count.textContent = `${shown.length} of ${all.length} databases`;
+    count.textContent = `${shown.length} of ${all.length} databases${shown.length > MAX_ROWS ? ` (the first ${MAX_ROWS} shown: filter to see others)` : ''}`;
     t.show(shown);
   };
   filter.addEventListener('input', draw);
