@@ -71,7 +71,10 @@ export class PgFleetStore implements FleetStore {
   ) {}
 
   async recordReport(tenant: Tenant, report: RunReport): Promise<void> {
-    const tables = report.tables.map((t) => {
+    // One row per table: a name given twice (in two spellings, say) keeps its last entry, as an
+    // upsert cannot touch one row twice in a statement.
+    const byName = new Map(report.tables.map((t) => [formatTableName(parseTableName(t.table)), t]));
+    const tables = [...byName.values()].map((t) => {
       const name = parseTableName(t.table);
       return {
         schema_name: name.schema,

@@ -179,6 +179,11 @@ describe('fleet admin API', () => {
     expect((await send(server, a, report([table('public.items')]), b.apiKey)).status).toBe(403);
     expect((await send(server, a, { ...report([table('public.items')]), tables: [{ table: 'public.items' }] })).status).toBe(400);
     expect((await send(server, a, report([table('not a table name')]))).status).toBe(400);
+    // One table named twice (two spellings): its last entry counts.
+    expect((await send(server, a, report([table('public.items', { outcome: 'error' }), table('"public"."items"')]))).status).toBe(200);
+    const [db] = fleetListSchema.parse(await (await admin(server, adminPaths.fleet())).json()).databases.filter((d) => d.clientId === 'acme');
+    expect(db).toMatchObject({ state: 'ok', tables: 1 });
+    await server.db.query(`delete from tidemark.agent_report`);
     const rows = await server.db.query(`select * from tidemark.agent_report`);
     expect(rows).toEqual([]);
   });

@@ -28,6 +28,9 @@ describe('tidemark fleet and status', { timeout: 300_000 }, () => {
     expect((await agent.agent.tick()).converged).toBe(true);
     const admin = ['--server', server.url, '--admin-key', server.adminKey];
 
+    const help = await tidemark(['fleet', '--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: tidemark fleet/);
     const table = await tidemark(['fleet', ...admin]);
     expect(table.code, table.stderr).toBe(0);
     const lines = table.stdout.trim().split('\n');
