@@ -1,4 +1,7 @@
 /** What the commands share: flags, config loading, process lifecycle, one-line errors. */
+import { existsSync } from 'node:fs';
+import { posix, win32 } from 'node:path';
+
 import type { Command } from 'commander';
 import type pg from 'pg';
 
@@ -64,9 +67,33 @@ export function splitList(text: string): string[] {
   return out;
 }
 
+/**
+ * Where the agent's config file is when none is named: `/etc/tidemark/agent.yaml`, or
+ * `%ProgramData%\tidemark\agent.yaml` on Windows. `TIDEMARK_CONFIG` overrides it.
+ */
+export function defaultConfigPath(env: Readonly<Record<string, string | undefined>>, platform: NodeJS.Platform = process.platform): string {
+  if (env.TIDEMARK_CONFIG) return env.TIDEMARK_CONFIG;
+  return platform === 'win32' ? win32.join(env.ProgramData ?? 'C:\\ProgramData', 'tidemark', 'agent.yaml') : posix.join('/etc', 'tidemark', 'agent.yaml');
+}
+
+/**
+ * The config file a command reads: `--config`, else `TIDEMARK_CONFIG`, else the default location
+ * when a file is there (none is fine: flags and TIDEMARK_* variables may say everything).
+ */
+export function configFileFrom(
+  flag: string | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+  exists: (file: string) => boolean = existsSync,
+): string | undefined {
+  if (flag) return flag;
+  if (env.TIDEMARK_CONFIG) return env.TIDEMARK_CONFIG;
+  const file = defaultConfigPath(env);
+  return exists(file) ? file : undefined;
+}
+
 export function agentConfigFrom(flags: AgentFlags, env: NodeJS.ProcessEnv, extra: Record<string, unknown> = {}): Readonly<AgentConfig> {
   return loadAgentConfig({
-    file: flags.config ?? env.TIDEMARK_CONFIG,
+    file: configFileFrom(flags.config, env),
     env,
     flags: {
       databaseUrl: flags.database,
@@ -90,7 +117,7 @@ export function adminConfigFrom(flags: { config?: string; server?: string; admin
 
 /** `track` and `untrack`: the local database from flags, TIDEMARK_* env or a YAML file. */
 export function databaseUrlFrom(flags: { config?: string; database?: string }): string {
-  return loadTrackConfig({ file: flags.config ?? process.env.TIDEMARK_CONFIG, env: process.env, flags: { databaseUrl: flags.database } }).databaseUrl;
+  return loadTrackConfig({ file: configFileFrom(flags.config, process.env), env: process.env, flags: { databaseUrl: flags.database } }).databaseUrl;
 }
 
 export function logger(level: string | undefined, fallback: LogLevel, fd: 1 | 2): Logger {

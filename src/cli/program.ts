@@ -9,6 +9,7 @@ import { configCommand } from './config-command.js';
 import { demoCommand } from './demo-command.js';
 import { fleetCommand } from './fleet-command.js';
 import { inspectCommands } from './inspect-commands.js';
+import { keyCommands } from './key-commands.js';
 import { offlineCommands } from './offline-commands.js';
 import { registerCommand } from './register-command.js';
 import { serverCommand } from './server-command.js';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   configCommand(program);
   demoCommand(program);
   offlineCommands(program);
+  keyCommands(program);
   fleetCommand(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;

@@ -10,12 +10,15 @@ import type { Logger } from '../shared/logger.js';
 import { classifyPgError, sqlstateOf } from '../shared/pg.js';
 import { COPY_CONTENT_TYPE, type ErrorBody } from '../shared/protocol.js';
 import { registerFleetRoutes } from './admin-fleet-routes.js';
+import { registerKeyRoutes } from './admin-key-routes.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { type AuthThrottle, authGate } from './auth-throttle.js';
 import { registerBundleRoutes } from './bundle-routes.js';
 import type { BundleStore } from './bundle-store.js';
+import { registerConsoleRoutes } from './console-routes.js';
 import type { FleetStore } from './fleet-store.js';
 import { RetryLaterError } from './http-errors.js';
+import type { KeyStore } from './key-store.js';
 import { registerMetricsRoute } from './metrics-route.js';
 import type { ServerMetrics } from './server-metrics.js';
 import { registerTenantRoutes } from './tenant-routes.js';
@@ -39,6 +42,8 @@ export interface AppOptions {
   bundles?: BundleStore;
   /** Agents' run reports and the admin fleet views (admin-fleet-routes.ts); without it, those routes are absent. */
   fleet?: { store: FleetStore; silentAfterSeconds: number; now: () => number };
+  /** Enrollment tokens, key rotation, revocation, deregistration (admin-key-routes.ts); without it, those routes are absent. */
+  keys?: KeyStore;
 }
 
 const MAX_JSON_BYTES = 16 * 1024 * 1024;
@@ -148,5 +153,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   registerTenantRoutes(app, { ...options, authenticated });
   if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles });
   if (options.fleet) registerFleetRoutes(app, { ...options, ...options.fleet, fleet: options.fleet.store, store: options.store, authenticated });
+  if (options.keys) registerKeyRoutes(app, { ...options, keys: options.keys, authenticated });
+  registerConsoleRoutes(app);
   return app;
 }

@@ -148,6 +148,35 @@ const MIGRATIONS: readonly string[] = [
     primary key (client_id, database_id, seq),
     foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade
   );`,
+  // enroll: enrollment tokens and several keys per database (rotation with an overlap window).
+  /* sql */ `
+  -- single- or limited-use tokens an admin hands to a client, so registering needs no admin key
+  create table tidemark.enrollment_token (
+    client_id text not null,
+    token_hash bytea not null,
+    uses_left int not null check (uses_left >= 0),
+    expires_at timestamptz not null,
+    created_at timestamptz not null default now(),
+    primary key (client_id, token_hash)
+  );
+  create unique index enrollment_token_hash on tidemark.enrollment_token (token_hash);
+
+  -- every key that opens a database: 'active' (retired_at set once a newer key is confirmed, null
+  -- until then) or 'pending' (issued by a rotation, not confirmed yet; it authenticates already)
+  create table tidemark.database_key (
+    client_id text not null,
+    database_id uuid not null,
+    key_hash bytea not null,
+    state text not null check (state in ('active', 'pending')),
+    created_at timestamptz not null default now(),
+    retire_at timestamptz,
+    primary key (client_id, database_id, key_hash),
+    foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade
+  );
+  create unique index database_key_hash on tidemark.database_key (key_hash);
+  -- tenant_database.api_key_hash stays the database's current confirmed key (offline bundles are checked with it)
+  insert into tidemark.database_key (client_id, database_id, key_hash, state)
+  select client_id, database_id, api_key_hash, 'active' from tidemark.tenant_database;`,
 ];
 
 export async function migrate(pool: pg.Pool): Promise<void> {

@@ -1,12 +1,14 @@
 /**
- * Tenants (`tidemark.tenant_database`): registration, API keys (only their SHA-256 is stored) and the
- * single-agent lease of each database.
+ * Tenants (`tidemark.tenant_database`): registration, authentication by API key (only their SHA-256
+ * is stored, in `tidemark.database_key`: several per database while a key rotates, key-store.ts) and
+ * the single-agent lease of each database.
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 
 import type pg from 'pg';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
+import { withTransaction } from '../shared/pg.js';
 import type { RegisterResult, TenantInfo } from '../shared/protocol.js';
 import type { PgTableState } from './table-state.js';
 import type { Tenant } from './tenant-scope.js';
@@ -19,6 +21,26 @@ export function generateApiKey(): string {
   return `tmk_${randomBytes(32).toString('base64url')}`;
 }
 
+/**
+ * Registers a database in the caller's transaction: its registration row and its first key (only the
+ * key's hash is stored; `api_key_hash` mirrors the current confirmed key).
+ */
+export async function insertDatabase(client: pg.ClientBase, clientId: string, name: string): Promise<RegisterResult> {
+  const databaseId = randomUUID();
+  const apiKey = generateApiKey();
+  const hash = hashApiKey(apiKey);
+  await client.query(
+    /* sql */ `insert into tidemark.tenant_database (client_id, database_id, name, api_key_hash) values ($1::text, $2::uuid, $3::text, $4::bytea)`,
+    [clientId, databaseId, name, hash],
+  );
+  await client.query(/* sql */ `insert into tidemark.database_key (client_id, database_id, key_hash, state) values ($1::text, $2::uuid, $3::bytea, 'active')`, [
+    clientId,
+    databaseId,
+    hash,
+  ]);
+  return { clientId, databaseId, apiKey };
+}
+
 export class PgTenants {
   constructor(
     private readonly pool: pg.Pool,
@@ -26,24 +48,23 @@ export class PgTenants {
   ) {}
 
   async registerDatabase(clientId: string, name: string): Promise<RegisterResult> {
-    const databaseId = randomUUID();
-    const apiKey = generateApiKey();
-    await this.pool.query(
-      /* sql */ `insert into tidemark.tenant_database (client_id, database_id, name, api_key_hash) values ($1::text, $2::uuid, $3::text, $4::bytea)`,
-      [clientId, databaseId, name, hashApiKey(apiKey)],
-    );
-    return { clientId, databaseId, apiKey };
+    return withTransaction(this.pool, (client) => insertDatabase(client, clientId, name));
   }
 
-  /** The tenant a key belongs to, or null. The stored hash is compared in constant time. */
+  /**
+   * The tenant a key belongs to, or null: any key of the database (tidemark.database_key, see
+   * key-store.ts) that has not retired, pending or active. The stored hash is compared in constant time.
+   */
   async authenticate(apiKey: string): Promise<Tenant | null> {
     const hash = hashApiKey(apiKey);
-    const { rows } = await this.pool.query<{ client_id: string; database_id: string; api_key_hash: Buffer }>(
-      /* sql */ `select client_id, database_id::text, api_key_hash from tidemark.tenant_database where api_key_hash = $1::bytea`,
+    const { rows } = await this.pool.query<{ client_id: string; database_id: string; key_hash: Buffer }>(
+      /* sql */ `
+      select client_id, database_id::text, key_hash from tidemark.database_key
+       where key_hash = $1::bytea and (retire_at is null or retire_at > now())`,
       [hash],
     );
     const row = rows[0];
-    if (!row || !timingSafeEqual(row.api_key_hash, hash)) return null;
+    if (!row || !timingSafeEqual(row.key_hash, hash)) return null;
     return { clientId: row.client_id, databaseId: row.database_id };
   }
 

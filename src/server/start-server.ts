@@ -10,6 +10,7 @@ import { buildApp } from './app.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { PgBundleStore } from './bundle-store.js';
 import { PgFleetStore } from './fleet-store.js';
+import { PgKeyStore } from './key-store.js';
 import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
@@ -82,6 +83,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       metricsBearerToken: config.metricsBearerToken,
       bundles: new PgBundleStore(pool),
       fleet,
+      keys: new PgKeyStore(pool),
       ready: async () => {
         await pool.query('select 1');
       },

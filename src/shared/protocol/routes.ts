@@ -34,6 +34,16 @@ export const ROUTES = {
   adminFleet: '/v1/admin/fleet',
   /** GET one database's tables, quarantine, schema and resync state, and run history. */
   adminDatabaseDetail: '/v1/admin/customers/:clientId/databases/:databaseId/detail',
+  /** POST create an enrollment token for a client (admin). */
+  adminEnrollmentTokens: '/v1/admin/customers/:clientId/enrollment-tokens',
+  /** POST register a database with an enrollment token (Authorization: Bearer <token>). */
+  enroll: '/v1/enroll',
+  /** POST a new key for this database, pending until confirmed (authenticated by a current key). */
+  databaseKeys: '/v1/customers/:clientId/databases/:databaseId/keys',
+  /** POST confirm the presented key: the other keys retire after the overlap window. */
+  databaseKeyConfirm: '/v1/customers/:clientId/databases/:databaseId/keys/confirm',
+  /** POST revoke every key of a database and issue a new one (admin). */
+  adminRevokeKeys: '/v1/admin/customers/:clientId/databases/:databaseId/keys/revoke',
   healthz: '/healthz',
   readyz: '/readyz',
   metrics: '/metrics',
@@ -73,6 +83,8 @@ export const adminPaths = {
   table: (table: TableName): string => buildPath('adminTable', { table: formatTableName(table) }),
   fleet: (): string => ROUTES.adminFleet,
   detail: (clientId: string, databaseId: string): string => buildPath('adminDatabaseDetail', { clientId, databaseId }),
+  enrollmentTokens: (clientId: string): string => buildPath('adminEnrollmentTokens', { clientId }),
+  revokeKeys: (clientId: string, databaseId: string): string => buildPath('adminRevokeKeys', { clientId, databaseId }),
 };
 
 /** Path of one of a table's routes (the table itself, or its manifest, recount or resync). */
