@@ -6,6 +6,7 @@ import { httpRemoteFactory } from '../agent/http-remote.js';
 import type { TableRunResult } from '../agent/table-sync.js';
 import { parseTableName } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
+import { bundleStatusLines, fetchBundleStatus } from './bundle-status.js';
 import { type AgentFlags, addAgentOptions, adminConfigFrom, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, splitList } from './common.js';
 
 function pad(cells: string[][]): string {
@@ -64,6 +65,8 @@ export function inspectCommands(program: Command): void {
     program.command('status').description('per table: local vs remote row count and versions, quarantined rows, resync state').option('--json', 'print JSON'),
   ).action(async (flags: AgentFlags & { json?: boolean }) => {
     const rows = await withAgent(flags, (agent) => agent.status());
+    // An offline database's last bundle (bundle-status.ts); not in --json, whose answer stays the array of tables.
+    const offline = flags.json ? [] : bundleStatusLines(await fetchBundleStatus(agentConfigFrom(flags, process.env)));
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       return;
@@ -90,6 +93,7 @@ export function inspectCommands(program: Command): void {
     for (const r of rows)
       for (const q of r.quarantined.slice(0, 20))
         process.stdout.write(`quarantined ${r.table} key ${JSON.stringify(q.key)} version ${q.version} (${q.attempts} attempts): ${q.error}\n`);
+    for (const line of offline) process.stdout.write(`${line}\n`);
   });
 
   addAgentOptions(

@@ -140,8 +140,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   if (options.metricsHere) registerMetricsRoute(app, metrics.registry, options.metricsBearerToken);
 
   const authenticated = authGate(options.authThrottle, metrics);
-  registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated });
+  registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated, ...(options.bundles ? { bundles: options.bundles } : {}) });
   registerTenantRoutes(app, { ...options, authenticated });
-  if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles });
+  if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles, authenticated });
   return app;
 }

@@ -57,6 +57,22 @@ const MIGRATIONS: readonly string[] = [
     foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade,
     foreign key (schema_name, table_name) references tidemark.replica_table
   );`,
+  /* sql */ `
+  -- offline sites (bundle-store.ts): per database, the last bundle imported (its sequence refuses
+  -- replays and older bundles). Servers before this migration created the table on first use with
+  -- this very shape, hence "if not exists": their rows are kept.
+  create table if not exists tidemark.bundle_import (
+    client_id text not null,
+    database_id uuid not null,
+    sequence bigint not null,
+    created_at timestamptz not null,
+    imported_at timestamptz not null default now(),
+    rows bigint not null,
+    deletes bigint not null,
+    bytes bigint not null,
+    primary key (client_id, database_id),
+    foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade
+  );`,
 ];
 
 export async function migrate(pool: pg.Pool): Promise<void> {

@@ -24,6 +24,8 @@ export const ROUTES = {
   adminBundles: '/v1/admin/bundles',
   /** GET the last bundle a database imported. */
   adminBundle: '/v1/admin/customers/:clientId/databases/:databaseId/bundle',
+  /** GET the last bundle a database imported, with the database's API key (`tidemark status`). */
+  tenantBundle: '/v1/customers/:clientId/databases/:databaseId/bundle',
   healthz: '/healthz',
   readyz: '/readyz',
   metrics: '/metrics',
