@@ -66,10 +66,10 @@ const DEFAULT_BATCH_BYTES = 4 * 1024 * 1024;
 /**
  * Keys a key-set frame aims at. Each frame costs one scan of the local table here (the manifest
  * of its buckets) and the import checks about as many keys per scan of the cloud table, so frames
- * are large: a 10M-row table takes 50 scans on each side. Held in memory once (tens of MB); a frame
+ * are large: a 10M-row table takes 100 scans on each side. Held in memory once (tens of MB); a frame
  * over the import's JSON limit (wide keys) is split.
  */
-const KEYS_PER_FRAME = 200_000;
+const KEYS_PER_FRAME = 100_000;
 const NEWLINE = 0x0a;
 
 /** Writes frames to a file, HMAC-ing every byte, waiting on the disk when it lags. */

@@ -38,7 +38,7 @@ const ALL: KeyRange = { lower: null, upper: null };
  * Local keys gathered from key-set frames before one check against the cloud: each check is a scan
  * of the cloud table, so fewer is faster; the keys are held in memory (about 100 bytes each).
  */
-const KEYS_PER_SCAN = 200_000;
+const KEYS_PER_SCAN = 100_000;
 
 export interface ApplyOptions {
   store: TenantStore;

@@ -75,7 +75,8 @@ const MIGRATIONS: readonly string[] = [
   );`,
 ];
 
-export async function migrate(pool: pg.Pool): Promise<void> {
+/** Applies the migrations not applied yet; `upTo` (tests) stops after that many, as an older server would. */
+export async function migrate(pool: pg.Pool, upTo: number = MIGRATIONS.length): Promise<void> {
   await withTransaction(pool, async (client) => {
     // One migrator at a time across server instances (key: 'tidemark' as a 32-bit hash).
     await client.query(/* sql */ `select pg_advisory_xact_lock(hashtext('tidemark.migrate'))`);
@@ -85,7 +86,7 @@ export async function migrate(pool: pg.Pool): Promise<void> {
     );
     const { rows } = await client.query<{ version: number }>(/* sql */ `select coalesce(max(version), 0) as version from tidemark.schema_migration`);
     const current = rows[0]?.version ?? 0;
-    for (let v = current + 1; v <= MIGRATIONS.length; v++) {
+    for (let v = current + 1; v <= Math.min(upTo, MIGRATIONS.length); v++) {
       await client.query(MIGRATIONS[v - 1] as string);
       await client.query(/* sql */ `insert into tidemark.schema_migration (version) values ($1::int)`, [v]);
     }

@@ -24,15 +24,18 @@ import {
   itemsInsert,
   log,
   mb,
+  PROFILE_DIR,
   ProcSampler,
   type Results,
   rate,
   runCli,
   type ServerChild,
+  StatementLog,
   secs,
   spawnCli,
   sql,
   startServerChild,
+  summariseProfile,
 } from './support.js';
 
 const PART = 'offline';
@@ -87,7 +90,8 @@ export async function offlineBench(options: BenchOptions, results: Results): Pro
   const rows = fromEnv ? Number(fromEnv) : options.rows;
   if (!Number.isInteger(rows) || rows < 1000) throw new Error(`${ROWS_ENV} must be an integer >= 1000 (got ${JSON.stringify(fromEnv)})`);
   log(`offline: starting an embedded PostgreSQL (${rows.toLocaleString('en-US')} rows)`);
-  const cluster = await startEmbeddedCluster();
+  const statements = new StatementLog();
+  const cluster = await startEmbeddedCluster({ onLog: statements.onLog });
   const work = mkdtempSync(join(tmpdir(), 'tidemark-bench-offline-'));
   const servers: ServerChild[] = [];
   try {
@@ -132,7 +136,7 @@ export async function offlineBench(options: BenchOptions, results: Results): Pro
     // 2. Offline, on an emptied cloud table and a fresh server (its peak RSS is the imports').
     await first.stop();
     await sql(cloudUrl, `truncate public.bench_items; delete from tidemark.table_state; checkpoint`);
-    const server = await startServerChild(cloudUrl);
+    const server = await startServerChild(cloudUrl, { profileName: options.profile ? 'offline-server' : undefined });
     servers.push(server);
     const serverRss0 = new ProcSampler(server.pid);
     serverRss0.stop();
@@ -154,7 +158,12 @@ export async function offlineBench(options: BenchOptions, results: Results): Pro
     const b1Bytes = statSync(b1).size;
     log(`offline: first export ${secs(ex1.seconds)}, ${mb(b1Bytes)}, peak RSS ${mb(ex1.peakRssBytes)}; ${ex1.stdout}`);
     const serverSampler = new ProcSampler(server.pid);
+    if (options.profile) await statements.enable(cloudUrl);
     const im1 = await measured(importArgs(b1, r1));
+    if (options.profile) {
+      await statements.disable(cloudUrl);
+      log(`offline: first import, PostgreSQL time by statement:\n${statements.top(12).join('\n')}`);
+    }
     serverSampler.sample();
     const serverAfterFirst = serverSampler.peakRssBytes;
     log(
@@ -211,6 +220,10 @@ export async function offlineBench(options: BenchOptions, results: Results): Pro
       target: '< 200 MiB each',
       met: im1.peakRssBytes < 200 * 1024 * 1024 && serverAfterFirst < 200 * 1024 * 1024,
     });
+    if (options.profile) {
+      await server.stop();
+      log(`offline: top self time of the server during the imports:\n${summariseProfile(join(PROFILE_DIR, 'offline-server.cpuprofile')).join('\n')}`);
+    }
   } finally {
     for (const s of servers.reverse()) await s.stop().catch(() => {});
     await cluster.stop();
