@@ -2,8 +2,8 @@
  * `tidemark status`'s line about offline sites (README, Offline sites): the last bundle the
  * database imported and how old the cloud copy is by it, asked of the server with the database's
  * own API key (GET /v1/customers/{c}/databases/{d}/bundle). Nothing for a database that never
- * imported one; a server that cannot answer (unreachable, older) leaves a short note, never an error:
- * status reports what it can.
+ * imported one, nor from a server older than offline sites; a server that cannot answer leaves a
+ * short note, never an error: status reports what it can.
  */
 
 import { type BundleStatus, bundleStatusSchema } from '../shared/protocol/bundle.js';
@@ -34,9 +34,10 @@ export async function fetchBundleStatus(target: BundleStatusTarget): Promise<{ s
   } catch {
     json = undefined;
   }
+  // A server from before offline sites has no such route: nothing to show.
+  if (res.status === 404) return { status: { lastImport: null, ageSeconds: null } };
   if (!res.ok) {
     const error = errorBodySchema.safeParse(json);
-    // 404 without our error body: a server from before offline sites.
     return { unavailable: error.success ? `${error.data.error.message} [${error.data.error.code}]` : `server answered ${res.status}` };
   }
   const parsed = bundleStatusSchema.safeParse(json);
