@@ -29,6 +29,7 @@ import {
   bundleHmac,
   FrameType,
   frameHeader,
+  MAX_BUNDLE_JSON_FRAME_BYTES,
 } from '../shared/protocol/bundle.js';
 import { formatTableName, type KeyRange, type ManifestRequest, type TableName } from '../shared/protocol.js';
 import { PgLocalCatalog } from './local/local-catalog.js';
@@ -62,8 +63,13 @@ export interface ExportResult {
 }
 
 const DEFAULT_BATCH_BYTES = 4 * 1024 * 1024;
-const DEFAULT_BUCKETS_PER_FRAME = 32;
-const KEYS_PER_FRAME = 50_000;
+/**
+ * Keys a key-set frame aims at. Each frame costs one scan of the local table here (the manifest
+ * of its buckets) and the import checks about as many keys per scan of the cloud table, so frames
+ * are large: a 10M-row table takes 100 scans on each side. Held in memory once (tens of MB); a frame
+ * over the import's JSON limit (wide keys) is split.
+ */
+const KEYS_PER_FRAME = 100_000;
 const NEWLINE = 0x0a;
 
 /** Writes frames to a file, HMAC-ing every byte, waiting on the disk when it lags. */
@@ -186,14 +192,27 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
             : Array.from({ length: 2 ** bits }, (_, i) => i);
         // About KEYS_PER_FRAME keys a frame, whole buckets each (a frame bounds memory on both sides).
         const rowsPerBucket = Math.max(1, (level1.count ?? 0) / 2 ** bits);
-        const per = options.bucketsPerFrame ?? Math.max(1, Math.min(DEFAULT_BUCKETS_PER_FRAME, Math.floor(KEYS_PER_FRAME / rowsPerBucket)));
-        for (let i = 0; i < changed.length; i += per) {
-          const buckets = changed.slice(i, i + per);
+        const per = options.bucketsPerFrame ?? Math.max(1, Math.floor(KEYS_PER_FRAME / rowsPerBucket));
+        // A frame over the import's JSON limit (wide keys, huge buckets) is split in halves, down to one bucket.
+        const writeKeys = async (buckets: number[]): Promise<void> => {
           const answer = await snap.manifest({ ...base, mode: 'count', level: 'rows', buckets });
           const keys: BundleKeys = { buckets, rows: (answer.rows ?? []).map((r) => [r[0], r[1]]) };
+          const payload = Buffer.from(JSON.stringify(keys));
+          if (payload.length > MAX_BUNDLE_JSON_FRAME_BYTES) {
+            if (buckets.length === 1)
+              throw new TidemarkError(
+                ErrorCode.RUN_INCOMPLETE,
+                `${label}: the key set of bucket ${buckets[0]} is ${payload.length} bytes, above the ${MAX_BUNDLE_JSON_FRAME_BYTES} a bundle frame may hold; sync this table online`,
+              );
+            const half = Math.ceil(buckets.length / 2);
+            await writeKeys(buckets.slice(0, half));
+            await writeKeys(buckets.slice(half));
+            return;
+          }
           result.deletes += keys.rows.length;
-          await writer.json(FrameType.keys, keys);
-        }
+          await writer.frame(FrameType.keys, payload);
+        };
+        for (let i = 0; i < changed.length; i += per) await writeKeys(changed.slice(i, i + per));
         const stats = await snap.stats();
         const end: BundleTableEnd = { table: label, maxModified: await stats.maxModifiedSince('0'), bucketHashes: local, rows };
         await writer.json(FrameType.tableEnd, end);

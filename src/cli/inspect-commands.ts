@@ -6,6 +6,7 @@ import { httpRemoteFactory } from '../agent/http-remote.js';
 import type { TableRunResult } from '../agent/table-sync.js';
 import { parseTableName, type TableSchemaState } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
+import { bundleStatusLines, fetchBundleStatus } from './bundle-status.js';
 import { type AgentFlags, addAgentOptions, adminConfigFrom, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, splitList } from './common.js';
 import { statusProblem, statusState } from './status-state.js';
 
@@ -74,6 +75,8 @@ export function inspectCommands(program: Command): void {
     const rows = await withAgent(flags, (agent) => agent.status());
     // Exit 1 when a table is not in sync (a server down or refusing the key included), after printing.
     const problem = statusProblem(rows);
+    // An offline database's last bundle (bundle-status.ts); not in --json, whose answer stays the array of tables.
+    const offline = flags.json ? [] : bundleStatusLines(await fetchBundleStatus(agentConfigFrom(flags, process.env)));
     if (flags.json) {
       process.stdout.write(
         `${JSON.stringify(
@@ -108,6 +111,7 @@ export function inspectCommands(program: Command): void {
     for (const r of rows)
       for (const q of r.quarantined.slice(0, 20))
         process.stdout.write(`quarantined ${r.table} key ${JSON.stringify(q.key)} version ${q.version} (${q.attempts} attempts): ${q.error}\n`);
+    for (const line of offline) process.stdout.write(`${line}\n`);
     if (problem) throw new ExitError(EXIT_FAILURE, problem);
   });
 

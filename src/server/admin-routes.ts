@@ -7,6 +7,7 @@ import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { parseTableName, ROUTES } from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
+import { type BundleStore, bundleStatusOf } from './bundle-store.js';
 import { admitTableSchema, clientIdSchema, databaseIdSchema, parse, registerSchema, resyncRequestSchema } from './request-schemas.js';
 import type { TenantStore } from './tenant-store.js';
 
@@ -24,7 +25,11 @@ export function adminGuard(adminKey: string, authenticated: AuthGate): (req: Fas
   };
 }
 
-export function registerAdminRoutes(app: FastifyInstance, options: { store: TenantStore; adminKey: string; log: Logger; authenticated: AuthGate }): void {
+export function registerAdminRoutes(
+  app: FastifyInstance,
+  /** `bundles`: offline sites' imports; the database's answer then carries its last bundle (`bundle`). */
+  options: { store: TenantStore; adminKey: string; log: Logger; authenticated: AuthGate; bundles?: BundleStore },
+): void {
   const { store, log } = options;
   const requireAdmin = adminGuard(options.adminKey, options.authenticated);
   const clientIdOf = (s: string): string => parse(clientIdSchema, s, 'clientId');
@@ -64,6 +69,8 @@ export function registerAdminRoutes(app: FastifyInstance, options: { store: Tena
   app.get<{ Params: { clientId: string; databaseId: string } }>(ROUTES.adminDatabase, { preHandler: requireAdmin }, async (req) => {
     const [tenant] = await store.listTenants(clientIdOf(req.params.clientId), databaseIdOf(req.params.databaseId));
     if (!tenant) throw new ProtocolError(ErrorCode.NOT_FOUND, 404, 'no such client/database');
-    return tenant;
+    // An offline database (one that imported a bundle): its last bundle and the cloud copy's age.
+    const bundle = options.bundles ? await bundleStatusOf(options.bundles, tenant, Date.now()) : null;
+    return bundle?.lastImport ? { ...tenant, bundle } : tenant;
   });
 }

@@ -149,9 +149,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   if (options.metricsHere) registerMetricsRoute(app, metrics.registry, options.metricsBearerToken);
 
   const authenticated = authGate(options.authThrottle, metrics);
-  registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated });
+  registerAdminRoutes(app, { store: options.store, adminKey: options.adminKey, log, authenticated, ...(options.bundles ? { bundles: options.bundles } : {}) });
   registerTenantRoutes(app, { ...options, authenticated });
-  if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles });
+  if (options.bundles) registerBundleRoutes(app, { ...options, bundles: options.bundles, authenticated });
   if (options.fleet) registerFleetRoutes(app, { ...options, ...options.fleet, fleet: options.fleet.store, store: options.store, authenticated });
   if (options.keys) registerKeyRoutes(app, { ...options, keys: options.keys, authenticated });
   registerConsoleRoutes(app);

@@ -6,8 +6,11 @@
  * for each key set, the cloud rows of those buckets whose key is not in it and whose version the
  * bundle's snapshot knew (committed before it) are gone at the site. A bundle whose sequence is not
  * above the last imported one (a replay, an older bundle) changes nothing. The import holds the
- * database's single-agent lease while it applies, so it never interleaves with an online run.
+ * database's single-agent lease while it applies, under a holder name of its own (so two imports
+ * never share it), renewed at every frame (a long import keeps it), and checks the sequence under
+ * it: it never interleaves with an online run or another import.
  */
+import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
@@ -26,9 +29,16 @@ import { parseFrame, readFrames } from './bundle-reader.js';
 import type { BundleStore } from './bundle-store.js';
 import type { Tenant, TenantStore } from './tenant-store.js';
 
-/** The lease holder name of imports (never an agent id: agents use UUIDs). */
-const IMPORT_AGENT_ID = 'tidemark-bundle-import';
+/** The lease holder name of an import: its own per import (agents use bare UUIDs). */
+function importAgentId(): string {
+  return `tidemark-bundle-import:${randomUUID()}`;
+}
 const ALL: KeyRange = { lower: null, upper: null };
+/**
+ * Local keys gathered from key-set frames before one check against the cloud: each check is a scan
+ * of the cloud table, so fewer is faster; the keys are held in memory (about 100 bytes each).
+ */
+const KEYS_PER_SCAN = 100_000;
 
 export interface ApplyOptions {
   store: TenantStore;
@@ -88,21 +98,52 @@ export async function applyBundle(options: ApplyOptions): Promise<BundleImportRe
     bytes: options.bytes,
     matches: true,
   };
-  const last = await bundles.lastImport(tenant);
-  if (last && BigInt(last.sequence) >= BigInt(header.sequence)) {
+  const replay = async (): Promise<BundleImportResult | null> => {
+    const last = await bundles.lastImport(tenant);
+    if (!last || BigInt(last.sequence) < BigInt(header.sequence)) return null;
     // A replay or an older bundle: nothing to do; the receipt tells the cloud as it is.
     return { ...result, matches: false, receipt: await buildReceipt(store, tenant, header, last.sequence) };
-  }
-  const heldUntil = await store.acquireLease(tenant, IMPORT_AGENT_ID, options.leaseSeconds);
-  if (heldUntil)
-    throw new ProtocolError(
-      ErrorCode.LEASE_HELD,
-      409,
-      `an agent is syncing ${tenant.clientId}/${tenant.databaseId} online (lease until ${heldUntil.toISOString()}); import the bundle when it stops`,
-    );
+  };
+  // Before the lease (a replay needs none), and again under it (another import may have finished meanwhile).
+  const early = await replay();
+  if (early) return early;
+  const agentId = importAgentId();
+  const hold = async (): Promise<void> => {
+    const heldUntil = await store.acquireLease(tenant, agentId, options.leaseSeconds);
+    if (heldUntil)
+      throw new ProtocolError(
+        ErrorCode.LEASE_HELD,
+        409,
+        `an agent is syncing ${tenant.clientId}/${tenant.databaseId} online or another bundle is being imported (lease until ${heldUntil.toISOString()}); import the bundle when it is done`,
+      );
+  };
+  await hold();
   try {
+    const again = await replay();
+    if (again) return again;
     let current: { name: TableName; begin: BundleTable } | null = null;
+    // Key sets of several frames are checked together: each check scans the cloud table once.
+    const pendingKeys = { buckets: [] as number[], local: new Set<string>() };
+    const deleteGone = async (table: { name: TableName; begin: BundleTable }): Promise<void> => {
+      if (pendingKeys.buckets.length === 0) return;
+      const request: ManifestRequest = {
+        mode: 'count',
+        range: ALL,
+        hashKind: 'text',
+        level: 'rows',
+        bucketBits: header.bucketBits,
+        buckets: pendingKeys.buckets,
+      };
+      const cloud = (await store.manifest(tenant, table.name, request)).rows ?? [];
+      const { snapshot } = table.begin;
+      const gone = cloud.filter((r) => !pendingKeys.local.has(JSON.stringify(r[0])) && knownTo(snapshot, r[1])).map((r) => ({ key: r[0], version: r[1] }));
+      pendingKeys.buckets = [];
+      pendingKeys.local.clear();
+      if (gone.length > 0) result.deletes += (await store.deleteRows(tenant, table.name, { keys: gone })).rowsDeleted;
+    };
     for await (const f of readFrames(options.path, options.maxRowsBytes)) {
+      // Renews the lease: an import longer than leaseSeconds must not let an agent in halfway.
+      await hold();
       if (f.type === FrameType.table) {
         const begin = parseFrame(bundleTableSchema, f, 'table frame');
         const name = parseTableName(begin.table);
@@ -115,13 +156,11 @@ export async function applyBundle(options: ApplyOptions): Promise<BundleImportRe
         result.rows += uploaded.rowsReceived;
       } else if (f.type === FrameType.keys) {
         const keys = parseFrame(bundleKeysSchema, f, 'key set');
-        const request: ManifestRequest = { mode: 'count', range: ALL, hashKind: 'text', level: 'rows', bucketBits: header.bucketBits, buckets: keys.buckets };
-        const cloud = (await store.manifest(tenant, current.name, request)).rows ?? [];
-        const local = new Set(keys.rows.map((r) => JSON.stringify(r[0])));
-        const snapshot = current.begin.snapshot;
-        const gone = cloud.filter((r) => !local.has(JSON.stringify(r[0])) && knownTo(snapshot, r[1])).map((r) => ({ key: r[0], version: r[1] }));
-        if (gone.length > 0) result.deletes += (await store.deleteRows(tenant, current.name, { keys: gone })).rowsDeleted;
+        for (const b of keys.buckets) pendingKeys.buckets.push(b);
+        for (const k of keys.rows) pendingKeys.local.add(JSON.stringify(k[0]));
+        if (pendingKeys.local.size >= KEYS_PER_SCAN) await deleteGone(current);
       } else if (f.type === FrameType.tableEnd) {
+        await deleteGone(current);
         const end = parseFrame(bundleTableEndSchema, f, 'table end');
         const { snapshot } = current.begin;
         await store.upload(tenant, current.name, Readable.from([]), {
@@ -132,16 +171,17 @@ export async function applyBundle(options: ApplyOptions): Promise<BundleImportRe
         current = null;
       }
     }
+    // Recorded under the lease: the next import's check under it sees this one.
+    result.applied = await bundles.recordImport(tenant, {
+      sequence: header.sequence,
+      createdAt: new Date(header.createdAt),
+      rows: result.rows,
+      deletes: result.deletes,
+      bytes: options.bytes,
+    });
   } finally {
     // Frees the lease at once (expired a second ago) so the site's agent can run right after.
-    await store.acquireLease(tenant, IMPORT_AGENT_ID, -1);
+    await store.acquireLease(tenant, agentId, -1);
   }
-  result.applied = await bundles.recordImport(tenant, {
-    sequence: header.sequence,
-    createdAt: new Date(header.createdAt),
-    rows: result.rows,
-    deletes: result.deletes,
-    bytes: options.bytes,
-  });
   return { ...result, receipt: await buildReceipt(store, tenant, header, header.sequence) };
 }

@@ -3,10 +3,13 @@
  * pass before anything is applied: the magic, every frame's bounds and JSON shape, their order,
  * and the HMAC over every byte under the key of the database the header names. Altered in any
  * byte, truncated, extended or made with another database's key: refused, nothing read further.
+ * Rows frames meet the online upload's walls here too (size, no end-of-data line), so a bundle
+ * that would fail them is refused whole rather than halfway through the import.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 import type { z } from 'zod';
 
@@ -26,6 +29,7 @@ import {
   MAX_BUNDLE_JSON_FRAME_BYTES,
 } from '../shared/protocol/bundle.js';
 import type { BundleStore } from './bundle-store.js';
+import { endMarkerGuard } from './copy-guard.js';
 
 export interface Frame {
   type: FrameType;
@@ -62,7 +66,7 @@ class ByteQueue {
 
 /** The frames of a bundle file; `maxRowsBytes` bounds a rows frame (the online body limit). */
 export async function* readFrames(path: string, maxRowsBytes: number): AsyncGenerator<Frame> {
-  const stream: Readable = createReadStream(path, { highWaterMark: 1024 * 1024 });
+  const stream = createReadStream(path, { highWaterMark: 1024 * 1024 });
   const q = new ByteQueue();
   let magic = false;
   let need = BUNDLE_MAGIC.length;
@@ -92,6 +96,16 @@ export async function* readFrames(path: string, maxRowsBytes: number): AsyncGene
     }
   }
   if (!magic || pending || q.length > 0) throw refused('the file is truncated');
+}
+
+/** COPY stops at a `\.` line and drops what follows: the online guard (copy-guard.ts), on one frame. */
+async function refuseEndMarker(payload: Buffer): Promise<void> {
+  const sink = new Writable({ write: (_chunk, _enc, cb) => cb() });
+  try {
+    await pipeline(Readable.from([payload]), endMarkerGuard(), sink);
+  } catch {
+    throw refused('a rows frame contains an end-of-data line (\\.), which COPY would stop at');
+  }
 }
 
 export function parseFrame<T>(schema: z.ZodType<T>, frame: Frame, what: string): T {
@@ -144,6 +158,7 @@ export async function verifyBundle(path: string, bundles: BundleStore, maxRowsBy
     } else {
       if (!inTable) throw refused('rows or keys outside a table');
       if (f.type === FrameType.keys) parseFrame(bundleKeysSchema, f, 'key set');
+      else await refuseEndMarker(f.payload);
     }
   }
   if (!header || !macOk) throw refused('the file is truncated (no MAC)');

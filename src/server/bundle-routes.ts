@@ -2,8 +2,11 @@
  * Admin routes of offline sites (README, Offline sites), authenticated by the admin key:
  *   POST /v1/admin/bundles — the bundle, streamed and spooled to a temp file, verified whole
  *     (bundle-reader.ts), then applied (bundle-import.ts); answers the result and the receipt;
- *   GET  .../databases/:databaseId/bundle — the last bundle imported and the cloud copy's age.
- * The tenant is the one the bundle names, proven by its MAC; each rows frame obeys the online body limit.
+ *   GET  .../databases/:databaseId/bundle — the last bundle imported and the cloud copy's age;
+ * and the same answer to the database's own API key (GET /v1/customers/:c/databases/:d/bundle, for
+ * `tidemark status`). Failed keys count in the same throttle as the other routes (auth-throttle.ts).
+ * The tenant of an import is the one the bundle names, proven by its MAC; each rows frame obeys the
+ * online body limit.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -19,9 +22,10 @@ import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { BUNDLE_CONTENT_TYPE, type BundleStatus } from '../shared/protocol/bundle.js';
 import { ROUTES } from '../shared/protocol.js';
+import type { AuthGate } from './auth-throttle.js';
 import { applyBundle } from './bundle-import.js';
 import { verifyBundle } from './bundle-reader.js';
-import type { BundleStore } from './bundle-store.js';
+import { type BundleStore, bundleStatusOf } from './bundle-store.js';
 import { clientIdSchema, databaseIdSchema, parse } from './request-schemas.js';
 import type { TenantStore } from './tenant-store.js';
 
@@ -32,6 +36,7 @@ export interface BundleRouteOptions {
   maxBodyBytes: number;
   leaseSeconds: number;
   log: Logger;
+  authenticated: AuthGate;
 }
 
 function sha256(s: string): Buffer {
@@ -42,9 +47,9 @@ export function registerBundleRoutes(app: FastifyInstance, options: BundleRouteO
   const { store, bundles, log } = options;
   const adminKeyHash = sha256(options.adminKey);
   const requireAdmin = async (req: FastifyRequest): Promise<void> => {
-    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-    if (!given || !timingSafeEqual(sha256(given), adminKeyHash))
-      throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+    const ok = await options.authenticated(req, given, async () => (given && timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
+    if (!ok) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
   };
 
   // The bundle reaches the handler as the raw request stream.
@@ -83,19 +88,16 @@ export function registerBundleRoutes(app: FastifyInstance, options: BundleRouteO
       databaseId: parse(databaseIdSchema, req.params.databaseId, 'databaseId').toLowerCase(),
     };
     if (!(await bundles.apiKeyHash(tenant.clientId, tenant.databaseId))) throw new ProtocolError(ErrorCode.NOT_FOUND, 404, 'no such client/database');
-    const last = await bundles.lastImport(tenant);
-    return {
-      lastImport: last
-        ? {
-            sequence: last.sequence,
-            createdAt: last.createdAt.toISOString(),
-            importedAt: last.importedAt.toISOString(),
-            rows: last.rows,
-            deletes: last.deletes,
-            bytes: last.bytes,
-          }
-        : null,
-      ageSeconds: last ? Math.max(0, (Date.now() - last.createdAt.getTime()) / 1000) : null,
-    };
+    return bundleStatusOf(bundles, tenant, Date.now());
+  });
+
+  app.get<{ Params: { clientId: string; databaseId: string } }>(ROUTES.tenantBundle, async (req): Promise<BundleStatus> => {
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
+    const tenant = await options.authenticated(req, given, () => store.authenticate(given));
+    if (!tenant) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'unknown API key');
+    if (tenant.clientId !== req.params.clientId || tenant.databaseId !== req.params.databaseId.toLowerCase())
+      throw new ProtocolError(ErrorCode.AUTH_FORBIDDEN, 403, 'this API key is bound to another client or database');
+    return bundleStatusOf(bundles, tenant, Date.now());
   });
 }

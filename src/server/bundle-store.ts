@@ -2,12 +2,11 @@
  * What the import of offline bundles keeps (README, Offline sites): the API key hash a bundle's MAC
  * is checked with (read from `tidemark.tenant_database`, owned by pg-tenants.ts), and per database
  * the last bundle imported (`tidemark.bundle_import`: its sequence refuses replays and older
- * bundles; its figures feed the admin API). The table is created on first use, so the server's
- * migration list is untouched (a later migration may adopt it: `create table if not exists`).
+ * bundles; its figures feed `tidemark status` and the admin API), created by migrations.ts.
  */
 import type pg from 'pg';
 
-import { withTransaction } from '../shared/pg.js';
+import type { BundleStatus } from '../shared/protocol/bundle.js';
 import type { Tenant } from './tenant-scope.js';
 
 export interface BundleImportRecord {
@@ -28,31 +27,7 @@ export interface BundleStore {
 }
 
 export class PgBundleStore implements BundleStore {
-  private ready: Promise<void> | null = null;
   constructor(private readonly pool: pg.Pool) {}
-
-  private ensureTable(): Promise<void> {
-    this.ready ??= withTransaction(this.pool, async (client) => {
-      await client.query(/* sql */ `select pg_advisory_xact_lock(hashtext('tidemark.migrate'))`);
-      await client.query(/* sql */ `
-        create table if not exists tidemark.bundle_import (
-          client_id text not null,
-          database_id uuid not null,
-          sequence bigint not null,
-          created_at timestamptz not null,
-          imported_at timestamptz not null default now(),
-          rows bigint not null,
-          deletes bigint not null,
-          bytes bigint not null,
-          primary key (client_id, database_id),
-          foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade
-        )`);
-    }).catch((e: unknown) => {
-      this.ready = null;
-      throw e;
-    });
-    return this.ready;
-  }
 
   async apiKeyHash(clientId: string, databaseId: string): Promise<Buffer | null> {
     const { rows } = await this.pool.query<{ api_key_hash: Buffer }>(
@@ -63,7 +38,6 @@ export class PgBundleStore implements BundleStore {
   }
 
   async lastImport(tenant: Tenant): Promise<BundleImportRecord | null> {
-    await this.ensureTable();
     const { rows } = await this.pool.query<{ sequence: string; created_at: Date; imported_at: Date; rows: string; deletes: string; bytes: string }>(
       /* sql */ `select sequence::text, created_at, imported_at, rows::text, deletes::text, bytes::text
                    from tidemark.bundle_import where client_id = $1::text and database_id = $2::uuid`,
@@ -76,7 +50,6 @@ export class PgBundleStore implements BundleStore {
   }
 
   async recordImport(tenant: Tenant, record: Omit<BundleImportRecord, 'importedAt'>): Promise<boolean> {
-    await this.ensureTable();
     // One statement: the upsert only moves the sequence forward.
     const { rowCount } = await this.pool.query(
       /* sql */ `insert into tidemark.bundle_import as b (client_id, database_id, sequence, created_at, rows, deletes, bytes)
@@ -89,4 +62,21 @@ export class PgBundleStore implements BundleStore {
     );
     return rowCount === 1;
   }
+}
+
+/** The last bundle a database imported, and the cloud copy's age by it at `nowMs` (the export's time). */
+export async function bundleStatusOf(bundles: BundleStore, tenant: Tenant, nowMs: number): Promise<BundleStatus> {
+  const last = await bundles.lastImport(tenant);
+  if (!last) return { lastImport: null, ageSeconds: null };
+  return {
+    lastImport: {
+      sequence: last.sequence,
+      createdAt: last.createdAt.toISOString(),
+      importedAt: last.importedAt.toISOString(),
+      rows: last.rows,
+      deletes: last.deletes,
+      bytes: last.bytes,
+    },
+    ageSeconds: Math.max(0, (nowMs - last.createdAt.getTime()) / 1000),
+  };
 }

@@ -177,9 +177,26 @@ const MIGRATIONS: readonly string[] = [
   -- tenant_database.api_key_hash stays the database's current confirmed key (offline bundles are checked with it)
   insert into tidemark.database_key (client_id, database_id, key_hash, state)
   select client_id, database_id, api_key_hash, 'active' from tidemark.tenant_database;`,
+  /* sql */ `
+  -- offline sites (bundle-store.ts): per database, the last bundle imported (its sequence refuses
+  -- replays and older bundles). Servers before this migration created the table on first use with
+  -- this very shape, hence "if not exists": their rows are kept.
+  create table if not exists tidemark.bundle_import (
+    client_id text not null,
+    database_id uuid not null,
+    sequence bigint not null,
+    created_at timestamptz not null,
+    imported_at timestamptz not null default now(),
+    rows bigint not null,
+    deletes bigint not null,
+    bytes bigint not null,
+    primary key (client_id, database_id),
+    foreign key (client_id, database_id) references tidemark.tenant_database on delete cascade
+  );`,
 ];
 
-export async function migrate(pool: pg.Pool): Promise<void> {
+/** Applies the migrations not applied yet; `upTo` (tests) stops after that many, as an older server would. */
+export async function migrate(pool: pg.Pool, upTo: number = MIGRATIONS.length): Promise<void> {
   await withTransaction(pool, async (client) => {
     // One migrator at a time across server instances (key: 'tidemark' as a 32-bit hash).
     await client.query(/* sql */ `select pg_advisory_xact_lock(hashtext('tidemark.migrate'))`);
@@ -189,7 +206,7 @@ export async function migrate(pool: pg.Pool): Promise<void> {
     );
     const { rows } = await client.query<{ version: number }>(/* sql */ `select coalesce(max(version), 0) as version from tidemark.schema_migration`);
     const current = rows[0]?.version ?? 0;
-    for (let v = current + 1; v <= MIGRATIONS.length; v++) {
+    for (let v = current + 1; v <= Math.min(upTo, MIGRATIONS.length); v++) {
       await client.query(MIGRATIONS[v - 1] as string);
       await client.query(/* sql */ `insert into tidemark.schema_migration (version) values ($1::int)`, [v]);
     }

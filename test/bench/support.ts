@@ -309,7 +309,8 @@ export interface ServerChild {
 export async function startServerChild(databaseUrl: string, options: { profileName?: string | undefined; maxBodyBytes?: number } = {}): Promise<ServerChild> {
   const port = await freePort();
   const adminKey = `bench-admin-${randomBytes(12).toString('hex')}`;
-  const args = ['server', '--database', databaseUrl, '--listen', `127.0.0.1:${port}`, '--admin-key', adminKey, '--log-level', 'warn'];
+  // The embedded cluster's only role is its superuser: row-level security does not apply to it, which the server refuses unless told.
+  const args = ['server', '--database', databaseUrl, '--listen', `127.0.0.1:${port}`, '--admin-key', adminKey, '--log-level', 'warn', '--allow-superuser'];
   if (options.maxBodyBytes) args.push('--max-body-bytes', String(options.maxBodyBytes));
   const run = spawnCli(args, { profileName: options.profileName });
   const url = `http://127.0.0.1:${port}`;

@@ -1,6 +1,7 @@
 /** The messages of the admin routes (README, Wire protocol), as zod schemas with inferred types. */
 import { z } from 'zod';
 
+import { bundleStatusSchema } from './bundle.js';
 import { clientIdSchema, databaseIdSchema } from './identifiers.js';
 import { MAX_KEY_COLUMNS, MAX_RESYNC_TABLES } from './limits.js';
 import { collationSchema, columnTypeSchema, tableSummarySchema } from './table-messages.js';
@@ -42,6 +43,8 @@ export const tenantInfoSchema = z.object({
   name: z.string(),
   createdAt: z.string(),
   tables: z.array(tenantTableInfoSchema),
+  /** An offline database's last bundle imported and the cloud copy's age (GET of one database only; absent for online-only ones). */
+  bundle: bundleStatusSchema.optional(),
 });
 export type TenantInfo = z.infer<typeof tenantInfoSchema>;
 

@@ -44,6 +44,8 @@ export const ROUTES = {
   databaseKeyConfirm: '/v1/customers/:clientId/databases/:databaseId/keys/confirm',
   /** POST revoke every key of a database and issue a new one (admin). */
   adminRevokeKeys: '/v1/admin/customers/:clientId/databases/:databaseId/keys/revoke',
+  /** GET the last bundle a database imported, with the database's API key (`tidemark status`). */
+  tenantBundle: '/v1/customers/:clientId/databases/:databaseId/bundle',
   healthz: '/healthz',
   readyz: '/readyz',
   metrics: '/metrics',
