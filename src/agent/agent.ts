@@ -17,6 +17,7 @@ import { type LocalStores, pgLocalStores } from './local/local-stores.js';
 import { installStateSchema } from './local/state-schema.js';
 import type { Remote, RemoteFactory } from './remote.js';
 import { type RunBudgetFactory, timeBudget } from './run-budget.js';
+import type { ProgressListener } from './run-progress.js';
 import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
 
 export interface TableStatus {
@@ -35,6 +36,8 @@ export interface AgentOptions {
   budget?: RunBudgetFactory;
   /** The clock (epoch ms) quarantine backoffs run on. */
   now?: () => number;
+  /** Live upload progress of each table run (`sync --once` on a terminal). */
+  progress?: ProgressListener;
 }
 
 export interface TickResult {
@@ -56,7 +59,7 @@ export class Agent {
     readonly remote: Remote,
     /** The single-agent lock: the scheduled ticks run only while it is held (CLI commands take it themselves). */
     readonly lock: AgentLock,
-    options: { budget: RunBudgetFactory; now?: (() => number) | undefined },
+    options: { budget: RunBudgetFactory; now?: (() => number) | undefined; progress?: ProgressListener | undefined },
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
   ) {
@@ -64,6 +67,7 @@ export class Agent {
       local,
       budget: options.budget,
       now: options.now ?? Date.now,
+      progress: options.progress,
       remote,
       metrics,
       log,
@@ -104,7 +108,15 @@ export class Agent {
     const remote = makeRemote(agentId);
     const agentLog = log.child({ agentId });
     const budget = options.budget ?? timeBudget(config.runBudgetSeconds);
-    return new Agent(config, local, remote, new AgentLock(pool, agentLog, options.lock), { budget, now: options.now }, metrics, agentLog);
+    return new Agent(
+      config,
+      local,
+      remote,
+      new AgentLock(pool, agentLog, options.lock),
+      { budget, now: options.now, progress: options.progress },
+      metrics,
+      agentLog,
+    );
   }
 
   /** The configured tables, or every tracked one. */
