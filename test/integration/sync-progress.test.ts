@@ -65,8 +65,9 @@ describe('sync --once progress', { timeout: 300_000 }, () => {
       // The first line of a table: nothing sent yet, out of the planner's estimate (20,000 after analyze).
       expect(tty.output).toMatch(/public\.items {2}0 \/ ~20,000 rows {2}0% {2}0 rows\/s {2}0\.0 MB\/s/);
       // Its last line, drawn in place (erase line), and the summary after the lines were cleared.
-      expect(tty.output).toMatch(/\x1b\[2Kpublic\.items {2}20,000 (\/ ~20,000 )?rows {2}done {2}[\d,]+ rows\/s {2}\d+\.\d MB\/s {2}\d+\.\d s/);
-      expect(tty.output).toMatch(/\x1b\[\d+F\x1b\[0Jpublic\.(items|small): converged/);
+      const shown = tty.output.replaceAll('\x1b', '<ESC>');
+      expect(shown).toMatch(/<ESC>\[2Kpublic\.items {2}20,000 (\/ ~20,000 )?rows {2}done {2}[\d,]+ rows\/s {2}\d+\.\d MB\/s {2}\d+\.\d s/);
+      expect(shown).toMatch(/<ESC>\[\d+F<ESC>\[0Jpublic\.(items|small): converged/);
     }
 
     await local.query(`insert into items select i, 'more' from generate_series(20001, 20100) i`);
