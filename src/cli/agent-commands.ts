@@ -2,11 +2,10 @@ import type { Command } from 'commander';
 
 import { Agent, type TickResult } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
-import { httpRemoteFactory } from '../agent/http-remote.js';
 import { parseListen } from '../shared/config/load-config.js';
 import { ErrorCode, TidemarkError } from '../shared/errors.js';
 import { serveMetrics } from '../shared/metrics/metrics-endpoint.js';
-import { type AgentFlags, addAgentOptions, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, untilSignal } from './common.js';
+import { type AgentFlags, addAgentOptions, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, remoteFor, untilSignal } from './common.js';
 import { ProgressDisplay } from './progress-display.js';
 
 function printTick(result: TickResult, json: boolean): void {
@@ -51,7 +50,7 @@ export function agentCommands(program: Command): void {
     // On a terminal, a live line per table while it uploads; on a pipe, only the summary.
     const display = process.stdout.isTTY && !flags.json ? new ProgressDisplay(process.stdout) : undefined;
     try {
-      const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config), display ? { progress: display.update } : {});
+      const agent = await Agent.create(config, pool, metrics, log, remoteFor(config), display ? { progress: display.update } : {});
       try {
         await takeLock(agent);
         const result = await agent.tick({ checkCount: true });
@@ -83,7 +82,7 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
   const pool = localPool(config.databaseUrl, log, 'tidemark-agent', config.concurrency);
   try {
     const metrics = createAgentMetrics(config.tables ?? []);
-    const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
+    const agent = await Agent.create(config, pool, metrics, log, remoteFor(config));
     try {
       await takeLock(agent);
       const listen = config.metricsListen ? parseListen(config.metricsListen) : null;

@@ -2,11 +2,21 @@ import type { Command } from 'commander';
 
 import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
-import { httpRemoteFactory } from '../agent/http-remote.js';
 import type { TableRunResult } from '../agent/table-sync.js';
 import { parseTableName } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
-import { type AgentFlags, addAgentOptions, adminConfigFrom, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, splitList } from './common.js';
+import {
+  type AgentFlags,
+  addAgentOptions,
+  adminConfigFrom,
+  agentConfigFrom,
+  EXIT_FAILURE,
+  ExitError,
+  localPool,
+  logger,
+  remoteFor,
+  splitList,
+} from './common.js';
 
 function pad(cells: string[][]): string {
   const widths = cells[0]?.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length))) ?? [];
@@ -25,7 +35,7 @@ async function withAgent<T>(flags: AgentFlags, fn: (agent: Agent) => Promise<T>)
   const log = logger(flags.logLevel, 'warn', 2);
   const pool = localPool(config.databaseUrl, log, 'tidemark-cli', config.concurrency);
   try {
-    const agent = await Agent.create(config, pool, createAgentMetrics(), log, httpRemoteFactory(config));
+    const agent = await Agent.create(config, pool, createAgentMetrics(), log, remoteFor(config));
     try {
       return await fn(agent);
     } finally {
