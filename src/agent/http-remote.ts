@@ -34,7 +34,8 @@ export interface HttpRemoteOptions {
   serverUrl: string;
   clientId: string;
   databaseId: string;
-  apiKey: string;
+  /** The key, or where to read it before each request (a key rotated in the config file while the agent runs). */
+  apiKey: string | (() => string);
   agentId: string;
   gzip: boolean;
   /** Proxy and TLS settings (http-transport.ts); default: direct, the system's CAs. */
@@ -131,7 +132,7 @@ export class HttpRemote implements Remote {
       method,
       url,
       body,
-      { authorization: `Bearer ${this.options.apiKey}`, [HEADER_AGENT_ID]: this.options.agentId, ...headers },
+      { authorization: `Bearer ${typeof this.options.apiKey === 'string' ? this.options.apiKey : this.options.apiKey()}`, [HEADER_AGENT_ID]: this.options.agentId, ...headers },
       timeoutMs,
     );
   }
@@ -194,13 +195,13 @@ export class HttpRemote implements Remote {
 }
 
 /** The HTTP remote of an agent configured with `config` (a `RemoteFactory` for Agent.create). */
-export function httpRemoteFactory(config: Readonly<AgentConfig>, network?: TransportOptions): RemoteFactory {
+export function httpRemoteFactory(config: Readonly<AgentConfig>, network?: TransportOptions, apiKey?: () => string): RemoteFactory {
   return (agentId) =>
     new HttpRemote({
       serverUrl: config.serverUrl,
       clientId: config.clientId,
       databaseId: config.databaseId.toLowerCase(),
-      apiKey: config.apiKey,
+      apiKey: apiKey ?? config.apiKey,
       agentId,
       gzip: config.gzip,
       network,

@@ -50,7 +50,7 @@ export function agentCommands(program: Command): void {
     // On a terminal, a live line per table while it uploads; on a pipe, only the summary.
     const display = process.stdout.isTTY && !flags.json ? new ProgressDisplay(process.stdout) : undefined;
     try {
-      const agent = await Agent.create(config, pool, metrics, log, remoteFor(config), display ? { progress: display.update } : {});
+      const agent = await Agent.create(config, pool, metrics, log, remoteFor(config, flags), display ? { progress: display.update } : {});
       try {
         await takeLock(agent);
         const result = await agent.tick({ checkCount: true });
@@ -82,7 +82,7 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
   const pool = localPool(config.databaseUrl, log, 'tidemark-agent', config.concurrency);
   try {
     const metrics = createAgentMetrics(config.tables ?? []);
-    const agent = await Agent.create(config, pool, metrics, log, remoteFor(config));
+    const agent = await Agent.create(config, pool, metrics, log, remoteFor(config, flags));
     try {
       await takeLock(agent);
       const listen = config.metricsListen ? parseListen(config.metricsListen) : null;

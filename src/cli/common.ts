@@ -5,6 +5,7 @@ import { posix, win32 } from 'node:path';
 import type { Command } from 'commander';
 import type pg from 'pg';
 
+import { fileKeyProvider } from '../agent/config-file.js';
 import { httpRemoteFactory } from '../agent/http-remote.js';
 import { proxySettingsFrom, type TransportOptions } from '../agent/http-transport.js';
 import type { RemoteFactory } from '../agent/remote.js';
@@ -134,9 +135,12 @@ export function networkFrom(
   };
 }
 
-/** The agent's remote: HTTP(S) to the configured server, through the environment's proxy, with the config's TLS files. */
-export function remoteFor(config: Readonly<AgentConfig>): RemoteFactory {
-  return httpRemoteFactory(config, networkFrom(config.tls, process.env));
+/**
+ * The agent's remote: HTTP(S) to the configured server, through the environment's proxy, with the
+ * config's TLS files, and the API key re-read from the config file after a `rotate-key`.
+ */
+export function remoteFor(config: Readonly<AgentConfig>, flags: { config?: string | undefined } = {}): RemoteFactory {
+  return httpRemoteFactory(config, networkFrom(config.tls, process.env), fileKeyProvider(configFileFrom(flags.config, process.env), config.apiKey));
 }
 
 /** `register` and `resync`: the server and admin key from flags, TIDEMARK_* env or a YAML file. */

@@ -35,7 +35,7 @@ async function withAgent<T>(flags: AgentFlags, fn: (agent: Agent) => Promise<T>)
   const log = logger(flags.logLevel, 'warn', 2);
   const pool = localPool(config.databaseUrl, log, 'tidemark-cli', config.concurrency);
   try {
-    const agent = await Agent.create(config, pool, createAgentMetrics(), log, remoteFor(config));
+    const agent = await Agent.create(config, pool, createAgentMetrics(), log, remoteFor(config, flags));
     try {
       return await fn(agent);
     } finally {
