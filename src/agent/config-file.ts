@@ -4,7 +4,7 @@
  * replaces the file by rename, an atomic step on POSIX file systems and on NTFS. A crash leaves the
  * old file or the new one, never a mix. Other keys and comments are kept.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fchownSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 import { isMap, parseDocument } from 'yaml';
@@ -30,6 +30,7 @@ function readIfExists(file: string): string | undefined {
  */
 export function writeConfigValues(file: string, values: Readonly<Record<string, string>>, options: { onReplace?: () => void } = {}): void {
   const text = readIfExists(file);
+  const owner = text === undefined ? undefined : statSync(file);
   const doc = parseDocument(text ?? '');
   if (doc.errors.length) throw new ConfigError(`config file ${file} is not valid YAML: ${doc.errors[0]?.message.split('\n')[0]}`);
   if (doc.contents !== null && !isMap(doc.contents)) throw new ConfigError(`config file ${file} must hold a mapping`);
@@ -38,6 +39,8 @@ export function writeConfigValues(file: string, values: Readonly<Record<string, 
   try {
     const fd = openSync(tmp, 'wx', CONFIG_FILE_MODE);
     try {
+      // Run as root on a file the agent's user owns: the new file keeps that owner, or the agent could not read it.
+      if (owner && process.getuid?.() === 0) fchownSync(fd, owner.uid, owner.gid);
       writeSync(fd, doc.toString());
       fsyncSync(fd);
     } finally {

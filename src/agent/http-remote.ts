@@ -132,7 +132,11 @@ export class HttpRemote implements Remote {
       method,
       url,
       body,
-      { authorization: `Bearer ${typeof this.options.apiKey === 'string' ? this.options.apiKey : this.options.apiKey()}`, [HEADER_AGENT_ID]: this.options.agentId, ...headers },
+      {
+        authorization: `Bearer ${typeof this.options.apiKey === 'string' ? this.options.apiKey : this.options.apiKey()}`,
+        [HEADER_AGENT_ID]: this.options.agentId,
+        ...headers,
+      },
       timeoutMs,
     );
   }
