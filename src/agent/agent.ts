@@ -17,6 +17,7 @@ import { type LocalStores, pgLocalStores } from './local/local-stores.js';
 import { installStateSchema } from './local/state-schema.js';
 import type { Remote, RemoteFactory } from './remote.js';
 import { type RunBudgetFactory, timeBudget } from './run-budget.js';
+import type { ProgressListener } from './run-progress.js';
 import { RunReporter } from './run-report.js';
 import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
 
@@ -36,6 +37,8 @@ export interface AgentOptions {
   budget?: RunBudgetFactory;
   /** The clock (epoch ms) quarantine backoffs run on. */
   now?: () => number;
+  /** Live upload progress of each table run (`sync --once` on a terminal). */
+  progress?: ProgressListener;
 }
 
 export interface TickResult {
@@ -59,7 +62,7 @@ export class Agent {
     readonly remote: Remote,
     /** The single-agent lock: the scheduled ticks run only while it is held (CLI commands take it themselves). */
     readonly lock: AgentLock,
-    options: { budget: RunBudgetFactory; now?: (() => number) | undefined; reporter: RunReporter },
+    options: { budget: RunBudgetFactory; now?: (() => number) | undefined; reporter: RunReporter; progress?: ProgressListener | undefined },
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
   ) {
@@ -68,6 +71,7 @@ export class Agent {
       local,
       budget: options.budget,
       now: options.now ?? Date.now,
+      progress: options.progress,
       remote,
       metrics,
       log,
@@ -109,7 +113,15 @@ export class Agent {
     const agentLog = log.child({ agentId });
     const budget = options.budget ?? timeBudget(config.runBudgetSeconds);
     const reporter = new RunReporter({ pool, local, metrics, log: agentLog, now: options.now ?? Date.now });
-    return new Agent(config, local, remote, new AgentLock(pool, agentLog, options.lock), { budget, now: options.now, reporter }, metrics, agentLog);
+    return new Agent(
+      config,
+      local,
+      remote,
+      new AgentLock(pool, agentLog, options.lock),
+      { budget, now: options.now, reporter, progress: options.progress },
+      metrics,
+      agentLog,
+    );
   }
 
   /** The configured tables, or every tracked one. */

@@ -4,7 +4,7 @@
  * replaces the file by rename, an atomic step on POSIX file systems and on NTFS. A crash leaves the
  * old file or the new one, never a mix. Other keys and comments are kept.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fchownSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 import { isMap, parseDocument } from 'yaml';
@@ -30,6 +30,7 @@ function readIfExists(file: string): string | undefined {
  */
 export function writeConfigValues(file: string, values: Readonly<Record<string, string>>, options: { onReplace?: () => void } = {}): void {
   const text = readIfExists(file);
+  const owner = text === undefined ? undefined : statSync(file);
   const doc = parseDocument(text ?? '');
   if (doc.errors.length) throw new ConfigError(`config file ${file} is not valid YAML: ${doc.errors[0]?.message.split('\n')[0]}`);
   if (doc.contents !== null && !isMap(doc.contents)) throw new ConfigError(`config file ${file} must hold a mapping`);
@@ -38,6 +39,8 @@ export function writeConfigValues(file: string, values: Readonly<Record<string, 
   try {
     const fd = openSync(tmp, 'wx', CONFIG_FILE_MODE);
     try {
+      // Run as root on a file the agent's user owns: the new file keeps that owner, or the agent could not read it.
+      if (owner && process.getuid?.() === 0) fchownSync(fd, owner.uid, owner.gid);
       writeSync(fd, doc.toString());
       fsyncSync(fd);
     } finally {
@@ -71,4 +74,37 @@ export function configValueOf(file: string, key: string): string | { env: string
   if (typeof value === 'string') return value;
   if (typeof value === 'object' && value !== null && typeof (value as { env?: unknown }).env === 'string') return { env: (value as { env: string }).env };
   return undefined;
+}
+
+/**
+ * The API key as the config file holds it now, re-read when the file changed (by mtime and size):
+ * a running agent follows `tidemark rotate-key` without a restart. Only when the key in use came
+ * from that file (`initial` equals what it holds); otherwise (flags, TIDEMARK_API_KEY) it is fixed.
+ */
+export function fileKeyProvider(file: string | undefined, initial: string): () => string {
+  if (file === undefined || configValueOf(file, 'apiKey') !== initial) return () => initial;
+  let key = initial;
+  let seen = fileStamp(file);
+  return () => {
+    const stamp = fileStamp(file);
+    if (stamp !== seen) {
+      seen = stamp;
+      try {
+        const now = configValueOf(file, 'apiKey');
+        if (typeof now === 'string' && now !== '') key = now;
+      } catch {
+        // unreadable for a moment: keep the key in use
+      }
+    }
+    return key;
+  };
+}
+
+function fileStamp(file: string): string {
+  try {
+    const s = statSync(file);
+    return `${s.mtimeMs}:${s.size}:${s.ino}`;
+  } catch {
+    return 'missing';
+  }
 }

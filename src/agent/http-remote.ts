@@ -3,8 +3,6 @@
  * failure becomes a transport-neutral `RemoteError` (remote.ts) whose `errorClass` drives retries,
  * quarantine and metrics.
  */
-import { Agent as HttpAgent, request as httpRequest } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { gzipSync } from 'node:zlib';
 import type { z } from 'zod';
 import type { AgentConfig } from '../shared/config/agent-config.js';
@@ -32,28 +30,33 @@ import {
   type UploadResult,
   uploadResultSchema,
 } from '../shared/protocol.js';
+import { HttpTransport, type TransportOptions } from './http-transport.js';
 import { type ErrorClass, type Remote, RemoteError, type RemoteFactory, type RemoteTraffic, type UploadOptions } from './remote.js';
 
 export interface HttpRemoteOptions {
   serverUrl: string;
   clientId: string;
   databaseId: string;
-  apiKey: string;
+  /** The key, or where to read it before each request (a key rotated in the config file while the agent runs). */
+  apiKey: string | (() => string);
   agentId: string;
   gzip: boolean;
+  /** Proxy and TLS settings (http-transport.ts); default: direct, the system's CAs. */
+  network?: TransportOptions | undefined;
 }
 
 const JSON_TIMEOUT_MS = 120_000;
 
 export class HttpRemote implements Remote {
   private readonly base: string;
-  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
-  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 16 });
+  /** node:http(s) with kept-alive connections, through a proxy and with TLS settings when configured. */
+  private readonly transport: HttpTransport;
   /** Bytes sent and requests made, for verification reports and benchmarks. */
   readonly traffic: RemoteTraffic = { requests: 0, bytesSent: 0, bytesReceived: 0 };
 
   constructor(private readonly options: HttpRemoteOptions) {
     this.base = options.serverUrl.replace(/\/+$/, '');
+    this.transport = new HttpTransport(options.serverUrl, options.network);
   }
 
   private url(table: TableName, suffix = '', query?: URLSearchParams): string {
@@ -121,10 +124,6 @@ export class HttpRemote implements Remote {
     throw new RemoteError(code, cls, message);
   }
 
-  /**
-   * One HTTP exchange with node:http(s): the body Buffer is written as is (fetch would copy it), and
-   * connections are kept alive between batches.
-   */
   private send(
     method: string,
     url: string,
@@ -132,39 +131,22 @@ export class HttpRemote implements Remote {
     headers: Record<string, string>,
     timeoutMs: number,
   ): Promise<{ status: number; text: string }> {
-    const target = new URL(url);
-    const secure = target.protocol === 'https:';
-    const request = secure ? httpsRequest : httpRequest;
-    return new Promise((resolve, reject) => {
-      const req = request(
-        target,
-        {
-          method,
-          agent: secure ? this.httpsAgent : this.httpAgent,
-          headers: {
-            authorization: `Bearer ${this.options.apiKey}`,
-            [HEADER_AGENT_ID]: this.options.agentId,
-            ...headers,
-            ...(body ? { 'content-length': String(body.length) } : {}),
-          },
-          signal: AbortSignal.timeout(timeoutMs),
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-          res.on('error', reject);
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
-    });
+    return this.transport.request(
+      method,
+      url,
+      body,
+      {
+        authorization: `Bearer ${typeof this.options.apiKey === 'string' ? this.options.apiKey : this.options.apiKey()}`,
+        [HEADER_AGENT_ID]: this.options.agentId,
+        ...headers,
+      },
+      timeoutMs,
+    );
   }
 
   /** Closes kept-alive connections. */
   close(): void {
-    this.httpAgent.destroy();
-    this.httpsAgent.destroy();
+    this.transport.close();
   }
 
   declare(table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
@@ -225,14 +207,15 @@ export class HttpRemote implements Remote {
 }
 
 /** The HTTP remote of an agent configured with `config` (a `RemoteFactory` for Agent.create). */
-export function httpRemoteFactory(config: Readonly<AgentConfig>): RemoteFactory {
+export function httpRemoteFactory(config: Readonly<AgentConfig>, network?: TransportOptions, apiKey?: () => string): RemoteFactory {
   return (agentId) =>
     new HttpRemote({
       serverUrl: config.serverUrl,
       clientId: config.clientId,
       databaseId: config.databaseId.toLowerCase(),
-      apiKey: config.apiKey,
+      apiKey: apiKey ?? config.apiKey,
       agentId,
       gzip: config.gzip,
+      network,
     });
 }

@@ -16,6 +16,7 @@ import type { TableStateRow } from './local/table-state-store.js';
 import type { DiffReport } from './manifest-diff.js';
 import type { Remote } from './remote.js';
 import type { RunBudgetFactory } from './run-budget.js';
+import type { ProgressListener } from './run-progress.js';
 import type { Uploader, UploadStats } from './uploader.js';
 
 export interface TableSyncSettings {
@@ -38,6 +39,8 @@ export interface TableSyncDeps {
   metrics: AgentMetrics;
   log: Logger;
   settings: TableSyncSettings;
+  /** Live progress of uploads (`sync --once` on a terminal); absent in the daemon. */
+  progress?: ProgressListener | undefined;
 }
 
 export interface RunOptions {
@@ -53,6 +56,9 @@ export interface TableRunResult {
   table: string;
   converged: boolean;
   rowsUploaded: number;
+  /** Bytes of COPY text the server applied (before gzip), and the batches that carried them. */
+  bytesUploaded: number;
+  batches: number;
   rowsDeleted: number;
   quarantined: number;
   localCount: number | null;
@@ -91,6 +97,8 @@ export function emptyResult(table: string): TableRunResult {
     table,
     converged: false,
     rowsUploaded: 0,
+    bytesUploaded: 0,
+    batches: 0,
     rowsDeleted: 0,
     quarantined: 0,
     localCount: null,
@@ -108,6 +116,8 @@ export function incompleteError(settings: TableSyncSettings): { code: string; me
 /** Counts an upload's rows; one cut short by the budget leaves the run incomplete (not converged). */
 export function addUpload(ctx: RunContext, s: UploadStats): void {
   ctx.result.rowsUploaded += s.rows;
+  ctx.result.bytesUploaded += s.bytes;
+  ctx.result.batches += s.batches;
   if (s.unconfirmed > 0)
     ctx.result.error = {
       code: ErrorCode.SERVER_UNAVAILABLE,

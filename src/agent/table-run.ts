@@ -18,6 +18,7 @@ import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
 import type { RunBudget } from './run-budget.js';
 import { addUpload, big, incompleteError, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
+import { batchReporter } from './run-progress.js';
 import { declareTable } from './schema-change.js';
 import { diff, repair, retryQuarantine, verifyAll, verifySlice } from './table-repair.js';
 import { uploadRanges } from './upload-ranges.js';
@@ -42,6 +43,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
   const { deps, name, options, budget, tuner, result, log } = input;
   const { local, remote, metrics, settings } = deps;
   const label = result.table;
+  const startedMs = performance.now();
   // The server evolves the replica to a changed local schema, or refuses it (schema-change.ts).
   const { table, summary: declared, state } = await declareTable(deps, name, input.state, log);
   let summary = declared;
@@ -59,7 +61,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const quarantinedKeys = new Set(quarantinedRows.map((q) => JSON.stringify(q.key)));
     // A run that fails after the server took new keys leaves the counts to be compared next run.
     const counting = countingInserts(remote, () => local.state.save(name, { lastDeleteCount: null }));
-    const uploader = uploaderFor({ ...deps, remote: counting.remote }, table, { tuner, log, budget, quarantinedKeys });
+    const onBatch = deps.progress ? batchReporter(deps.progress, label, await snap.estimatedRows(), summary.rowCount, startedMs) : undefined;
+    const uploader = uploaderFor({ ...deps, remote: counting.remote }, table, { tuner, log, budget, quarantinedKeys, ...(onBatch ? { onBatch } : {}) });
     const ctx: RunContext = { deps, table, snap, uploader, state, quarantinedKeys, result, log };
     const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
     // The local database went back (a restored backup) or moved (another cluster): nothing the
@@ -180,11 +183,14 @@ export async function runTable(input: TableRunInput): Promise<void> {
     log.info(
       {
         rowsUploaded: result.rowsUploaded,
+        bytesUploaded: result.bytesUploaded,
+        batches: result.batches,
         rowsDeleted: result.rowsDeleted,
         quarantined,
         localCount: result.localCount,
         remoteCount: result.remoteCount,
         converged: result.converged,
+        durationSeconds: (performance.now() - startedMs) / 1000,
       },
       'table synced',
     );
@@ -203,7 +209,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
 export function uploaderFor(
   deps: TableSyncDeps,
   table: LocalTable,
-  run: { tuner: BatchTuner; log: Logger; budget: RunBudget; quarantinedKeys: Set<string> },
+  run: { tuner: BatchTuner; log: Logger; budget: RunBudget; quarantinedKeys: Set<string>; onBatch?: (rows: number, bytes: number) => void },
 ): Uploader {
   const { local, remote, metrics, settings } = deps;
   return new Uploader({

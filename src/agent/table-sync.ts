@@ -75,6 +75,15 @@ export class TableSync {
     } finally {
       result.durationSeconds = (performance.now() - started) / 1000;
       metrics.runDuration.observe({ table: label }, result.durationSeconds);
+      this.d.progress?.({
+        table: label,
+        rowsSent: result.rowsUploaded,
+        bytesSent: result.bytesUploaded,
+        batches: result.batches,
+        rowsExpected: null,
+        elapsedSeconds: result.durationSeconds,
+        done: true,
+      });
       this.updateLag(label, result);
     }
     return result;

@@ -27,6 +27,8 @@ export interface UploaderDeps {
   timeoutMs: number;
   /** Once exhausted, no new batch starts (each request spends from it). */
   budget: RunBudget;
+  /** Called after each batch the server applied (progress display). */
+  onBatch?: (rows: number, bytes: number) => void;
 }
 
 export interface UploadStats {

@@ -77,6 +77,8 @@ export class Uploader {
       stats.rows += rows;
       stats.bytes += buf.length;
       stats.batches++;
+      this.d.log.debug({ table: this.label, rows, bytes: buf.length, seconds }, 'batch sent');
+      this.d.onBatch?.(rows, buf.length);
       if (stats.appliedKeys) for (const id of this.rowIds(buf)) stats.appliedKeys.push(id.key);
       await this.releaseApplied(buf);
     } catch (e) {

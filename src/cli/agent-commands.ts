@@ -2,15 +2,21 @@ import type { Command } from 'commander';
 
 import { Agent, type TickResult } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
-import { httpRemoteFactory } from '../agent/http-remote.js';
 import { parseListen } from '../shared/config/load-config.js';
 import { ErrorCode, TidemarkError } from '../shared/errors.js';
 import { serveMetrics } from '../shared/metrics/metrics-endpoint.js';
-import { type AgentFlags, addAgentOptions, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, untilSignal } from './common.js';
+import { type AgentFlags, addAgentOptions, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, remoteFor, untilSignal } from './common.js';
+import { ProgressDisplay } from './progress-display.js';
 
 function printTick(result: TickResult, json: boolean): void {
   if (json) {
-    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    // Throughput of each table's uploads: rows and bytes per second of its run.
+    const tables = result.tables.map((t) => ({
+      ...t,
+      rowsPerSecond: t.durationSeconds > 0 ? t.rowsUploaded / t.durationSeconds : 0,
+      bytesPerSecond: t.durationSeconds > 0 ? t.bytesUploaded / t.durationSeconds : 0,
+    }));
+    process.stdout.write(`${JSON.stringify({ ...result, tables }, null, 2)}\n`);
     return;
   }
   for (const t of result.tables) {
@@ -41,11 +47,14 @@ export function agentCommands(program: Command): void {
     const log = logger(flags.logLevel ?? 'error', 'error', 2);
     const pool = localPool(config.databaseUrl, log, 'tidemark-agent', config.concurrency);
     const metrics = createAgentMetrics();
+    // On a terminal, a live line per table while it uploads; on a pipe, only the summary.
+    const display = process.stdout.isTTY && !flags.json ? new ProgressDisplay(process.stdout) : undefined;
     try {
-      const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
+      const agent = await Agent.create(config, pool, metrics, log, remoteFor(config, flags), display ? { progress: display.update } : {});
       try {
         await takeLock(agent);
         const result = await agent.tick({ checkCount: true });
+        display?.finish();
         printTick(result, flags.json === true);
         if (result.tables.length === 0) throw new ExitError(EXIT_FAILURE, 'no tracked tables; run tidemark track TABLE first');
         if (!result.converged) throw new ExitError(EXIT_FAILURE, `${result.tables.filter((t) => !t.converged).length} table(s) did not converge`);
@@ -73,7 +82,7 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
   const pool = localPool(config.databaseUrl, log, 'tidemark-agent', config.concurrency);
   try {
     const metrics = createAgentMetrics(config.tables ?? []);
-    const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
+    const agent = await Agent.create(config, pool, metrics, log, remoteFor(config, flags));
     try {
       await takeLock(agent);
       const listen = config.metricsListen ? parseListen(config.metricsListen) : null;

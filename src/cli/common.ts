@@ -1,10 +1,14 @@
 /** What the commands share: flags, config loading, process lifecycle, one-line errors. */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { posix, win32 } from 'node:path';
 
 import type { Command } from 'commander';
 import type pg from 'pg';
 
+import { fileKeyProvider } from '../agent/config-file.js';
+import { httpRemoteFactory } from '../agent/http-remote.js';
+import { proxySettingsFrom, type TransportOptions } from '../agent/http-transport.js';
+import type { RemoteFactory } from '../agent/remote.js';
 import { loadAdminConfig, loadTrackConfig } from '../shared/config/admin-config.js';
 import { type AgentConfig, loadAgentConfig } from '../shared/config/agent-config.js';
 import { ConfigError, ErrorCode, TidemarkError, toError } from '../shared/errors.js';
@@ -108,6 +112,35 @@ export function agentConfigFrom(flags: AgentFlags, env: NodeJS.ProcessEnv, extra
       ...extra,
     },
   });
+}
+
+/** Reads a PEM file named in the config (tls.caFile …), or fails naming the key. */
+function pemFile(file: string | undefined, key: string): string | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`${key}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+}
+
+/** How the agent reaches the server: the proxy variables of the environment, the config's TLS files. */
+export function networkFrom(
+  tls: { caFile?: string | undefined; certFile?: string | undefined; keyFile?: string | undefined },
+  env: NodeJS.ProcessEnv,
+): TransportOptions {
+  return {
+    proxy: proxySettingsFrom(env),
+    tls: { ca: pemFile(tls.caFile, 'tls.caFile'), cert: pemFile(tls.certFile, 'tls.certFile'), key: pemFile(tls.keyFile, 'tls.keyFile') },
+  };
+}
+
+/**
+ * The agent's remote: HTTP(S) to the configured server, through the environment's proxy, with the
+ * config's TLS files, and the API key re-read from the config file after a `rotate-key`.
+ */
+export function remoteFor(config: Readonly<AgentConfig>, flags: { config?: string | undefined } = {}): RemoteFactory {
+  return httpRemoteFactory(config, networkFrom(config.tls, process.env), fileKeyProvider(configFileFrom(flags.config, process.env), config.apiKey));
 }
 
 /** `register` and `resync`: the server and admin key from flags, TIDEMARK_* env or a YAML file. */

@@ -11,7 +11,6 @@ import pg from 'pg';
 
 import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
-import { httpRemoteFactory } from '../agent/http-remote.js';
 import { PgTableTracking } from '../agent/local/table-tracking.js';
 import { startServer } from '../server/start-server.js';
 import { loadAgentConfig } from '../shared/config/agent-config.js';
@@ -20,7 +19,7 @@ import { serveMetrics } from '../shared/metrics/metrics-endpoint.js';
 import type { RegisterResult } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
 import { runAgent } from './agent-commands.js';
-import { type AgentFlags, addAgentOptions, localPool, logger, untilSignal } from './common.js';
+import { type AgentFlags, addAgentOptions, localPool, logger, remoteFor, untilSignal } from './common.js';
 import { startEmbeddedCluster } from './embedded-cluster.js';
 import { freePort } from './free-port.js';
 
@@ -164,7 +163,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     const metricsPort = await preferredPort(9465, freePort);
     const metricsServer = await serveMetrics(metrics.registry, '127.0.0.1', metricsPort);
     cleanups.push(() => metricsServer.close());
-    const agent = await Agent.create(config, pool, metrics, log, httpRemoteFactory(config));
+    const agent = await Agent.create(config, pool, metrics, log, remoteFor(config));
     cleanups.push(() => agent.stop());
 
     let writer: NodeJS.Timeout | null = null;

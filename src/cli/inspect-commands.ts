@@ -2,12 +2,22 @@ import type { Command } from 'commander';
 
 import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
-import { httpRemoteFactory } from '../agent/http-remote.js';
 import type { TableRunResult } from '../agent/table-sync.js';
 import { parseTableName, type TableSchemaState } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
 import { bundleStatusLines, fetchBundleStatus } from './bundle-status.js';
-import { type AgentFlags, addAgentOptions, adminConfigFrom, agentConfigFrom, EXIT_FAILURE, ExitError, localPool, logger, splitList } from './common.js';
+import {
+  type AgentFlags,
+  addAgentOptions,
+  adminConfigFrom,
+  agentConfigFrom,
+  EXIT_FAILURE,
+  ExitError,
+  localPool,
+  logger,
+  remoteFor,
+  splitList,
+} from './common.js';
 import { statusProblem, statusState } from './status-state.js';
 
 function pad(cells: string[][]): string {
@@ -27,7 +37,7 @@ async function withAgent<T>(flags: AgentFlags, fn: (agent: Agent) => Promise<T>)
   const log = logger(flags.logLevel, 'warn', 2);
   const pool = localPool(config.databaseUrl, log, 'tidemark-cli', config.concurrency);
   try {
-    const agent = await Agent.create(config, pool, createAgentMetrics(), log, httpRemoteFactory(config));
+    const agent = await Agent.create(config, pool, createAgentMetrics(), log, remoteFor(config, flags));
     try {
       return await fn(agent);
     } finally {

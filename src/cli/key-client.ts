@@ -5,7 +5,8 @@
  */
 import type { z } from 'zod';
 
-import { ErrorCode, ProtocolError, TidemarkError } from '../shared/errors.js';
+import { HttpTransport, type TransportOptions } from '../agent/http-transport.js';
+import { ErrorCode, ProtocolError, RetryableError, TidemarkError } from '../shared/errors.js';
 import {
   type ConfirmKeyResult,
   confirmKeyResultSchema,
@@ -19,11 +20,14 @@ import {
   revokeKeysResultSchema,
 } from '../shared/protocol/key-messages.js';
 import { adminPaths, buildPath, errorBodySchema, type RegisterResult, ROUTES, registerResultSchema } from '../shared/protocol.js';
-import { adminRequest, fetchAdmin } from './admin-client.js';
+import { adminRequest } from './admin-client.js';
 
 const KEY_TIMEOUT_MS = 60_000;
 
-/** One request authenticated by a token or a database key; the answer parsed by `schema`. */
+/**
+ * One request authenticated by a token or a database key, sent as the agent sends its requests
+ * (the environment's proxy, the config's TLS files: http-transport.ts); the answer parsed by `schema`.
+ */
 async function bearerRequest<S extends z.ZodType>(
   serverUrl: string,
   credential: string,
@@ -31,14 +35,31 @@ async function bearerRequest<S extends z.ZodType>(
   body: unknown,
   schema: S,
   what: string,
+  network: TransportOptions | undefined,
 ): Promise<z.output<S>> {
-  const { res, json } = await fetchAdmin(serverUrl, `${serverUrl.replace(/\/+$/, '')}${path}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(KEY_TIMEOUT_MS),
-  });
-  if (!res.ok) {
+  const transport = new HttpTransport(serverUrl, network);
+  let res: { status: number; text: string };
+  try {
+    res = await transport.request(
+      'POST',
+      `${serverUrl.replace(/\/+$/, '')}${path}`,
+      Buffer.from(JSON.stringify(body)),
+      { authorization: `Bearer ${credential}`, 'content-type': 'application/json' },
+      KEY_TIMEOUT_MS,
+    );
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    throw new RetryableError(ErrorCode.SERVER_UNAVAILABLE, `${what}: server unreachable at ${serverUrl} (${err.code ?? err.message})`, { cause: e });
+  } finally {
+    transport.close();
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(res.text);
+  } catch {
+    json = undefined;
+  }
+  if (res.status < 200 || res.status >= 300) {
     const parsed = errorBodySchema.safeParse(json);
     if (!parsed.success) throw new ProtocolError(ErrorCode.INTERNAL, res.status, `${what}: server at ${serverUrl} answered ${res.status}`);
     const code = (Object.values(ErrorCode) as string[]).includes(parsed.data.error.code) ? (parsed.data.error.code as ErrorCode) : ErrorCode.INTERNAL;
@@ -68,8 +89,8 @@ export function deregisterDatabase(serverUrl: string, adminKey: string, clientId
 }
 
 /** Registers a database with an enrollment token (no admin key). */
-export function enrollDatabase(serverUrl: string, token: string, name: string): Promise<RegisterResult> {
-  return bearerRequest(serverUrl, token, ROUTES.enroll, { name }, registerResultSchema, 'registration with the enrollment token');
+export function enrollDatabase(serverUrl: string, token: string, name: string, network?: TransportOptions): Promise<RegisterResult> {
+  return bearerRequest(serverUrl, token, ROUTES.enroll, { name }, registerResultSchema, 'registration with the enrollment token', network);
 }
 
 /** The database where a key rotation happens, and the key it authenticates with. */
@@ -81,11 +102,19 @@ export interface KeyHolder {
 }
 
 /** Asks for a new key (pending until confirmed), authenticated by the current one. */
-export function issueKey(h: KeyHolder): Promise<IssuedKey> {
-  return bearerRequest(h.serverUrl, h.apiKey, buildPath('databaseKeys', h), {}, issuedKeySchema, 'asking for a new key');
+export function issueKey(h: KeyHolder, network?: TransportOptions): Promise<IssuedKey> {
+  return bearerRequest(h.serverUrl, h.apiKey, buildPath('databaseKeys', h), {}, issuedKeySchema, 'asking for a new key', network);
 }
 
 /** Confirms the presented (new) key: the other keys retire after `overlapSeconds`. */
-export function confirmKey(h: KeyHolder, overlapSeconds: number): Promise<ConfirmKeyResult> {
-  return bearerRequest(h.serverUrl, h.apiKey, buildPath('databaseKeyConfirm', h), { overlapSeconds }, confirmKeyResultSchema, 'confirming the new key');
+export function confirmKey(h: KeyHolder, overlapSeconds: number, network?: TransportOptions): Promise<ConfirmKeyResult> {
+  return bearerRequest(
+    h.serverUrl,
+    h.apiKey,
+    buildPath('databaseKeyConfirm', h),
+    { overlapSeconds },
+    confirmKeyResultSchema,
+    'confirming the new key',
+    network,
+  );
 }

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { ConfigError } from '../shared/errors.js';
 import { DEFAULT_OVERLAP_SECONDS, MAX_ENROLLMENT_SECONDS, MAX_ENROLLMENT_USES, MAX_OVERLAP_SECONDS } from '../shared/protocol/key-messages.js';
 import { CLIENT_ID_PATTERN, parseDatabaseId } from '../shared/protocol.js';
-import { adminConfigFrom, defaultConfigPath, EXIT_USAGE, ExitError } from './common.js';
+import { adminConfigFrom, defaultConfigPath, EXIT_USAGE, ExitError, networkFrom } from './common.js';
 import { createEnrollmentToken, deregisterDatabase, revokeKeys } from './key-client.js';
 import { rotateKey } from './key-rotation.js';
 
@@ -79,7 +79,7 @@ export function keyCommands(program: Command): void {
     .option('--overlap <duration>', 'how long the old key keeps working: 0s, 30m, 1h, 7d (at most 30d)', `${DEFAULT_OVERLAP_SECONDS}s`)
     .action(async (flags: { config?: string; overlap: string }) => {
       const overlapSeconds = parseDuration(flags.overlap, '--overlap', 0, MAX_OVERLAP_SECONDS);
-      print(await rotateKey(flags.config ?? defaultConfigPath(process.env), overlapSeconds));
+      print(await rotateKey(flags.config ?? defaultConfigPath(process.env), overlapSeconds, {}, (tls) => networkFrom(tls, process.env)));
     });
 
   adminOptions(

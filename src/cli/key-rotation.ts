@@ -11,7 +11,8 @@
 import { z } from 'zod';
 
 import { configValueOf, writeConfigValues } from '../agent/config-file.js';
-import { agentConfigSchema, clientIdConfigSchema, databaseIdConfigSchema } from '../shared/config/agent-config.js';
+import type { TransportOptions } from '../agent/http-transport.js';
+import { agentConfigSchema, clientIdConfigSchema, databaseIdConfigSchema, tlsConfigSchema } from '../shared/config/agent-config.js';
 import { loadConfig } from '../shared/config/load-config.js';
 import { secretString } from '../shared/config/redact.js';
 import { serverConfigSchema } from '../shared/config/server-config.js';
@@ -19,7 +20,13 @@ import { ConfigError } from '../shared/errors.js';
 import { confirmKey, issueKey, type KeyHolder } from './key-client.js';
 
 /** What a rotation reads from the agent's config file. */
-const keyHolderSchema = z.object({ serverUrl: z.url(), clientId: clientIdConfigSchema, databaseId: databaseIdConfigSchema, apiKey: secretString() });
+const keyHolderSchema = z.object({
+  serverUrl: z.url(),
+  clientId: clientIdConfigSchema,
+  databaseId: databaseIdConfigSchema,
+  apiKey: secretString(),
+  tls: tlsConfigSchema,
+});
 
 /** Points where a test stops a rotation, as a crash would. */
 export interface RotationHooks {
@@ -41,7 +48,7 @@ export interface RotationResult {
 }
 
 /** Reads the database and its key from the agent's config file (the key must be written in it, not an env reference). */
-export function keyHolderFrom(file: string): KeyHolder {
+export function keyHolderFrom(file: string): KeyHolder & { tls: z.output<typeof tlsConfigSchema> } {
   const written = configValueOf(file, 'apiKey');
   if (typeof written !== 'string')
     throw new ConfigError(
@@ -52,12 +59,18 @@ export function keyHolderFrom(file: string): KeyHolder {
   return loadConfig(keyHolderSchema, {}, { file, env: {}, flags: {} }, {}, { alsoInFiles: [agentConfigSchema, serverConfigSchema] });
 }
 
-export async function rotateKey(file: string, overlapSeconds: number, hooks: RotationHooks = {}): Promise<RotationResult> {
+export async function rotateKey(
+  file: string,
+  overlapSeconds: number,
+  hooks: RotationHooks = {},
+  networkOf: (tls: z.output<typeof tlsConfigSchema>) => TransportOptions | undefined = () => undefined,
+): Promise<RotationResult> {
   const current = keyHolderFrom(file);
-  const { apiKey } = await issueKey(current);
+  const network = networkOf(current.tls);
+  const { apiKey } = await issueKey(current, network);
   hooks.afterIssue?.();
   writeConfigValues(file, { apiKey }, hooks.beforeReplace ? { onReplace: hooks.beforeReplace } : {});
   hooks.afterStore?.();
-  const confirmed = await confirmKey({ ...current, apiKey }, overlapSeconds);
+  const confirmed = await confirmKey({ ...current, apiKey }, overlapSeconds, network);
   return { clientId: current.clientId, databaseId: current.databaseId, config: file, ...confirmed };
 }

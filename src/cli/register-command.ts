@@ -4,7 +4,7 @@ import { writeConfigValues } from '../agent/config-file.js';
 import { ConfigError } from '../shared/errors.js';
 import { CLIENT_ID_PATTERN } from '../shared/protocol.js';
 import { registerDatabase } from './admin-client.js';
-import { adminConfigFrom } from './common.js';
+import { adminConfigFrom, networkFrom } from './common.js';
 import { enrollDatabase } from './key-client.js';
 
 interface RegisterFlags {
@@ -56,7 +56,7 @@ async function registerWithToken(token: string, flags: RegisterFlags): Promise<v
   } catch {
     throw new ConfigError(`invalid --server ${JSON.stringify(serverUrl)}: use a URL such as https://sync.example.com`);
   }
-  const result = await enrollDatabase(serverUrl, token, flags.name);
+  const result = await enrollDatabase(serverUrl, token, flags.name, networkFrom({}, process.env));
   if (flags.config) {
     writeConfigValues(flags.config, { serverUrl, clientId: result.clientId, databaseId: result.databaseId, apiKey: result.apiKey });
     process.stdout.write(`${JSON.stringify({ clientId: result.clientId, databaseId: result.databaseId, config: flags.config })}\n`);

@@ -29,7 +29,24 @@ function tidemark(args: string[], env: Record<string, string> = {}): Promise<Run
   });
 }
 
-const COMMANDS = ['server', 'register', 'track', 'untrack', 'sync', 'agent', 'status', 'verify', 'resync', 'config check', 'demo', 'start'];
+const COMMANDS = [
+  'server',
+  'register',
+  'track',
+  'untrack',
+  'sync',
+  'agent',
+  'status',
+  'verify',
+  'resync',
+  'config check',
+  'demo',
+  'start',
+  'enroll-token',
+  'rotate-key',
+  'revoke-key',
+  'deregister',
+];
 
 // Each test starts tidemark processes one after the other: on a busy machine each start takes seconds.
 describe('tidemark CLI', { timeout: 300_000 }, () => {

@@ -7,10 +7,16 @@
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
+import { Agent } from '../../src/agent/agent.js';
+import { createAgentMetrics } from '../../src/agent/agent-metrics.js';
+import { fileKeyProvider } from '../../src/agent/config-file.js';
+import { httpRemoteFactory } from '../../src/agent/http-remote.js';
 import { keyHolderFrom, rotateKey } from '../../src/cli/key-rotation.js';
+import { loadAgentConfig } from '../../src/shared/config/agent-config.js';
+import { silentLogger } from '../../src/shared/logger.js';
 import type { RegisterResult } from '../../src/shared/protocol.js';
 import { tablePath } from '../../src/shared/protocol.js';
 import { createDatabase, startTestAgent, startTestServer, type TestDatabase, type TestServer } from '../support/fixtures.js';
@@ -116,6 +122,40 @@ describe('key rotation', () => {
       [reg.databaseId],
     );
     expect(row?.n).toBe(2);
+  });
+
+  it('a running agent follows a rotation of the key in its config file, even with no overlap', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table items (id int primary key, name text not null)`);
+    await local.query(`insert into items values (99, 'first')`);
+    const reg = await server.register('acme');
+    const { file } = configFile(server, reg);
+    const config = loadAgentConfig({ file, env: {}, flags: { databaseUrl: local.url, logLevel: 'silent', verification: { periodHours: 0 } } });
+    const pool = new pg.Pool({ connectionString: local.url, max: 4 });
+    try {
+      const agent = await Agent.create(
+        config,
+        pool,
+        createAgentMetrics(),
+        silentLogger,
+        httpRemoteFactory(config, undefined, fileKeyProvider(file, config.apiKey)),
+      );
+      try {
+        await agent.local.tracking.track('items');
+        expect((await agent.tick({ checkCount: true })).converged).toBe(true);
+        await rotateKey(file, 0);
+        expect(await accepted(server, reg, reg.apiKey)).toBe(false);
+        await local.query(`insert into items values (100, 'after the rotation')`);
+        const tick = await agent.tick({ checkCount: true });
+        expect(tick.tables[0]?.error).toBeUndefined();
+        expect(tick.converged).toBe(true);
+      } finally {
+        await agent.stop();
+      }
+    } finally {
+      await pool.end();
+    }
   });
 
   it('refuses a config file whose key is an environment reference, changing nothing on the server', async () => {

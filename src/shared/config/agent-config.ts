@@ -65,6 +65,19 @@ export const listenConfigSchema = z.string().superRefine((s, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
+/** TLS towards the server (README, Networks). */
+export const tlsConfigSchema = z
+  .object({
+    /** PEM file of the CA(s) the server's certificate is checked against (a private CA); default: the system's CAs. */
+    caFile: z.string().min(1).optional(),
+    /** PEM file of the agent's client certificate, for a server (or proxy) that asks for one (mutual TLS); with keyFile. */
+    certFile: z.string().min(1).optional(),
+    /** PEM file of the client certificate's private key; with certFile. */
+    keyFile: z.string().min(1).optional(),
+  })
+  .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), { message: 'certFile and keyFile go together', path: ['certFile'] })
+  .prefault({});
+
 export const agentConfigSchema = z
   .object({
     /**
@@ -114,6 +127,7 @@ export const agentConfigSchema = z
         periodHours: z.coerce.number().min(0).default(AGENT_DEFAULTS.verificationPeriodHours),
       })
       .prefault({}),
+    tls: tlsConfigSchema,
     quarantine: z
       .object({
         retryBaseSeconds: z.coerce.number().positive().default(AGENT_DEFAULTS.quarantineRetryBaseSeconds),
