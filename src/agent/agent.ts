@@ -190,7 +190,11 @@ export class Agent {
             error: q.error,
             attempts: q.attempts,
           }));
-          out.remote = await this.remote.summary(name);
+          out.remote = await this.remote.summary(name).catch((e: unknown) => {
+            // Not declared on the server yet (never synced): behind, not an error.
+            if (e instanceof TidemarkError && e.code === ErrorCode.REPLICA_TABLE_UNKNOWN) return null;
+            throw e;
+          });
         } catch (e) {
           out.error = e instanceof TidemarkError ? `${e.message} [${e.code}]` : String(e);
         }

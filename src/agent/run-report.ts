@@ -119,9 +119,12 @@ export class RunReporter {
     };
   }
 
-  /** Blocked while the replica refuses the local schema, since the first run that met it; null otherwise (not known here). */
+  /**
+   * Blocked while the server refuses the table's local schema (a change the union cannot take, or a
+   * table the server does not admit), since the first run that met it; null otherwise (not known here).
+   */
   private schemaState(r: TableRunResult): SchemaState | null {
-    if (r.error?.code !== ErrorCode.REPLICA_SCHEMA_MISMATCH) {
+    if (r.error?.code !== ErrorCode.REPLICA_SCHEMA_MISMATCH && r.error?.code !== ErrorCode.REPLICA_NOT_ADMITTED) {
       this.blockedSince.delete(r.table);
       return null;
     }

@@ -107,7 +107,7 @@ export function registerFleetMetrics(registry: Registry, source: FleetMetricsSou
     perDatabase(MetricName.serverDatabaseTablesFailing, 'Tables whose last reported run failed (last run outcome error).', (f) => f.failing);
     perDatabase(
       MetricName.serverDatabaseTablesSchemaBlocked,
-      'Tables whose replica refuses the local schema (TM_REPLICA_SCHEMA_MISMATCH or a blocked schema state).',
+      'Tables whose replica refuses the local schema (TM_REPLICA_SCHEMA_MISMATCH, TM_REPLICA_NOT_ADMITTED or a blocked schema state).',
       (f) => f.schemaBlocked,
     );
     perDatabase(MetricName.serverDatabaseResyncPendingSeconds, 'Seconds since the oldest requested resync not yet done was requested; 0 when none.', (f, c) =>

@@ -26,7 +26,7 @@ export interface FleetFacts {
   quarantinedRows: number;
   /** The first failing table's error code. */
   errorCode: string | null;
-  /** Tables whose replica refuses the local schema (TM_REPLICA_SCHEMA_MISMATCH, or a blocked schema state). */
+  /** Tables whose replica refuses the local schema (TM_REPLICA_SCHEMA_MISMATCH, TM_REPLICA_NOT_ADMITTED, or a blocked schema state). */
   schemaBlocked: number;
   /** When the oldest requested or running resync was requested. */
   resyncSince: Date | null;

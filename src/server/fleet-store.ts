@@ -188,7 +188,7 @@ export class PgFleetStore implements FleetStore {
                  sum(x.rows_behind) as rows_behind,
                  sum(x.quarantined_rows) as quarantined,
                  (array_agg(x.error_code order by x.schema_name, x.table_name) filter (where x.outcome = 'error'))[1] as error_code,
-                 count(*) filter (where x.error_code = 'TM_REPLICA_SCHEMA_MISMATCH' or x.schema_state->>'state' = 'blocked') as schema_blocked
+                 count(*) filter (where x.error_code in ('TM_REPLICA_SCHEMA_MISMATCH', 'TM_REPLICA_NOT_ADMITTED') or x.schema_state->>'state' = 'blocked') as schema_blocked
             from tidemark.table_report x
            where x.client_id = t.client_id and x.database_id = t.database_id) r on true
         left join lateral (

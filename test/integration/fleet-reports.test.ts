@@ -99,10 +99,10 @@ describe('run reports', () => {
 
     await agent.agent.tick();
     let [db] = await fleet(server);
-    expect(db).toMatchObject({ state: 'error', errorCode: 'TM_REPLICA_SCHEMA_MISMATCH' });
+    expect(db).toMatchObject({ state: 'error', errorCode: 'TM_REPLICA_NOT_ADMITTED' });
     expect(db?.lastSuccessAt).toBeNull();
     const drifted = (await detail(server, 'acme', reg.databaseId)).tables.find((t) => t.table === 'public.drifted');
-    expect(drifted).toMatchObject({ lastOutcome: 'error', errorCode: 'TM_REPLICA_SCHEMA_MISMATCH', schemaState: { state: 'blocked', at: expect.any(String) } });
+    expect(drifted).toMatchObject({ lastOutcome: 'error', errorCode: 'TM_REPLICA_NOT_ADMITTED', schemaState: { state: 'blocked', at: expect.any(String) } });
     expect(drifted?.errorMessage).toMatch(/\S/);
 
     // The replica refuses a row: quarantined, with its key and the server's error in the detail.

@@ -76,9 +76,11 @@ describe('offline sites: status, migration and walls', () => {
       TIDEMARK_API_KEY: reg.apiKey,
     };
 
-    // Before any bundle: no offline line, no bundle in the admin answer.
+    // Before any bundle: the table is behind (nothing on the server yet: exit 1, no error), no
+    // offline line, no bundle in the admin answer.
     const before = await tidemark(['status'], env);
-    expect(before.code, before.stderr).toBe(0);
+    expect(before.code, before.stderr).toBe(1);
+    expect(before.stderr).toMatch(/1 of 1 table\(s\) not in sync \(1 behind\)$/m);
     expect(before.stdout).not.toMatch(/offline bundles/);
     const admin0 = await adminGet(server, `/v1/admin/customers/acme/databases/${reg.databaseId}`);
     expect(admin0.status).toBe(200);

@@ -95,10 +95,12 @@ describe('schema evolution of a shared replica table', () => {
     const holder = await server.db.pool.connect();
     try {
       await holder.query(`select pg_advisory_lock(hashtext('tidemark.declare'), hashtext('public.items'))`);
-      const before = await server.db.query<{ n: string }>(`select count(*)::text as n from pg_locks where locktype = 'advisory' and granted`);
+      // pg_locks is the cluster's: count this server database's locks only (other test files run agents beside).
+      const advisory = `select count(*)::text as n from pg_locks where locktype = 'advisory' and granted and database = (select oid from pg_database where datname = current_database())`;
+      const before = await server.db.query<{ n: string }>(advisory);
       const tick = await a.agent.agent.tick();
       expect(tick.tables[0]?.error).toBeUndefined();
-      expect(await server.db.query<{ n: string }>(`select count(*)::text as n from pg_locks where locktype = 'advisory' and granted`)).toEqual(before);
+      expect(await server.db.query<{ n: string }>(advisory)).toEqual(before);
     } finally {
       await holder.query(`select pg_advisory_unlock_all()`);
       holder.release();
