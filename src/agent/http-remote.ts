@@ -11,11 +11,14 @@ import type { AgentConfig } from '../shared/config/agent-config.js';
 import { ErrorCode } from '../shared/errors.js';
 import {
   COPY_CONTENT_TYPE,
+  type DeclareResult,
   type DeleteRequest,
   type DeleteResult,
+  declareResultSchema,
   deleteResultSchema,
   errorBodySchema,
   HEADER_AGENT_ID,
+  type IdleSettle,
   type ManifestRequest,
   type ManifestResponse,
   manifestResponseSchema,
@@ -164,8 +167,9 @@ export class HttpRemote implements Remote {
     this.httpsAgent.destroy();
   }
 
-  declare(table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
-    return this.request(tableSummarySchema, 'PUT', this.url(table), JSON.stringify(declaration), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
+  declare(table: TableName, declaration: TableDeclaration, idle?: IdleSettle): Promise<DeclareResult> {
+    const body = JSON.stringify(idle ? { ...declaration, idleSettle: idle } : declaration);
+    return this.request(declareResultSchema, 'PUT', this.url(table), body, { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
 
   summary(table: TableName): Promise<TableSummary> {

@@ -9,8 +9,10 @@
  */
 import { type ErrorCode, TidemarkError } from '../shared/errors.js';
 import type {
+  DeclareResult,
   DeleteRequest,
   DeleteResult,
+  IdleSettle,
   ManifestRequest,
   ManifestResponse,
   ResyncReport,
@@ -68,8 +70,11 @@ export interface RemoteTraffic {
 /** The server as one table run sees it. Every method rejects with a `RemoteError` when the transport or the server fails. */
 export interface Remote {
   readonly traffic: RemoteTraffic;
-  /** Declares (or re-declares) the table; the server checks the schema, renews the lease and returns its summary. */
-  declare(table: TableName, declaration: TableDeclaration): Promise<TableSummary>;
+  /**
+   * Declares (or re-declares) the table; the server checks the schema, renews the lease and returns
+   * its summary. With `idle`, the server also settles an idle run (`idleSettled` in the answer).
+   */
+  declare(table: TableName, declaration: TableDeclaration, idle?: IdleSettle): Promise<DeclareResult>;
   summary(table: TableName): Promise<TableSummary>;
   /** Applies one batch of COPY text (wire column order) whole or not at all; with `settle`, records the horizon. */
   upload(table: TableName, rows: Buffer, options: UploadOptions): Promise<UploadResult>;

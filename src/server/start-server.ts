@@ -13,6 +13,7 @@ import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
 import { createServerMetrics } from './server-metrics.js';
+import type { StatementCounter } from './statement-counter.js';
 
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:8080 */
@@ -26,9 +27,12 @@ function urlOf(addr: AddressInfo): string {
   return `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
 }
 
-/** Seams for tests: the clock of the failed-authentication throttle (ms since the epoch; default Date.now). */
+/** Seams for tests and benchmarks. */
 export interface StartServerOptions {
+  /** The clock of the failed-authentication throttle and the lease memory (ms since the epoch; default Date.now). */
   now?: () => number;
+  /** Counts every statement the pool sends (statement-counter.ts). */
+  statements?: StatementCounter;
 }
 
 /** Connects, migrates, refuses a role that bypasses row-level security (unless allowed), and listens. */
@@ -37,6 +41,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
   // A checked-out client whose session dies (restart, failover, pg_terminate_backend) emits 'error';
   // the pool listens only to idle ones. Its query fails too and the request answers 503.
   pool.on('connect', (client) => {
+    options.statements?.attach(client);
     client.on('error', (err) => log.warn({ err: classifyPgError(err).sqlstate ?? err.message }, 'database connection lost'));
   });
   try {
@@ -55,6 +60,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       pool,
       { maxRows: config.manifestMaxRows, maxBuckets: config.manifestMaxBuckets },
       { admittedTypes: new Set(config.admittedTypes), maxTables: config.tenantMaxTables, maxColumns: config.tenantMaxColumns },
+      options.now,
     );
     const metrics = createServerMetrics({ activeTenants: () => store.countTenants(), pool: () => store.poolStats() });
     const app = await buildApp({

@@ -7,7 +7,15 @@
 import type pg from 'pg';
 
 import { ErrorCode, InvariantError, ProtocolError } from '../shared/errors.js';
-import { formatTableName, type ResyncReport, type ResyncState, type SettleParams, type TableName, type TableSummary } from '../shared/protocol.js';
+import {
+  formatTableName,
+  type IdleSettle,
+  type ResyncReport,
+  type ResyncState,
+  type SettleParams,
+  type TableName,
+  type TableSummary,
+} from '../shared/protocol.js';
 import type { Tenant } from './tenant-scope.js';
 
 type Queryable = pg.Pool | pg.ClientBase;
@@ -172,6 +180,37 @@ export class PgTableState {
       ],
     );
     return single(table, rows);
+  }
+
+  /**
+   * An idle run's settle (protocol/idle-settle.ts): moves the horizon only while the state row is
+   * the one the agent saw and holds no version above the agent's, in one statement. Null when it did
+   * not apply (the state moved, or the table is not declared): the agent then settles the old way.
+   */
+  async settleIdle(db: Queryable, tenant: Tenant, table: TableName, idle: IdleSettle): Promise<TableSummary | null> {
+    const { expected, settle } = idle;
+    const { rows } = await db.query<StateRow>(
+      /* sql */ `
+      update tidemark.table_state
+         set settled_version = $5::bigint, settled_xmax = $6::bigint, settled_xip = $7::bigint[], updated_at = now()
+       where ${STATE_KEY}
+         and settled_version = $8::bigint and settled_xmax is not distinct from $9::bigint and settled_xip = $10::bigint[]
+         and (max_version is null or max_version <= $11::bigint)
+      returning ${STATE_COLUMNS}`,
+      [
+        ...stateKey(tenant, table),
+        settle.settledVersion,
+        settle.settledXmax,
+        settle.settledXip,
+        expected.settledVersion,
+        expected.settledXmax,
+        expected.settledXip,
+        // No local rows: the server must hold none either (-1 is below every version).
+        idle.maxVersion ?? '-1',
+      ],
+    );
+    const row = rows[0];
+    return row ? toSummary(table, row) : null;
   }
 
   /**

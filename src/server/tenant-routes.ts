@@ -9,7 +9,16 @@ import { createGunzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
-import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, parseTableName, ROUTES, type TableName, typeNameProblem } from '../shared/protocol.js';
+import {
+  COPY_CONTENT_TYPE,
+  type DeleteRequest,
+  declareBodySchema,
+  HEADER_AGENT_ID,
+  parseTableName,
+  ROUTES,
+  type TableName,
+  typeNameProblem,
+} from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
 import { endMarkerGuard } from './copy-guard.js';
 import { RetryLaterError } from './http-errors.js';
@@ -102,7 +111,8 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
     const { tenant, table } = await authenticate(req);
     await lease(req, tenant);
     refuseUnsafeTypes(req.body);
-    return store.declareTable(tenant, table, parse(declarationSchema, req.body, 'table declaration'));
+    const { idleSettle } = parse(declareBodySchema, req.body, 'table declaration');
+    return store.declareTable(tenant, table, parse(declarationSchema, req.body, 'table declaration'), idleSettle);
   });
 
   app.post<{ Params: TenantParams; Querystring: Record<string, string>; Body: unknown }>(

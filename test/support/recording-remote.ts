@@ -7,8 +7,10 @@
 import { type ErrorClass, type Remote, RemoteError, type RemoteTraffic, type UploadOptions } from '../../src/agent/remote.js';
 import { ErrorCode } from '../../src/shared/errors.js';
 import type {
+  DeclareResult,
   DeleteRequest,
   DeleteResult,
+  IdleSettle,
   ManifestRequest,
   ManifestResponse,
   ResyncReport,
@@ -23,7 +25,7 @@ export interface RemoteCall {
   table: string;
   /** Upload: rows in the batch (0 for a settle without rows). */
   rows?: number;
-  /** Upload: carries the horizon. */
+  /** Upload: carries the horizon; declare: carries an idle settle. */
   settle?: boolean;
   /** Set when the call was failed by a fault. */
   failed?: ErrorClass;
@@ -87,8 +89,8 @@ export class RecordingRemote implements Remote {
     return run();
   }
 
-  declare(table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
-    return this.call({ method: 'declare', table: table.name }, () => this.inner.declare(table, declaration));
+  declare(table: TableName, declaration: TableDeclaration, idle?: IdleSettle): Promise<DeclareResult> {
+    return this.call({ method: 'declare', table: table.name, ...(idle ? { settle: true } : {}) }, () => this.inner.declare(table, declaration, idle));
   }
   summary(table: TableName): Promise<TableSummary> {
     return this.call({ method: 'summary', table: table.name }, () => this.inner.summary(table));
