@@ -72,7 +72,7 @@ export class HttpRemote implements Remote {
     this.traffic.requests++;
     const payload = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body) : body;
     this.traffic.bytesSent += payload?.length ?? 0;
-    let res: { status: number; text: string };
+    let res: { status: number; text: string; retryAfter?: string | undefined };
     try {
       res = await this.send(method, url, payload, headers, timeoutMs);
     } catch (e) {
@@ -105,6 +105,10 @@ export class HttpRemote implements Remote {
     } catch {
       // not a tidemark error body (a proxy's page): keep the status line
     }
+    if (s === 503 && code === ErrorCode.SERVER_OVERLOADED) {
+      const after = Number(res.retryAfter);
+      throw new RemoteError(code, 'overloaded', message, { retryAfterSeconds: Number.isFinite(after) && after >= 0 ? after : undefined });
+    }
     const cls: ErrorClass =
       s === 413
         ? 'too_large'
@@ -131,7 +135,7 @@ export class HttpRemote implements Remote {
     body: Buffer | undefined,
     headers: Record<string, string>,
     timeoutMs: number,
-  ): Promise<{ status: number; text: string }> {
+  ): Promise<{ status: number; text: string; retryAfter?: string | undefined }> {
     const target = new URL(url);
     const secure = target.protocol === 'https:';
     const request = secure ? httpsRequest : httpRequest;
@@ -152,7 +156,7 @@ export class HttpRemote implements Remote {
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), retryAfter: res.headers['retry-after'] }));
           res.on('error', reject);
         },
       );

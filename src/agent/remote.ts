@@ -28,26 +28,31 @@ import type {
  *  - network: the server could not be reached (retry the same request a little later);
  *  - timeout: no answer in time (about the size: cut smaller);
  *  - too_large: the request is larger than the server accepts (cut smaller);
- *  - server_error: the server failed or is overloaded (about the size, or the server: cut smaller);
+ *  - server_error: the server failed (about the size, or the server: cut smaller);
+ *  - overloaded: the server sheds load (503 TM_SERVER_OVERLOADED): wait its Retry-After and send
+ *    the same request again, no smaller (not about the size);
  *  - rejected: the server refused the rows' content (isolate and quarantine them);
  *  - conflict: an insert met existing rows, or another agent holds the lease, or the schema differs;
  *  - auth: the credentials were refused;
  *  - client_error: any other refusal of the request (a bug or a misconfiguration).
  */
-export type ErrorClass = 'network' | 'timeout' | 'too_large' | 'rejected' | 'conflict' | 'auth' | 'client_error' | 'server_error';
+export type ErrorClass = 'network' | 'timeout' | 'too_large' | 'rejected' | 'conflict' | 'auth' | 'client_error' | 'server_error' | 'overloaded';
 
 export class RemoteError extends TidemarkError {
   constructor(
     code: ErrorCode,
     readonly errorClass: ErrorClass,
     message: string,
-    options?: ErrorOptions,
+    options?: ErrorOptions & { retryAfterSeconds?: number | undefined },
   ) {
     super(code, message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
+  /** What the server's Retry-After said (overloaded), if anything. */
+  readonly retryAfterSeconds: number | undefined;
   /** Transient: the server or the link, not the data. */
   get retryable(): boolean {
-    return this.errorClass === 'network' || this.errorClass === 'timeout' || this.errorClass === 'server_error';
+    return this.errorClass === 'network' || this.errorClass === 'timeout' || this.errorClass === 'server_error' || this.errorClass === 'overloaded';
   }
 }
 

@@ -33,6 +33,25 @@ export interface StartServerOptions {
   now?: () => number;
   /** Counts every statement the pool sends (statement-counter.ts). */
   statements?: StatementCounter;
+  /** Requests that may wait for a database connection before new ones are shed (default: SHED_WAITING_PER_CONNECTION x poolMax). */
+  poolWaitingLimit?: number;
+}
+
+/**
+ * Load shedding: requests waiting for a connection, per pool connection, beyond which tenant
+ * requests answer 503 with Retry-After. An idle run holds a connection for a millisecond or two, so a
+ * short queue drains fast; a long one only turns into connect timeouts (500s, before).
+ */
+const SHED_WAITING_PER_CONNECTION = 2;
+/** What a shed request's Retry-After says: agents come back a little later, spread by their jitter. */
+const SHED_RETRY_AFTER_SECONDS = 2;
+
+/**
+ * pg-pool's connect timeout: its error has no code (pg-pool/index.js, 'timeout exceeded when trying
+ * to connect'), so its text is the only mark; checked here, in the one place that owns the pool.
+ */
+function isPoolTimeout(err: unknown): boolean {
+  return err instanceof Error && (err as { code?: unknown }).code === undefined && err.message === 'timeout exceeded when trying to connect';
 }
 
 /** Connects, migrates, refuses a role that bypasses row-level security (unless allowed), and listens. */
@@ -62,6 +81,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       { admittedTypes: new Set(config.admittedTypes), maxTables: config.tenantMaxTables, maxColumns: config.tenantMaxColumns },
       options.now,
     );
+    const waitingLimit = options.poolWaitingLimit ?? SHED_WAITING_PER_CONNECTION * config.poolMax;
     const metrics = createServerMetrics({ activeTenants: () => store.countTenants(), pool: () => store.poolStats() });
     const app = await buildApp({
       store,
@@ -75,6 +95,8 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       metricsHere: config.metricsListen === undefined,
       metricsBearerToken: config.metricsBearerToken,
       bundles: new PgBundleStore(pool),
+      overloaded: () => (pool.waitingCount > waitingLimit ? SHED_RETRY_AFTER_SECONDS : null),
+      poolTimedOut: isPoolTimeout,
       ready: async () => {
         await pool.query('select 1');
       },

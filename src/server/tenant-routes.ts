@@ -33,6 +33,13 @@ export interface TenantRouteOptions {
   maxBodyBytes: number;
   maxConcurrentRequests: number;
   leaseSeconds: number;
+  /**
+   * Load shedding: true while the server is over capacity (start-server.ts: too many requests wait
+   * for a database connection). A tenant request then answers 503 with Retry-After before it
+   * touches the database, instead of queueing into a connect timeout and a 500. Returns the
+   * seconds to wait, or null when a request may go on.
+   */
+  overloaded?: (() => number | null) | undefined;
 }
 
 interface TenantParams {
@@ -84,6 +91,8 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
   app.addHook('onResponse', release);
   app.addHook('onRequestAbort', release);
   const authenticate = async (req: FastifyRequest<{ Params: TenantParams }>): Promise<{ tenant: Tenant; table: TableName }> => {
+    const retryAfter = options.overloaded?.() ?? null;
+    if (retryAfter !== null) throw new RetryLaterError(ErrorCode.SERVER_OVERLOADED, 503, `the server is over capacity; retry in ${retryAfter} s`, retryAfter);
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
     const tenant = await options.authenticated(req, given, () => store.authenticate(given));

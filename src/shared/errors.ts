@@ -51,6 +51,8 @@ export const ErrorCode = {
   RUN_INCOMPLETE: 'TM_RUN_INCOMPLETE',
   /** An internal invariant was broken: a bug. Report it with the log line. */
   INTERNAL: 'TM_INTERNAL',
+  /** The server is over capacity (its database connections are all busy and enough requests wait for one) and answered 503 with Retry-After. The agent waits that long and tries again, without cutting its batches; if it persists, add server processes or database connections (docs/scaling.md). */
+  SERVER_OVERLOADED: 'TM_SERVER_OVERLOADED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

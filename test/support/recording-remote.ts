@@ -36,6 +36,8 @@ export interface Fault {
   match: (call: RemoteCall) => boolean;
   errorClass: ErrorClass;
   times?: number;
+  /** An overloaded answer's Retry-After (seconds). */
+  retryAfterSeconds?: number;
 }
 
 const CODES: Record<ErrorClass, ErrorCode> = {
@@ -47,6 +49,7 @@ const CODES: Record<ErrorClass, ErrorCode> = {
   auth: ErrorCode.AUTH_UNAUTHENTICATED,
   client_error: ErrorCode.REQUEST_INVALID,
   server_error: ErrorCode.SERVER_UNAVAILABLE,
+  overloaded: ErrorCode.SERVER_OVERLOADED,
 };
 
 function countRows(buf: Buffer): number {
@@ -84,7 +87,9 @@ export class RecordingRemote implements Remote {
     if (fault) {
       fault.left--;
       call.failed = fault.errorClass;
-      throw new RemoteError(CODES[fault.errorClass], fault.errorClass, `injected ${fault.errorClass} on ${call.method} ${call.table}`);
+      throw new RemoteError(CODES[fault.errorClass], fault.errorClass, `injected ${fault.errorClass} on ${call.method} ${call.table}`, {
+        retryAfterSeconds: fault.retryAfterSeconds,
+      });
     }
     return run();
   }

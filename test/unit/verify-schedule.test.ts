@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { MAX_SLICE_ROWS, MIN_SLICE_ROWS, sliceDue, type VerifyProgress } from '../../src/agent/verify-schedule.js';
+import { MAX_SLICE_ROWS, MAX_SLICES_PER_PASS, MIN_SLICE_ROWS, sliceDue, type VerifyProgress } from '../../src/agent/verify-schedule.js';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -35,25 +35,25 @@ describe('rolling verification schedule', () => {
     expect(r.rows).toBeLessThanOrEqual(4 * 100);
   });
 
-  it('spreads a large table over the period in slices of at least the minimum', () => {
-    // 1.44 million rows a day: 1,000 a minute, so a slice of 1,000 most minutes; a pass a day.
+  it('spreads a large table over the period in at most MAX_SLICES_PER_PASS slices', () => {
+    // 1.44 million rows a day: a slice of 60,000 rows about once an hour; a pass a day.
     const r = simulate(1_440_000, 24, 2 * 24 * 60);
     expect(r.passes).toBe(2);
     expect(r.rows).toBe(2 * 1_440_000);
-    // 200,000 rows a day: a slice of 1,000 rows owed every 7.2 minutes, so one run in 7 or 8
-    // verifies (about 1,100 rows: what the minutes owe) and the pass ends within the day.
-    const s = simulate(200_000, 24, 24 * 60);
+    expect(r.slices).toBeLessThanOrEqual(2 * MAX_SLICES_PER_PASS);
+    // 20,000 rows a day: slices of the minimum, 1,000 rows every 72 minutes: 20 a pass.
+    const s = simulate(20_000, 24, 24 * 60);
     expect(s.passes).toBe(1);
-    expect(s.slices).toBeGreaterThanOrEqual(170);
-    expect(s.slices).toBeLessThanOrEqual(200);
+    expect(s.slices).toBeGreaterThanOrEqual(19);
+    expect(s.slices).toBeLessThanOrEqual(21);
   });
 
   it('owes a first slice at once, nothing a minute later, and catches up by bounded slices', () => {
     const t = Date.parse('2026-01-01T00:00:00Z');
-    const first = sliceDue(t, { passStartedAt: null, rowsDone: 0 }, 100_000, 24);
+    const first = sliceDue(t, { passStartedAt: null, rowsDone: 0 }, 20_000, 24);
     expect(first?.rows).toBe(MIN_SLICE_ROWS);
     const passStartedAt = first?.passStartedAt ?? null;
-    expect(sliceDue(t + MINUTE, { passStartedAt, rowsDone: MIN_SLICE_ROWS }, 100_000, 24)).toBeNull();
+    expect(sliceDue(t + MINUTE, { passStartedAt, rowsDone: MIN_SLICE_ROWS }, 20_000, 24)).toBeNull();
     // An agent down for a week owes the whole table: slices are capped.
     expect(sliceDue(t + 7 * 24 * HOUR, { passStartedAt, rowsDone: MIN_SLICE_ROWS }, 10_000_000, 24)?.rows).toBe(MAX_SLICE_ROWS);
     // A period of 0 turns rolling verification off.
