@@ -11,7 +11,11 @@
  *    beside the old protocol's and the raw floors of this machine (`select 1` through a pool of the
  *    server's size, an HTTP request answered by node); then 1 run in 5 uploading 20 rows.
  *
- * Env: TIDEMARK_BENCH_FLEET_TENANTS (200), _TABLES (5), _CONCURRENCY (32), _SECONDS (15 per phase).
+ * 3. The same idle load on 2 (or TIDEMARK_BENCH_FLEET_PROCESSES) server processes on the same
+ *    database, each tenant sticky to one: how the server scales with processes.
+ *
+ * Env: TIDEMARK_BENCH_FLEET_TENANTS (200), _TABLES (5), _CONCURRENCY (32), _SECONDS (15 per phase),
+ * _PROCESSES (1,2).
  * On a shared machine the absolute figures move with the load; the ratios move less.
  */
 import { randomBytes } from 'node:crypto';
@@ -61,11 +65,16 @@ export async function fleetBench(options: BenchOptions, results: Results): Promi
   const tables = envInt('TABLES', 5);
   const concurrency = envInt('CONCURRENCY', 32);
   const seconds = envInt('SECONDS', options.quick ? 5 : 15);
+  // Server processes to compare, e.g. "1,2" (the first phase always runs one).
+  const processes = (process.env.TIDEMARK_BENCH_FLEET_PROCESSES ?? '1,2')
+    .split(',')
+    .map(Number)
+    .filter((n) => Number.isInteger(n) && n > 0);
   log(`fleet: starting an embedded PostgreSQL (${tenants} tenants x ${tables} tables, ${concurrency} runs at once, ${seconds} s a phase)`);
   const cluster = await startEmbeddedCluster();
   try {
     await costPhase(cluster, results);
-    await loadPhase(cluster, results, { tenants, tables, concurrency, seconds });
+    await loadPhase(cluster, results, { tenants, tables, concurrency, seconds, processes });
   } finally {
     await cluster.stop();
   }
@@ -211,7 +220,7 @@ async function costPhase(cluster: { url(db: string): string; createDatabase(name
 async function loadPhase(
   cluster: { url(db: string): string; createDatabase(name: string): Promise<void> },
   results: Results,
-  o: { tenants: number; tables: number; concurrency: number; seconds: number },
+  o: { tenants: number; tables: number; concurrency: number; seconds: number; processes: number[] },
 ): Promise<void> {
   await cluster.createDatabase('fleet_load');
   const cloudUrl = cluster.url('fleet_load');
@@ -243,6 +252,24 @@ async function loadPhase(
       if (i % 5 === 0) await uploadRun(http, t, 20, 20);
       else await idleRun(http, t);
     });
+    // More server processes on the same database, each tenant sticky to one (as a load balancer
+    // hashing the database id would do): the scaling with processes.
+    const scaling: { processes: number; figures: LoadFigures }[] = [{ processes: 1, figures: idle }];
+    for (const k of o.processes.filter((p) => p > 1)) {
+      const extra = await Promise.all(Array.from({ length: k - 1 }, () => startServerChild(cloudUrl)));
+      const clients = [http, ...extra.map((x) => new FleetHttp(x.url, o.concurrency))];
+      const byTenant = new Map(fleet.map((t, i) => [t.tenant.databaseId, clients[Math.floor(i / o.tables) % clients.length] as FleetHttp]));
+      try {
+        for (const t of fleet) await idleRun(byTenant.get(t.tenant.databaseId) ?? http, t);
+        const f = await drive(clients, fleet, o, async (t) => {
+          if (!(await idleRun(byTenant.get(t.tenant.databaseId) ?? http, t))) refused++;
+        });
+        scaling.push({ processes: k, figures: f });
+      } finally {
+        for (const c of clients.slice(1)) c.close();
+        await Promise.all(extra.map((x) => x.stop()));
+      }
+    }
     const line = (name: string, f: LoadFigures): string =>
       `${name}: ${f.runs} runs in ${f.seconds.toFixed(1)} s = ${f.runsPerSecond.toFixed(0)}/s, p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, ${(f.requests / Math.max(f.runs, 1)).toFixed(2)} req/run, errors ${f.errors}, failed ${f.failedRuns}${f.lastFailure ? ` (${f.lastFailure.slice(0, 120)})` : ''}`;
     log(`fleet: ${line('select 1', floorSql)}`);
@@ -252,6 +279,7 @@ async function loadPhase(
     log(`fleet: ${line('1 run in 5 uploads 20 rows', mixed)}`);
     const xacts = (stats1.xacts - stats0.xacts) / Math.max(idle.runs, 1);
     const wal = (stats1.walBytes - stats0.walBytes) / Math.max(idle.runs, 1);
+    for (const sc of scaling.slice(1)) log(`fleet: ${line(`idle runs, ${sc.processes} server processes`, sc.figures)}`);
     log(`fleet: per idle run under load: ${xacts.toFixed(2)} transactions (pg_stat_database, all backends), ${wal.toFixed(0)} B of WAL`);
     results.ratio(
       PART,
@@ -302,6 +330,14 @@ async function loadPhase(
       met: mixed.runsPerSecond >= 600,
     });
     results.add({ part: PART, metric: 'WAL bytes per idle run', value: wal.toFixed(0) });
+    for (const sc of scaling.slice(1))
+      results.add({
+        part: PART,
+        metric: `idle runs/s, ${sc.processes} server processes (baseline: 1)`,
+        value: sc.figures.runsPerSecond.toFixed(0),
+        baseline: idle.runsPerSecond.toFixed(0),
+        ratio: sc.figures.runsPerSecond / idle.runsPerSecond,
+      });
     if (idle.failedRuns + mixed.failedRuns + legacy.failedRuns > 0)
       results.fail(
         `fleet: runs failed under load (${idle.failedRuns + mixed.failedRuns + legacy.failedRuns}): ${idle.lastFailure || mixed.lastFailure || legacy.lastFailure}`,

@@ -214,14 +214,16 @@ export function percentile(sorted: number[], p: number): number {
  * one run at a time, taken round-robin), and measures runs/s and run latency.
  */
 export async function drive(
-  http: FleetHttp,
+  clients: FleetHttp | FleetHttp[],
   fleet: FleetTable[],
   options: { seconds: number; concurrency: number },
   run: (t: FleetTable, i: number) => Promise<void>,
 ): Promise<LoadFigures> {
   const latencies: number[] = [];
-  const requestsBefore = http.requests;
-  http.errors.clear();
+  const all = Array.isArray(clients) ? clients : [clients];
+  const requests = (): number => all.reduce((n, h) => n + h.requests, 0);
+  const requestsBefore = requests();
+  for (const h of all) h.errors.clear();
   let cursor = 0;
   let n = 0;
   let failed = 0;
@@ -258,8 +260,8 @@ export async function drive(
     runsPerSecond: latencies.length / seconds,
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
-    requests: http.requests - requestsBefore,
-    errors: [...http.errors.entries()].map(([s, k]) => `${k}x${s}`).join(' ') || 'none',
+    requests: requests() - requestsBefore,
+    errors: all.flatMap((h) => [...h.errors.entries()].map(([s, k]) => `${k}x${s}`)).join(' ') || 'none',
     failedRuns: failed,
     lastFailure,
   };
