@@ -77,7 +77,8 @@ export class PgTenantStore implements TenantStore {
   }
   async acquireLease(tenant: Tenant, agentId: string, leaseSeconds: number): Promise<Date | null> {
     const held = this.leases.get(tenant.databaseId);
-    if (held && held.agentId === agentId && this.now() < held.renewAt) return null;
+    // A release (leaseSeconds <= 0: an import giving the lease up) always reaches the database.
+    if (held && held.agentId === agentId && leaseSeconds > 0 && this.now() < held.renewAt) return null;
     const started = this.now();
     this.leases.delete(tenant.databaseId);
     const other = await this.tenants.acquireLease(tenant, agentId, leaseSeconds);

@@ -88,6 +88,14 @@ function single(table: TableName, rows: StateRow[]): TableSummary {
   return toSummary(table, row);
 }
 
+/** What an upload changes in the state row. */
+interface UploadChange {
+  inserted: number;
+  maxVersion: string | null;
+  settle?: SettleParams | undefined;
+  maxModified?: string | undefined;
+}
+
 /** A state row as the admin's tenant listing shows it. */
 export interface ListedState {
   clientId: string;
@@ -151,13 +159,22 @@ export class PgTableState {
   }
 
   /** Adds an upload's inserted rows and versions, and settles the table when asked. */
-  async addUpload(
-    client: pg.ClientBase,
-    tenant: Tenant,
-    table: TableName,
-    change: { inserted: number; maxVersion: string | null; settle?: SettleParams | undefined; maxModified?: string | undefined },
-  ): Promise<TableSummary> {
-    const { rows } = await client.query<StateRow>(
+  async addUpload(client: pg.ClientBase, tenant: Tenant, table: TableName, change: UploadChange): Promise<TableSummary> {
+    return single(table, await this.applyUpload(client, tenant, table, change));
+  }
+
+  /**
+   * An upload without rows (a settle): the state row's update alone, one statement, no staging
+   * table. 404 when the table is not declared.
+   */
+  async settleEmpty(db: Queryable, tenant: Tenant, table: TableName, change: Pick<UploadChange, 'settle' | 'maxModified'>): Promise<TableSummary> {
+    const row = (await this.applyUpload(db, tenant, table, { inserted: 0, maxVersion: null, ...change }))[0];
+    if (!row) throw notDeclared(table);
+    return toSummary(table, row);
+  }
+
+  private async applyUpload(db: Queryable, tenant: Tenant, table: TableName, change: UploadChange): Promise<StateRow[]> {
+    const { rows } = await db.query<StateRow>(
       /* sql */ `
       update tidemark.table_state
          set row_count = row_count + $5::bigint,
@@ -179,7 +196,7 @@ export class PgTableState {
         change.maxModified ?? null,
       ],
     );
-    return single(table, rows);
+    return rows;
   }
 
   /**

@@ -172,6 +172,7 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
         ...(settle ? { settle } : {}),
         ...(q.maxModified ? { maxModified: q.maxModified } : {}),
         insertOnly: q.insertOnly === 'true',
+        emptyBody: declared === 0,
       });
       metrics.rowsIngested.inc(result.rowsInserted + result.rowsUpdated);
       metrics.staleRows.inc(result.rowsReceived - result.rowsInserted - result.rowsUpdated);

@@ -37,8 +37,11 @@ describe('idle table run', () => {
     await local.query(`update items set name = 'changed' where id <= 5`);
     await local.query(`insert into items values (1000, 'new')`);
     agent.recording.calls.length = 0;
+    counter.reset();
     expect((await agent.agent.tick()).converged).toBe(true);
     expect(agent.recording.uploads().reduce((n, c) => n + (c.rows ?? 0), 0)).toBe(6);
+    // The rows' upload stages them; the settle after it (an empty body) is one update, no staging table.
+    expect(counter.texts.filter((t) => /^\s*create temp table/i.test(t))).toHaveLength(1);
     expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
     agent.recording.calls.length = 0;
     expect((await agent.agent.tick()).converged).toBe(true);
