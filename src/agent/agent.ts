@@ -20,6 +20,7 @@ import { type RunBudgetFactory, timeBudget } from './run-budget.js';
 import type { ProgressListener } from './run-progress.js';
 import { RunReporter } from './run-report.js';
 import { type RunOptions, type TableRunResult, TableSync } from './table-sync.js';
+import { tickOffsetMs } from './tick-spread.js';
 
 export interface TableStatus {
   table: string;
@@ -52,6 +53,7 @@ export class Agent {
   private readonly sync: TableSync;
   private running: Promise<TickResult | null> | null = null;
   private task: ScheduledTask | null = null;
+  private spreadTimer: NodeJS.Timeout | undefined;
   private firstTick = true;
   /** Tells the server what each tick did (run-report.ts). */
   private readonly reporter: RunReporter;
@@ -236,10 +238,11 @@ export class Agent {
     return this.tick();
   }
 
-  /** Starts the schedule, with a first run right away. */
+  /** Starts the schedule, with a first run right away; scheduled runs wait their database's offset (tick-spread.ts). */
   start(): void {
-    this.task = cron.schedule(this.config.schedule, async () => {
-      await this.tickOnce();
+    const offsetMs = tickOffsetMs(this.config.databaseId, this.config.schedule, intervalSeconds(this.config.schedule));
+    this.task = cron.schedule(this.config.schedule, () => {
+      this.spreadTimer = setTimeout(() => void this.tickOnce(), offsetMs);
     });
     void this.tickOnce();
     this.log.info({ schedule: this.config.schedule, tables: this.config.tables ?? 'all tracked' }, 'agent started');
@@ -247,6 +250,7 @@ export class Agent {
 
   /** Stops the schedule, waits for the run in flight, gives the lock up, and closes the remote. */
   async stop(): Promise<void> {
+    if (this.spreadTimer) clearTimeout(this.spreadTimer);
     if (this.task) await this.task.destroy();
     this.task = null;
     if (this.running) await this.running;

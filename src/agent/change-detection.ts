@@ -11,9 +11,12 @@
  *    insert counter grew, some of them were key changes, and the old keys must go. Statistics
  *    published late err on the safe side (fewer local inserts: a count that finds nothing).
  * An idle run reads a few counters: O(1) per partition, never a count.
+ *
+ * And whether the run is idle: nothing in the snapshot the server may lack, so the settle can
+ * travel on the declaration (protocol/idle-settle.ts) and the run makes one request.
  */
 
-import type { TableSummary } from '../shared/protocol.js';
+import type { IdleSettle, TableSummary } from '../shared/protocol.js';
 import type { ChangeCounters } from './local/local-catalog.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import type { Remote, UploadOptions } from './remote.js';
@@ -85,4 +88,47 @@ export function countingInserts(remote: Remote, onFirstInsert: () => Promise<voi
     },
   });
   return { remote: counted, inserted: () => inserted };
+}
+
+/** What a process remembers of the server's state of a table after its last run there. */
+export type KnownState = Pick<TableSummary, 'settledVersion' | 'settledXmax' | 'settledXip' | 'maxVersion'>;
+
+/** The server's state of each table (by label) as this process's runs last saw it, per TableSync's dependencies. */
+const known = new WeakMap<object, Map<string, KnownState>>();
+
+export function knownStates(owner: object): Map<string, KnownState> {
+  let m = known.get(owner);
+  if (!m) {
+    m = new Map();
+    known.set(owner, m);
+  }
+  return m;
+}
+
+/**
+ * The idle settle of a run, or null when the run must first ask the server where it stands. A run
+ * is idle when, against the state its last run left on the server (`last`): no row of the snapshot
+ * is at or above the settled horizon or in its in-progress list (its max version is below all of
+ * them), the server holds no version above the snapshot's, and nothing else is owed (a restore, an
+ * upload to resume, a requested verification). The server applies it only if its state is still
+ * `last` (one conditional UPDATE), so a stale memory costs a fallback, never a wrong horizon.
+ */
+export function idleSettleFor(
+  last: KnownState | undefined,
+  state: TableStateRow,
+  snapshot: { xmin: string; xmax: string; xip: string[] },
+  localMax: string | null,
+  owed: boolean,
+): IdleSettle | null {
+  if (!last || owed || state.fullVerifyPending || state.uploadResume !== null) return null;
+  if ((state.lastSettledVersion ?? '0') !== last.settledVersion || BigInt(snapshot.xmin) < BigInt(last.settledVersion)) return null;
+  const from = BigInt(last.settledXmax ?? last.settledVersion);
+  const lowest = last.settledXip.reduce((m, x) => (BigInt(x) < m ? BigInt(x) : m), from);
+  if (localMax !== null && BigInt(localMax) >= lowest) return null;
+  if (last.maxVersion !== null && (localMax === null || BigInt(last.maxVersion) > BigInt(localMax))) return null;
+  return {
+    expected: { settledVersion: last.settledVersion, settledXmax: last.settledXmax, settledXip: last.settledXip },
+    settle: { settledVersion: snapshot.xmin, settledXmax: snapshot.xmax, settledXip: snapshot.xip },
+    maxVersion: localMax,
+  };
 }

@@ -10,11 +10,14 @@ import { ErrorCode } from '../shared/errors.js';
 import {
   buildPath,
   COPY_CONTENT_TYPE,
+  type DeclareResult,
   type DeleteRequest,
   type DeleteResult,
+  declareResultSchema,
   deleteResultSchema,
   errorBodySchema,
   HEADER_AGENT_ID,
+  type IdleSettle,
   type ManifestRequest,
   type ManifestResponse,
   manifestResponseSchema,
@@ -75,7 +78,7 @@ export class HttpRemote implements Remote {
     this.traffic.requests++;
     const payload = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body) : body;
     this.traffic.bytesSent += payload?.length ?? 0;
-    let res: { status: number; text: string };
+    let res: { status: number; text: string; retryAfter?: string | undefined };
     try {
       res = await this.send(method, url, payload, headers, timeoutMs);
     } catch (e) {
@@ -108,6 +111,10 @@ export class HttpRemote implements Remote {
     } catch {
       // not a tidemark error body (a proxy's page): keep the status line
     }
+    if (s === 503 && code === ErrorCode.SERVER_OVERLOADED) {
+      const after = Number(res.retryAfter);
+      throw new RemoteError(code, 'overloaded', message, { retryAfterSeconds: Number.isFinite(after) && after >= 0 ? after : undefined });
+    }
     const cls: ErrorClass =
       s === 413
         ? 'too_large'
@@ -130,7 +137,7 @@ export class HttpRemote implements Remote {
     body: Buffer | undefined,
     headers: Record<string, string>,
     timeoutMs: number,
-  ): Promise<{ status: number; text: string }> {
+  ): Promise<{ status: number; text: string; retryAfter?: string | undefined }> {
     return this.transport.request(
       method,
       url,
@@ -149,8 +156,9 @@ export class HttpRemote implements Remote {
     this.transport.close();
   }
 
-  declare(table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
-    return this.request(tableSummarySchema, 'PUT', this.url(table), JSON.stringify(declaration), { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
+  declare(table: TableName, declaration: TableDeclaration, idle?: IdleSettle): Promise<DeclareResult> {
+    const body = JSON.stringify(idle ? { ...declaration, idleSettle: idle } : declaration);
+    return this.request(declareResultSchema, 'PUT', this.url(table), body, { 'content-type': 'application/json' }, JSON_TIMEOUT_MS);
   }
 
   summary(table: TableName): Promise<TableSummary> {

@@ -114,14 +114,14 @@ export class HttpTransport {
       proxy && proxy.protocol === 'http:' ? new TunnelAgent(proxy, { ...AGENT_OPTIONS, ...tlsOptions }) : new HttpsAgent({ ...AGENT_OPTIONS, ...tlsOptions });
   }
 
-  /** One exchange: the status and the body as text. Rejects on network errors and on the timeout (AbortSignal). */
+  /** One exchange: the status, the body as text and any Retry-After. Rejects on network errors and on the timeout (AbortSignal). */
   request(
     method: string,
     url: string,
     body: Buffer | undefined,
     headers: Record<string, string>,
     timeoutMs: number,
-  ): Promise<{ status: number; text: string }> {
+  ): Promise<{ status: number; text: string; retryAfter?: string | undefined }> {
     const target = new URL(url);
     const secure = target.protocol === 'https:';
     // Plain HTTP through a proxy: the request goes to the proxy, naming the absolute URL.
@@ -144,7 +144,7 @@ export class HttpTransport {
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), retryAfter: res.headers['retry-after'] }));
           res.on('error', reject);
         },
       );

@@ -9,8 +9,10 @@
  */
 import { type ErrorCode, TidemarkError } from '../shared/errors.js';
 import type {
+  DeclareResult,
   DeleteRequest,
   DeleteResult,
+  IdleSettle,
   ManifestRequest,
   ManifestResponse,
   ResyncReport,
@@ -27,26 +29,31 @@ import type {
  *  - network: the server could not be reached (retry the same request a little later);
  *  - timeout: no answer in time (about the size: cut smaller);
  *  - too_large: the request is larger than the server accepts (cut smaller);
- *  - server_error: the server failed or is overloaded (about the size, or the server: cut smaller);
+ *  - server_error: the server failed (about the size, or the server: cut smaller);
+ *  - overloaded: the server sheds load (503 TM_SERVER_OVERLOADED): wait its Retry-After and send
+ *    the same request again, no smaller (not about the size);
  *  - rejected: the server refused the rows' content (isolate and quarantine them);
  *  - conflict: an insert met existing rows, or another agent holds the lease, or the schema differs;
  *  - auth: the credentials were refused;
  *  - client_error: any other refusal of the request (a bug or a misconfiguration).
  */
-export type ErrorClass = 'network' | 'timeout' | 'too_large' | 'rejected' | 'conflict' | 'auth' | 'client_error' | 'server_error';
+export type ErrorClass = 'network' | 'timeout' | 'too_large' | 'rejected' | 'conflict' | 'auth' | 'client_error' | 'server_error' | 'overloaded';
 
 export class RemoteError extends TidemarkError {
   constructor(
     code: ErrorCode,
     readonly errorClass: ErrorClass,
     message: string,
-    options?: ErrorOptions,
+    options?: ErrorOptions & { retryAfterSeconds?: number | undefined },
   ) {
     super(code, message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
+  /** What the server's Retry-After said (overloaded), if anything. */
+  readonly retryAfterSeconds: number | undefined;
   /** Transient: the server or the link, not the data. */
   get retryable(): boolean {
-    return this.errorClass === 'network' || this.errorClass === 'timeout' || this.errorClass === 'server_error';
+    return this.errorClass === 'network' || this.errorClass === 'timeout' || this.errorClass === 'server_error' || this.errorClass === 'overloaded';
   }
 }
 
@@ -69,8 +76,11 @@ export interface RemoteTraffic {
 /** The server as one table run sees it. Every method rejects with a `RemoteError` when the transport or the server fails. */
 export interface Remote {
   readonly traffic: RemoteTraffic;
-  /** Declares (or re-declares) the table; the server checks the schema, renews the lease and returns its summary. */
-  declare(table: TableName, declaration: TableDeclaration): Promise<TableSummary>;
+  /**
+   * Declares (or re-declares) the table; the server checks the schema, renews the lease and returns
+   * its summary. With `idle`, the server also settles an idle run (`idleSettled` in the answer).
+   */
+  declare(table: TableName, declaration: TableDeclaration, idle?: IdleSettle): Promise<DeclareResult>;
   summary(table: TableName): Promise<TableSummary>;
   /** Applies one batch of COPY text (wire column order) whole or not at all; with `settle`, records the horizon. */
   upload(table: TableName, rows: Buffer, options: UploadOptions): Promise<UploadResult>;

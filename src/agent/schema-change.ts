@@ -13,19 +13,21 @@
  */
 import { textStable } from '../shared/column-widening.js';
 import type { Logger } from '../shared/logger.js';
-import type { TableDeclaration, TableName, TableSummary } from '../shared/protocol.js';
+import type { TableDeclaration, TableName } from '../shared/protocol.js';
 import type { LocalTable } from './local/local-catalog.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import type { TableSyncDeps } from './run-context.js';
 
-export interface DeclaredTable {
+export interface PreparedDeclaration {
   table: LocalTable;
-  summary: TableSummary;
+  plan: ChangePlan;
   /** The run's state, with a full verification owed when the change needs one. */
   state: TableStateRow;
+  /** The local shape is the one the server last accepted. */
+  unchanged: boolean;
 }
 
-interface ChangePlan {
+export interface ChangePlan {
   declaration: TableDeclaration;
   /** Why the whole table must be compared, or null. */
   verify: string | null;
@@ -54,11 +56,16 @@ async function planChange(deps: TableSyncDeps, table: LocalTable, accepted: Tabl
 }
 
 /** Describes the table, declares it (the server evolves the replica or refuses), and records what it accepted. */
-export async function declareTable(deps: TableSyncDeps, name: TableName, state: TableStateRow, log: Logger): Promise<DeclaredTable> {
-  const { local, remote } = deps;
+/**
+ * Before a run declares its table: the local shape, what to declare (with the values of columns
+ * added with a constant default), and the run's state (a full verification owed when the change
+ * may have changed stored values). `acceptDeclaration` records it once the server accepted it.
+ */
+export async function prepareDeclaration(deps: TableSyncDeps, name: TableName, state: TableStateRow, log: Logger): Promise<PreparedDeclaration> {
+  const { local } = deps;
   const table = await local.catalog.describe(name);
-  const plan = await planChange(deps, table, await local.declarations.read(name));
-  const summary = await remote.declare(name, plan.declaration);
+  const accepted = await local.declarations.read(name);
+  const plan = await planChange(deps, table, accepted);
   let runState = state;
   if (plan.verify) {
     log.info({ why: plan.verify }, 'the table changed locally in a way that may change stored values; comparing the whole table');
@@ -66,7 +73,10 @@ export async function declareTable(deps: TableSyncDeps, name: TableName, state: 
     await local.state.save(name, { fullVerifyPending: true });
     runState = { ...state, fullVerifyPending: true };
   }
-  if (plan.declaration !== table.declaration || JSON.stringify(await local.declarations.read(name)) !== JSON.stringify(table.declaration))
-    await local.declarations.save(name, table.declaration);
-  return { table, summary, state: runState };
+  return { table, plan, state: runState, unchanged: JSON.stringify(accepted) === JSON.stringify(table.declaration) };
+}
+
+/** The server accepted the declaration: the next run compares the local shape with this one. */
+export async function acceptDeclaration(deps: TableSyncDeps, prepared: PreparedDeclaration): Promise<void> {
+  if (!prepared.unchanged) await deps.local.declarations.save(prepared.table.name, prepared.table.declaration);
 }

@@ -8,9 +8,7 @@ import { type Bound, formatTableName, type KeyRange, type TableSummary } from '.
 import type { QuarantinedRow } from './local/quarantine-store.js';
 import { DEFAULT_DIFF, type DiffOptions, type DiffReport, diffRange, type RowDiff } from './manifest-diff.js';
 import { addUpload, KEY_CHUNK, type RunContext, type RunOptions } from './run-context.js';
-
-/** Rows a rolling verification slice covers at least. */
-const MIN_SLICE_ROWS = 1000;
+import { sliceDue } from './verify-schedule.js';
 
 /** Bisection with its figures counted in the metrics. */
 export async function diff(ctx: RunContext, range: KeyRange, options: Omit<DiffOptions, 'expectedRows'> & { expectedRows?: number }): Promise<DiffReport> {
@@ -150,13 +148,18 @@ async function releaseVerified(ctx: RunContext, found: RowDiff): Promise<void> {
   ctx.deps.log.info({ table: ctx.result.table, rows: equal.length }, 'quarantined rows found equal on the server');
 }
 
-/** Verifies the next slice of the rolling pass (hash mode), sized so a pass takes the configured period. */
+/**
+ * Verifies the next slice of the rolling pass (hash mode) when the pace of a pass per period owes
+ * one (verify-schedule.ts); null when none is owed or nothing differed.
+ */
 export async function verifySlice(ctx: RunContext): Promise<TableSummary | null> {
   const { local, settings, metrics, log } = ctx.deps;
   const { table, snap, state, result } = ctx;
   const estimate = Math.max(await snap.estimatedRows(), 1);
-  const runsPerPass = Math.max(1, (settings.verificationPeriodHours * 3600) / settings.intervalSeconds);
-  const sliceRows = Math.max(MIN_SLICE_ROWS, Math.ceil(estimate / runsPerPass));
+  const now = ctx.deps.now();
+  const due = sliceDue(now, { passStartedAt: state.verifyPassStartedAt, rowsDone: state.verifyRowsDone }, estimate, settings.verificationPeriodHours);
+  if (!due) return null;
+  const sliceRows = due.rows;
   const lower: Bound | null = state.verifyCursor;
   const range: KeyRange = { lower, upper: null };
   const end = await snap.nthBound(range, sliceRows);
@@ -175,7 +178,7 @@ export async function verifySlice(ctx: RunContext): Promise<TableSummary | null>
   const rowsDone = done ? 0 : state.verifyRowsDone + sliceRows;
   await local.state.save(table.name, {
     verifyCursor: end,
-    verifyPassStartedAt: done || !state.verifyPassStartedAt ? new Date() : state.verifyPassStartedAt,
+    verifyPassStartedAt: done ? new Date(now) : due.passStartedAt,
     verifyRowsDone: rowsDone,
   });
   metrics.verificationProgress.set({ table: result.table }, done ? 1 : Math.min(1, rowsDone / estimate));

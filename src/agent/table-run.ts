@@ -1,6 +1,7 @@
 /**
  * The phases of one run of one table (docs/design.md, One run, per table), in one local snapshot:
- *   declare the table (the server checks the schema and returns its summary; this also renews the lease)
+ *   declare the table (the server checks the schema and returns its summary; this also renews the
+ *   lease); an idle run settles on this request and makes no other (docs/scaling.md, Idle runs)
  *   retry quarantined rows that are due
  *   upload rows the remote may lack: versions >= its settled xmax, or in its in-progress list
  *   delete remote rows above the local max version (a restored backup, deleted top rows)
@@ -12,14 +13,14 @@ import { ErrorCode, RetryableError, TidemarkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { TableName, TableSummary } from '../shared/protocol.js';
 import type { BatchTuner } from './batch-tuner.js';
-import { countCheckReasons, countingInserts, restoreReason } from './change-detection.js';
+import { countCheckReasons, countingInserts, idleSettleFor, knownStates, restoreReason } from './change-detection.js';
 import type { LocalTable } from './local/local-catalog.js';
 import type { TableStateRow } from './local/table-state-store.js';
 import { DEFAULT_DIFF } from './manifest-diff.js';
 import type { RunBudget } from './run-budget.js';
 import { addUpload, big, incompleteError, type RunContext, type RunOptions, type TableRunResult, type TableSyncDeps } from './run-context.js';
 import { batchReporter } from './run-progress.js';
-import { declareTable } from './schema-change.js';
+import { acceptDeclaration, prepareDeclaration } from './schema-change.js';
 import { diff, repair, retryQuarantine, verifyAll, verifySlice } from './table-repair.js';
 import { uploadRanges } from './upload-ranges.js';
 import { Uploader } from './uploader.js';
@@ -44,19 +45,29 @@ export async function runTable(input: TableRunInput): Promise<void> {
   const { local, remote, metrics, settings } = deps;
   const label = result.table;
   const startedMs = performance.now();
-  // The server evolves the replica to a changed local schema, or refuses it (schema-change.ts).
-  const { table, summary: declared, state } = await declareTable(deps, name, input.state, log);
-  let summary = declared;
+  // What to declare after a local schema change, and whether it owes a whole-table comparison (schema-change.ts).
+  const prepared = await prepareDeclaration(deps, name, input.state, log);
+  const { table, state } = prepared;
   // Read before the snapshot: a write it counts is in the snapshot, so its row is uploaded this run.
   const counters = await local.catalog.changeCounters(name);
   const rebased = await local.tracking.rebaseFutureVersions(table);
   if (rebased > 0) log.warn({ rows: rebased }, 'rows carried versions from another cluster (a dump restored into a new one); re-stamped');
   const snap = await local.openSnapshot(table);
+  // Taken, not read: a run that fails leaves no memory behind (the next one asks the server first).
+  const known = knownStates(deps);
+  const last = known.get(label);
+  known.delete(label);
   try {
     const { snapshot } = snap;
     const stats = await snap.stats();
     const localMax = stats.maxVersion;
     result.localMaxVersion = localMax;
+    // An idle run settles on its declaration: one request (change-detection.ts, idleSettleFor).
+    const idle = idleSettleFor(last, state, snapshot, localMax, rebased > 0 || options.verifyAll === true);
+    const declared = await remote.declare(name, prepared.plan.declaration, idle ?? undefined);
+    await acceptDeclaration(deps, prepared);
+    const idleSettled = idle !== null && declared.idleSettled === true;
+    let summary: TableSummary = declared;
     const quarantinedRows = await local.quarantine.list(name, false);
     const quarantinedKeys = new Set(quarantinedRows.map((q) => JSON.stringify(q.key)));
     // A run that fails after the server took new keys leaves the counts to be compared next run.
@@ -67,7 +78,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const resync = summary.resync !== null && (summary.resync.status === 'requested' || summary.resync.status === 'running');
     // The local database went back (a restored backup) or moved (another cluster): nothing the
     // remote settled can be trusted, and the whole table is verified (change-detection.ts).
-    const why = restoreReason(state, summary, snapshot.xmin, rebased);
+    // Settled idle: the server's horizon was the one this state remembers, and the snapshot is past it.
+    const why = idleSettled ? null : restoreReason(state, summary, snapshot.xmin, rebased);
     const restored = why !== null;
     if (restored) {
       log.warn(
@@ -79,7 +91,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
     }
 
     // Lag from the modified-time column: the newest local change against the newest on the server.
-    const localModified = await stats.maxModifiedSince(summary.settledXmax ?? summary.settledVersion);
+    const horizon = idle && idleSettled ? idle.expected : summary;
+    const localModified = await stats.maxModifiedSince(horizon.settledXmax ?? horizon.settledVersion);
     input.onModifiedLag(localModified && summary.maxModified ? Math.max(0, (Date.parse(localModified) - Date.parse(summary.maxModified)) / 1000) : null);
 
     let complete = true;
@@ -92,7 +105,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const saved = state.uploadResume;
     const resume =
       saved && saved.baseline.settledVersion === summary.settledVersion && saved.baseline.settledXmax === summary.settledXmax && !restored ? saved : null;
-    const ranges = uploadRanges(summary, resume);
+    const ranges = idleSettled ? [] : uploadRanges(summary, resume);
     // In the main (last) range, the resume point follows every batch that is through: whatever stops
     // the run (the budget, a signal, a crash, a lost link or database), the next run goes on from
     // there, and sends again at most the batch that was in flight. It stays valid while the server's
@@ -127,7 +140,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
     }
 
     // 4. Settle the horizon (only once every visible row above it is up).
-    if (complete) {
+    if (idleSettled) await local.state.save(name, { lastSettledVersion: summary.settledVersion });
+    else if (complete) {
       const settled = await remote.upload(name, Buffer.alloc(0), {
         settle: { settledVersion: snapshot.xmin, settledXmax: snapshot.xmax, settledXip: snapshot.xip },
         maxModified: localModified,
@@ -170,6 +184,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
     // (counts compared when the counters said rows may have gone: an idle run counts nothing).
     result.remoteCount = summary.rowCount;
     result.remoteMaxVersion = summary.maxVersion;
+    if (complete) known.set(label, summary);
     const quarantined = await local.quarantine.count(name);
     metrics.quarantinedRows.set({ table: label }, quarantined);
     result.quarantined = quarantined;

@@ -38,6 +38,11 @@ import type { UploadCallOptions, UploadContext, UploaderDeps, UploadStats } from
 export type { UploadCallOptions, UploaderDeps, UploadStats } from './upload-types.js';
 
 const NETWORK_RETRIES = 2;
+/** Tries of one batch the server shed (503 TM_SERVER_OVERLOADED) before the run stops until its next tick. */
+const OVERLOAD_RETRIES = 3;
+/** Waits of a shed batch: the server's Retry-After, this without one, and never longer than the cap. */
+const DEFAULT_RETRY_AFTER_SECONDS = 2;
+const MAX_RETRY_AFTER_SECONDS = 60;
 /** Pause before cutting again a batch that timed out or met a server error (a struggling server gets a moment). */
 const RETRY_PAUSE_MS = 100;
 /** Single rows failing in a row, with no success between, that mean the server (not the rows) is failing. */
@@ -150,6 +155,7 @@ export class Uploader {
   private async attempt(buf: Buffer, ctx: UploadContext): Promise<'done' | 'resend'> {
     const rows = countRows(buf);
     if (rows === 0) return 'done';
+    let overloadAttempt = 0;
     for (let networkAttempt = 0; ; networkAttempt++) {
       try {
         await this.sendOnce(buf, rows, ctx);
@@ -162,6 +168,13 @@ export class Uploader {
             // The server is away: retrying smaller would not help. A couple of quick tries, then the run fails.
             if (networkAttempt >= NETWORK_RETRIES) throw e;
             await sleep(250 * 2 ** networkAttempt);
+            continue;
+          case 'overloaded':
+            // The server sheds load: the same batch again after its Retry-After, no smaller (the
+            // tuner does not count it as a size failure); after a few, the run stops until next tick.
+            if (overloadAttempt++ >= OVERLOAD_RETRIES) throw e;
+            await sleep(Math.min(e.retryAfterSeconds ?? DEFAULT_RETRY_AFTER_SECONDS, MAX_RETRY_AFTER_SECONDS) * 1000);
+            networkAttempt--;
             continue;
           case 'rejected':
             // The content is at fault: halve until the bad rows stand alone, then quarantine them.

@@ -38,6 +38,10 @@ export interface AppOptions {
   /** Whether this listener serves /metrics (false when it has its own listener). */
   metricsHere: boolean;
   metricsBearerToken?: string | undefined;
+  /** Load shedding of tenant requests (tenant-routes.ts): the seconds to wait while over capacity, else null. */
+  overloaded?: (() => number | null) | undefined;
+  /** True for the pool's connect timeout (start-server.ts): over capacity, answered 503 with Retry-After. */
+  poolTimedOut?: ((err: unknown) => boolean) | undefined;
   /** Offline sites' bundle imports (bundle-routes.ts); without it, the bundle routes are absent. */
   bundles?: BundleStore;
   /** Agents' run reports and the admin fleet views (admin-fleet-routes.ts); without it, those routes are absent. */
@@ -118,6 +122,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       status = 400;
       code = ErrorCode.REQUEST_INVALID;
       message = `a value in the request is invalid: ${toError(err).message}`;
+    } else if (options.poolTimedOut?.(err)) {
+      // Every connection stayed busy for the pool's whole connect timeout: over capacity, not broken.
+      status = 503;
+      code = ErrorCode.SERVER_OVERLOADED;
+      message = 'the server is over capacity; retry later';
+      void reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+      log.warn({ requestId: req.id, route: req.routeOptions.url }, 'no database connection within the pool timeout: shed');
     } else if (clientGone(req)) {
       // The client reset or closed the connection mid-request: nobody reads the answer, nothing is wrong here.
       log.info({ requestId: req.id, route: req.routeOptions.url }, 'client went away');

@@ -1,6 +1,14 @@
 /**
  * The PostgreSQL TenantStore: one object over the modules that each own their tables and SQL
  * (tenants and keys, the replica catalog and DDL, rows, manifests, table state).
+ *
+ * Two per-process memories keep an idle run to a statement or two (docs/scaling.md, Idle runs):
+ *  - the declarations this process accepted, per tenant and table: the same declaration again is
+ *    not declared again (the replica's shape is cached per process anyway); the state row is read,
+ *    or settled, by one statement, and a state row that is gone sends it down the full path;
+ *  - the leases this process granted: a lease is renewed only once half of it has passed. Safe: no
+ *    other agent (or import) can take a lease before it expires, and every grant and release here
+ *    goes through this store.
  */
 import type { Readable } from 'node:stream';
 
@@ -8,8 +16,10 @@ import type pg from 'pg';
 
 import type {
   ColumnSpec,
+  DeclareResult,
   DeleteRequest,
   DeleteResult,
+  IdleSettle,
   ManifestRequest,
   ManifestResponse,
   RegisterResult,
@@ -25,12 +35,21 @@ import { PgTenants } from './pg-tenants.js';
 import { type CatalogPolicy, PgReplicaCatalog } from './replica-catalog.js';
 import { PgReplicaRows, type UploadOptions } from './replica-rows.js';
 import { type AdmittedTable, listAdmitted } from './schema-admission.js';
+import { declarationHash } from './schema-evolution.js';
 import { listSchemaStates } from './schema-store.js';
 import { PgTableState } from './table-state.js';
 import type { Tenant } from './tenant-scope.js';
 import type { TenantStore } from './tenant-store.js';
 
+/** Entries each memory keeps before it starts over (a bound, not a tuning knob). */
+const MEMORY_ENTRIES = 200_000;
+
 export class PgTenantStore implements TenantStore {
+  /** `databaseId` -> the agent whose lease this process granted, and when it is due for renewal (ms). */
+  private readonly leases = new Map<string, { agentId: string; renewAt: number }>();
+  /** `databaseId table` -> hash of the declaration this process accepted. */
+  private readonly declared = new Map<string, string>();
+
   private readonly state = new PgTableState();
   private readonly tenants: PgTenants;
   private readonly catalog: PgReplicaCatalog;
@@ -41,6 +60,8 @@ export class PgTenantStore implements TenantStore {
     private readonly pool: pg.Pool,
     limits: ManifestLimits,
     policy: CatalogPolicy,
+    /** The clock of the lease memory (ms). */
+    private readonly now: () => number = Date.now,
   ) {
     this.tenants = new PgTenants(pool, this.state);
     this.catalog = new PgReplicaCatalog(pool, this.state, policy);
@@ -54,8 +75,19 @@ export class PgTenantStore implements TenantStore {
   authenticate(apiKey: string): Promise<Tenant | null> {
     return this.tenants.authenticate(apiKey);
   }
-  acquireLease(tenant: Tenant, agentId: string, leaseSeconds: number): Promise<Date | null> {
-    return this.tenants.acquireLease(tenant, agentId, leaseSeconds);
+  async acquireLease(tenant: Tenant, agentId: string, leaseSeconds: number): Promise<Date | null> {
+    const held = this.leases.get(tenant.databaseId);
+    // A release (leaseSeconds <= 0: an import giving the lease up) always reaches the database.
+    if (held && held.agentId === agentId && leaseSeconds > 0 && this.now() < held.renewAt) return null;
+    const started = this.now();
+    this.leases.delete(tenant.databaseId);
+    const other = await this.tenants.acquireLease(tenant, agentId, leaseSeconds);
+    if (other === null && leaseSeconds > 0) {
+      if (this.leases.size >= MEMORY_ENTRIES) this.leases.clear();
+      // Measured from before the statement: the lease runs from the database's now(), no earlier.
+      this.leases.set(tenant.databaseId, { agentId, renewAt: started + (leaseSeconds * 1000) / 2 });
+    }
+    return other;
   }
   async listTenants(clientId?: string, databaseId?: string): Promise<TenantInfo[]> {
     const [tenants, states] = await Promise.all([this.tenants.listTenants(clientId, databaseId), listSchemaStates(this.pool, clientId, databaseId)]);
@@ -71,9 +103,24 @@ export class PgTenantStore implements TenantStore {
   countTenants(): Promise<number> {
     return this.tenants.countTenants();
   }
-  declareTable(tenant: Tenant, table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
-    return this.catalog.declare(tenant, table, declaration);
+  async declareTable(tenant: Tenant, table: TableName, declaration: TableDeclaration, idle?: IdleSettle): Promise<DeclareResult> {
+    const key = `${tenant.databaseId} ${table.schema}.${table.name}`;
+    const hash = declarationHash(declaration);
+    // Accepted before by this process: the idle settle alone, one statement, which also checks that
+    // the tenant's accepted shape is still this one and in sync (another process, or the admin, may
+    // have changed it). Anything else goes through the catalog (one indexed read when unchanged).
+    if (idle && this.declared.get(key) === hash) {
+      const settled = await this.state.settleIdle(this.pool, tenant, table, idle, hash);
+      if (settled) return { ...settled, idleSettled: true };
+    }
+    const summary = await this.catalog.declare(tenant, table, declaration);
+    if (this.declared.size >= MEMORY_ENTRIES) this.declared.clear();
+    this.declared.set(key, hash);
+    if (!idle) return summary;
+    const settled = await this.state.settleIdle(this.pool, tenant, table, idle, hash);
+    return settled ? { ...settled, idleSettled: true } : summary;
   }
+
   summary(tenant: Tenant, table: TableName): Promise<TableSummary> {
     return this.catalog.summary(tenant, table);
   }

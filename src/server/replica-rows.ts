@@ -32,6 +32,8 @@ export interface UploadOptions {
   settle?: SettleParams;
   maxModified?: string;
   insertOnly?: boolean;
+  /** The request said its body is empty (Content-Length: 0): a settle, one statement. */
+  emptyBody?: boolean;
 }
 
 /**
@@ -64,6 +66,11 @@ export class PgReplicaRows {
    * and take turns only to add their counts.
    */
   async upload(tenant: Tenant, table: TableName, body: Readable, options: UploadOptions): Promise<UploadResult> {
+    if (options.emptyBody) {
+      body.resume();
+      const summary = await this.state.settleEmpty(this.pool, tenant, table, { settle: options.settle, maxModified: options.maxModified });
+      return { rowsReceived: 0, rowsInserted: 0, rowsUpdated: 0, summary };
+    }
     return withTransaction(this.pool, async (client) => {
       const { shape } = await this.catalog.require(client, tenant, table);
       await enterTenant(client, tenant);

@@ -15,6 +15,7 @@ import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
 import { createServerMetrics } from './server-metrics.js';
+import type { StatementCounter } from './statement-counter.js';
 
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:8080 */
@@ -28,9 +29,31 @@ function urlOf(addr: AddressInfo): string {
   return `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
 }
 
-/** Seams for tests: the clock of the failed-authentication throttle (ms since the epoch; default Date.now). */
+/** Seams for tests and benchmarks. */
 export interface StartServerOptions {
+  /** The clock of the failed-authentication throttle and the lease memory (ms since the epoch; default Date.now). */
   now?: () => number;
+  /** Counts every statement the pool sends (statement-counter.ts). */
+  statements?: StatementCounter;
+  /** Requests that may wait for a database connection before new ones are shed (default: SHED_WAITING_PER_CONNECTION x poolMax). */
+  poolWaitingLimit?: number;
+}
+
+/**
+ * Load shedding: requests waiting for a connection, per pool connection, beyond which tenant
+ * requests answer 503 with Retry-After. An idle run holds a connection for a millisecond or two, so a
+ * short queue drains fast; a long one only turns into connect timeouts (500s, before).
+ */
+const SHED_WAITING_PER_CONNECTION = 2;
+/** What a shed request's Retry-After says: agents come back a little later, spread by their jitter. */
+const SHED_RETRY_AFTER_SECONDS = 2;
+
+/**
+ * pg-pool's connect timeout: its error has no code (pg-pool/index.js, 'timeout exceeded when trying
+ * to connect'), so its text is the only mark; checked here, in the one place that owns the pool.
+ */
+function isPoolTimeout(err: unknown): boolean {
+  return err instanceof Error && (err as { code?: unknown }).code === undefined && err.message === 'timeout exceeded when trying to connect';
 }
 
 /** Connects, migrates, refuses a role that bypasses row-level security (unless allowed), and listens. */
@@ -39,6 +62,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
   // A checked-out client whose session dies (restart, failover, pg_terminate_backend) emits 'error';
   // the pool listens only to idle ones. Its query fails too and the request answers 503.
   pool.on('connect', (client) => {
+    options.statements?.attach(client);
     client.on('error', (err) => log.warn({ err: classifyPgError(err).sqlstate ?? err.message }, 'database connection lost'));
   });
   try {
@@ -63,7 +87,9 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
         admission: config.replicaAdmission,
         droppedColumns: config.replicaDroppedColumns,
       },
+      options.now,
     );
+    const waitingLimit = options.poolWaitingLimit ?? SHED_WAITING_PER_CONNECTION * config.poolMax;
     const fleet = { store: new PgFleetStore(pool, config.leaseSeconds), silentAfterSeconds: config.fleetSilentAfterSeconds, now: options.now ?? Date.now };
     const metrics = createServerMetrics({
       activeTenants: () => store.countTenants(),
@@ -84,6 +110,8 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       bundles: new PgBundleStore(pool),
       fleet,
       keys: new PgKeyStore(pool),
+      overloaded: () => (pool.waitingCount > waitingLimit ? SHED_RETRY_AFTER_SECONDS : null),
+      poolTimedOut: isPoolTimeout,
       ready: async () => {
         await pool.query('select 1');
       },

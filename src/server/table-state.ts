@@ -7,7 +7,15 @@
 import type pg from 'pg';
 
 import { ErrorCode, InvariantError, ProtocolError } from '../shared/errors.js';
-import { formatTableName, type ResyncReport, type ResyncState, type SettleParams, type TableName, type TableSummary } from '../shared/protocol.js';
+import {
+  formatTableName,
+  type IdleSettle,
+  type ResyncReport,
+  type ResyncState,
+  type SettleParams,
+  type TableName,
+  type TableSummary,
+} from '../shared/protocol.js';
 import type { Tenant } from './tenant-scope.js';
 
 type Queryable = pg.Pool | pg.ClientBase;
@@ -78,6 +86,14 @@ function single(table: TableName, rows: StateRow[]): TableSummary {
   const row = rows[0];
   if (!row) throw new InvariantError(`state row of ${formatTableName(table)} missing after it was written`);
   return toSummary(table, row);
+}
+
+/** What an upload changes in the state row. */
+interface UploadChange {
+  inserted: number;
+  maxVersion: string | null;
+  settle?: SettleParams | undefined;
+  maxModified?: string | undefined;
 }
 
 /** A state row as the admin's tenant listing shows it. */
@@ -156,13 +172,22 @@ export class PgTableState {
   }
 
   /** Adds an upload's inserted rows and versions, and settles the table when asked. */
-  async addUpload(
-    client: pg.ClientBase,
-    tenant: Tenant,
-    table: TableName,
-    change: { inserted: number; maxVersion: string | null; settle?: SettleParams | undefined; maxModified?: string | undefined },
-  ): Promise<TableSummary> {
-    const { rows } = await client.query<StateRow>(
+  async addUpload(client: pg.ClientBase, tenant: Tenant, table: TableName, change: UploadChange): Promise<TableSummary> {
+    return single(table, await this.applyUpload(client, tenant, table, change));
+  }
+
+  /**
+   * An upload without rows (a settle): the state row's update alone, one statement, no staging
+   * table. 404 when the table is not declared.
+   */
+  async settleEmpty(db: Queryable, tenant: Tenant, table: TableName, change: Pick<UploadChange, 'settle' | 'maxModified'>): Promise<TableSummary> {
+    const row = (await this.applyUpload(db, tenant, table, { inserted: 0, maxVersion: null, ...change }))[0];
+    if (!row) throw notDeclared(table);
+    return toSummary(table, row);
+  }
+
+  private async applyUpload(db: Queryable, tenant: Tenant, table: TableName, change: UploadChange): Promise<StateRow[]> {
+    const { rows } = await db.query<StateRow>(
       /* sql */ `
       update tidemark.table_state
          set row_count = row_count + $5::bigint,
@@ -184,7 +209,46 @@ export class PgTableState {
         change.maxModified ?? null,
       ],
     );
-    return single(table, rows);
+    return rows;
+  }
+
+  /**
+   * An idle run's settle (protocol/idle-settle.ts): moves the horizon only while the state row is
+   * the one the agent saw and holds no version above the agent's, in one statement. Null when it did
+   * not apply (the state moved, or the table is not declared): the agent then settles the old way.
+   */
+  /**
+   * `declarationHash`: the tenant's accepted shape must still be this one, in sync (schema-store.ts):
+   * a settle never stands in for a declaration the catalog would now treat otherwise.
+   */
+  async settleIdle(db: Queryable, tenant: Tenant, table: TableName, idle: IdleSettle, declarationHash: string): Promise<TableSummary | null> {
+    const { expected, settle } = idle;
+    const { rows } = await db.query<StateRow>(
+      /* sql */ `
+      update tidemark.table_state
+         set settled_version = $5::bigint, settled_xmax = $6::bigint, settled_xip = $7::bigint[], updated_at = now()
+       where ${STATE_KEY}
+         and settled_version = $8::bigint and settled_xmax is not distinct from $9::bigint and settled_xip = $10::bigint[]
+         and (max_version is null or max_version <= $11::bigint)
+         and exists (select from tidemark.tenant_table_shape s
+                      where s.client_id = $1::text and s.database_id = $2::uuid and s.schema_name = $3::text and s.table_name = $4::text
+                        and s.declaration_hash = $12::text and s.schema_state = 'in_sync')
+      returning ${STATE_COLUMNS}`,
+      [
+        ...stateKey(tenant, table),
+        settle.settledVersion,
+        settle.settledXmax,
+        settle.settledXip,
+        expected.settledVersion,
+        expected.settledXmax,
+        expected.settledXip,
+        // No local rows: the server must hold none either (-1 is below every version).
+        idle.maxVersion ?? '-1',
+        declarationHash,
+      ],
+    );
+    const row = rows[0];
+    return row ? toSummary(table, row) : null;
   }
 
   /**

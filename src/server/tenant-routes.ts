@@ -9,7 +9,16 @@ import { createGunzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
-import { COPY_CONTENT_TYPE, type DeleteRequest, HEADER_AGENT_ID, parseTableName, ROUTES, type TableName, typeNameProblem } from '../shared/protocol.js';
+import {
+  COPY_CONTENT_TYPE,
+  type DeleteRequest,
+  declareBodySchema,
+  HEADER_AGENT_ID,
+  parseTableName,
+  ROUTES,
+  type TableName,
+  typeNameProblem,
+} from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
 import { endMarkerGuard } from './copy-guard.js';
 import { RetryLaterError } from './http-errors.js';
@@ -24,6 +33,13 @@ export interface TenantRouteOptions {
   maxBodyBytes: number;
   maxConcurrentRequests: number;
   leaseSeconds: number;
+  /**
+   * Load shedding: true while the server is over capacity (start-server.ts: too many requests wait
+   * for a database connection). A tenant request then answers 503 with Retry-After before it
+   * touches the database, instead of queueing into a connect timeout and a 500. Returns the
+   * seconds to wait, or null when a request may go on.
+   */
+  overloaded?: (() => number | null) | undefined;
 }
 
 interface TenantParams {
@@ -75,6 +91,8 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
   app.addHook('onResponse', release);
   app.addHook('onRequestAbort', release);
   const authenticate = async (req: FastifyRequest<{ Params: TenantParams }>): Promise<{ tenant: Tenant; table: TableName }> => {
+    const retryAfter = options.overloaded?.() ?? null;
+    if (retryAfter !== null) throw new RetryLaterError(ErrorCode.SERVER_OVERLOADED, 503, `the server is over capacity; retry in ${retryAfter} s`, retryAfter);
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
     const tenant = await options.authenticated(req, given, () => store.authenticate(given));
@@ -102,7 +120,8 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
     const { tenant, table } = await authenticate(req);
     await lease(req, tenant);
     refuseUnsafeTypes(req.body);
-    return store.declareTable(tenant, table, parse(declarationSchema, req.body, 'table declaration'));
+    const { idleSettle } = parse(declareBodySchema, req.body, 'table declaration');
+    return store.declareTable(tenant, table, parse(declarationSchema, req.body, 'table declaration'), idleSettle);
   });
 
   app.post<{ Params: TenantParams; Querystring: Record<string, string>; Body: unknown }>(
@@ -153,6 +172,7 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
         ...(settle ? { settle } : {}),
         ...(q.maxModified ? { maxModified: q.maxModified } : {}),
         insertOnly: q.insertOnly === 'true',
+        emptyBody: declared === 0,
       });
       metrics.rowsIngested.inc(result.rowsInserted + result.rowsUpdated);
       metrics.staleRows.inc(result.rowsReceived - result.rowsInserted - result.rowsUpdated);

@@ -8,8 +8,10 @@ import type { Readable } from 'node:stream';
 
 import type {
   ColumnSpec,
+  DeclareResult,
   DeleteRequest,
   DeleteResult,
+  IdleSettle,
   ManifestRequest,
   ManifestResponse,
   RegisterResult,
@@ -37,8 +39,11 @@ export interface TenantStore {
   listTenants(clientId?: string, databaseId?: string): Promise<TenantInfo[]>;
   countTenants(): Promise<number>;
 
-  /** Creates the replica on first sight, or checks the declaration against it (409 on a difference). */
-  declareTable(tenant: Tenant, table: TableName, declaration: TableDeclaration): Promise<TableSummary>;
+  /**
+   * Creates the replica on first sight, or checks the declaration against it (409 on a difference).
+   * With `idle`, also settles the table if its state is still the one the agent saw (idleSettled).
+   */
+  declareTable(tenant: Tenant, table: TableName, declaration: TableDeclaration, idle?: IdleSettle): Promise<DeclareResult>;
   /** The O(1) summary of a declared table (404 when not declared). */
   summary(tenant: Tenant, table: TableName): Promise<TableSummary>;
   /** Applies one batch of COPY text whole or not at all. */

@@ -60,6 +60,8 @@ export const ErrorCode = {
    * name is taken on the server). Ask the server's admin to admit it (tidemark admit-table).
    */
   REPLICA_NOT_ADMITTED: 'TM_REPLICA_NOT_ADMITTED',
+  /** The server is over capacity (its database connections are all busy and enough requests wait for one) and answered 503 with Retry-After. The agent waits that long and tries again, without cutting its batches; if it persists, add server processes or database connections (docs/scaling.md). */
+  SERVER_OVERLOADED: 'TM_SERVER_OVERLOADED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

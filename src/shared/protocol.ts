@@ -7,6 +7,7 @@
  *  - column-type.ts     the grammar of declared column types;
  *  - table-messages.ts  tenant table routes' messages (zod schemas, inferred wire types);
  *  - manifest.ts        manifest requests and answers;
+ *  - idle-settle.ts     the settle an idle run carries on its declaration;
  *  - admin-messages.ts  admin routes' messages;
  *  - fleet-messages.ts  agents' run reports and the admin fleet views;
  *  - routes.ts          route templates and the path builders made from them;
@@ -18,6 +19,7 @@ export * from './protocol/column-type.js';
 export * from './protocol/copy-text.js';
 export * from './protocol/fleet-messages.js';
 export * from './protocol/identifiers.js';
+export * from './protocol/idle-settle.js';
 export * from './protocol/limits.js';
 export * from './protocol/manifest.js';
 export * from './protocol/parse.js';

@@ -139,10 +139,13 @@ describe('verification and forced resync', () => {
     await using _s = server;
     await using _a = agent;
     await server.db.query(`update items set name = 'tampered' where id = 2900`);
-    // With a 1-minute schedule and a 1.25-hour period, each run covers 1/75 of the table (min 1000 rows).
-    await using rolling = await startTestAgent(local, server, reg, { verification: { periodHours: 1.25 } });
+    // A pass per 1.25 hours of 3000 rows owes a slice of 1000 rows every 25 minutes (the first at
+    // once): the agent's clock moves 25 minutes between runs.
+    let clock = Date.parse('2026-01-01T00:00:00Z');
+    await using rolling = await startTestAgent(local, server, reg, { verification: { periodHours: 1.25 } }, { now: () => clock });
     const runs: number[] = [];
     for (let i = 0; i < 3; i++) {
+      if (i > 0) clock += 25 * 60_000;
       const r = await rolling.agent.tick();
       runs.push(r.tables[0]?.diff?.changed.length ?? 0);
       const [p] = await local.query<{ done: string }>(`select verify_rows_done::text as done from tidemark.table_state`);

@@ -14,7 +14,7 @@ import type { LocalStores } from '../../src/agent/local/local-stores.js';
 import type { Remote } from '../../src/agent/remote.js';
 import { type RunBudgetFactory, UNLIMITED } from '../../src/agent/run-budget.js';
 import { adminRequest } from '../../src/cli/admin-client.js';
-import { startServer } from '../../src/server/start-server.js';
+import { type StartServerOptions, startServer } from '../../src/server/start-server.js';
 import { type AgentConfigInput, loadAgentConfig } from '../../src/shared/config/agent-config.js';
 import { loadServerConfig, type ServerConfig } from '../../src/shared/config/server-config.js';
 import { silentLogger } from '../../src/shared/logger.js';
@@ -73,14 +73,14 @@ export interface TestServer extends AsyncDisposable {
   register(clientId: string, name?: string): Promise<RegisterResult>;
 }
 
-export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
+export async function startTestServer(overrides: Partial<ServerConfig> = {}, options: StartServerOptions = {}): Promise<TestServer> {
   const db = await createDatabase('server');
   const adminKey = `admin-${randomBytes(12).toString('hex')}`;
   const config = loadServerConfig({
     env: {},
     flags: { databaseUrl: db.url, listen: '127.0.0.1:0', adminKey, logLevel: 'silent', allowSuperuser: true, ...overrides },
   });
-  const server = await startServer(config, silentLogger);
+  const server = await startServer(config, silentLogger, options);
   return {
     url: server.url,
     adminKey,

@@ -7,8 +7,10 @@
 import { type ErrorClass, type Remote, RemoteError, type RemoteTraffic, type UploadOptions } from '../../src/agent/remote.js';
 import { ErrorCode } from '../../src/shared/errors.js';
 import type {
+  DeclareResult,
   DeleteRequest,
   DeleteResult,
+  IdleSettle,
   ManifestRequest,
   ManifestResponse,
   ResyncReport,
@@ -23,7 +25,7 @@ export interface RemoteCall {
   table: string;
   /** Upload: rows in the batch (0 for a settle without rows). */
   rows?: number;
-  /** Upload: carries the horizon. */
+  /** Upload: carries the horizon; declare: carries an idle settle. */
   settle?: boolean;
   /** Set when the call was failed by a fault. */
   failed?: ErrorClass;
@@ -34,6 +36,8 @@ export interface Fault {
   match: (call: RemoteCall) => boolean;
   errorClass: ErrorClass;
   times?: number;
+  /** An overloaded answer's Retry-After (seconds). */
+  retryAfterSeconds?: number;
 }
 
 const CODES: Record<ErrorClass, ErrorCode> = {
@@ -45,6 +49,7 @@ const CODES: Record<ErrorClass, ErrorCode> = {
   auth: ErrorCode.AUTH_UNAUTHENTICATED,
   client_error: ErrorCode.REQUEST_INVALID,
   server_error: ErrorCode.SERVER_UNAVAILABLE,
+  overloaded: ErrorCode.SERVER_OVERLOADED,
 };
 
 function countRows(buf: Buffer): number {
@@ -82,13 +87,15 @@ export class RecordingRemote implements Remote {
     if (fault) {
       fault.left--;
       call.failed = fault.errorClass;
-      throw new RemoteError(CODES[fault.errorClass], fault.errorClass, `injected ${fault.errorClass} on ${call.method} ${call.table}`);
+      throw new RemoteError(CODES[fault.errorClass], fault.errorClass, `injected ${fault.errorClass} on ${call.method} ${call.table}`, {
+        retryAfterSeconds: fault.retryAfterSeconds,
+      });
     }
     return run();
   }
 
-  declare(table: TableName, declaration: TableDeclaration): Promise<TableSummary> {
-    return this.call({ method: 'declare', table: table.name }, () => this.inner.declare(table, declaration));
+  declare(table: TableName, declaration: TableDeclaration, idle?: IdleSettle): Promise<DeclareResult> {
+    return this.call({ method: 'declare', table: table.name, ...(idle ? { settle: true } : {}) }, () => this.inner.declare(table, declaration, idle));
   }
   summary(table: TableName): Promise<TableSummary> {
     return this.call({ method: 'summary', table: table.name }, () => this.inner.summary(table));

@@ -498,3 +498,12 @@ describe('BatchTuner starts from history', () => {
     expect(new BatchTuner(LIMITS, rejected).size).toEqual(new BatchTuner(LIMITS).size);
   });
 });
+
+describe('batch tuner and load shedding', () => {
+  it('does not read an overloaded answer (503 TM_SERVER_OVERLOADED) as a size failure', () => {
+    const tuner = new BatchTuner(LIMITS, []);
+    const before = tuner.size;
+    for (let i = 0; i < 5; i++) tuner.failure(before.rows, before.bytes, 'overloaded', 1);
+    expect(tuner.size).toEqual(before);
+  });
+});
