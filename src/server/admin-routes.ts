@@ -21,7 +21,12 @@ export function adminGuard(adminKey: string, authenticated: AuthGate): (req: Fas
   return async (req) => {
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
     const ok = await authenticated(req, given, async () => (given && timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
-    if (!ok) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
+    if (!ok)
+      throw new ProtocolError(
+        ErrorCode.AUTH_UNAUTHENTICATED,
+        401,
+        given ? 'admin key not accepted (check the admin key the server was started with)' : 'admin key required (Authorization: Bearer <admin key>)',
+      );
   };
 }
 

@@ -49,7 +49,12 @@ export function registerBundleRoutes(app: FastifyInstance, options: BundleRouteO
   const requireAdmin = async (req: FastifyRequest): Promise<void> => {
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
     const ok = await options.authenticated(req, given, async () => (given && timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
-    if (!ok) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
+    if (!ok)
+      throw new ProtocolError(
+        ErrorCode.AUTH_UNAUTHENTICATED,
+        401,
+        given ? 'admin key not accepted (check the admin key the server was started with)' : 'admin key required (Authorization: Bearer <admin key>)',
+      );
   };
 
   // The bundle reaches the handler as the raw request stream.
