@@ -18,19 +18,8 @@ import {
   remoteFor,
   splitList,
 } from './common.js';
+import { formatTable } from './fleet-command.js';
 import { statusProblem, statusState } from './status-state.js';
-
-function pad(cells: string[][]): string {
-  const widths = cells[0]?.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length))) ?? [];
-  return cells
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i] ?? 0))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
 
 async function withAgent<T>(flags: AgentFlags, fn: (agent: Agent) => Promise<T>): Promise<T> {
   const config = agentConfigFrom(flags, process.env);
@@ -116,7 +105,7 @@ export function inspectCommands(program: Command): void {
         r.error ? `error: ${r.error}` : statusState(r).replace('_', ' '),
       ]);
     }
-    process.stdout.write(`${pad(cells)}\n`);
+    process.stdout.write(`${formatTable(cells)}\n`);
     for (const r of rows) if (r.remote?.schema?.state === 'blocked') process.stdout.write(`schema of ${r.table} blocked: ${r.remote.schema.reason}\n`);
     for (const r of rows)
       for (const q of r.quarantined.slice(0, 20))
