@@ -108,24 +108,30 @@ export function knownStates(owner: object): Map<string, KnownState> {
 /**
  * The idle settle of a run, or null when the run must first ask the server where it stands. A run
  * is idle when, against the state its last run left on the server (`last`): no row of the snapshot
- * is at or above the settled horizon or in its in-progress list (its max version is below all of
- * them), the server holds no version above the snapshot's, and nothing else is owed (a restore, an
- * upload to resume, a requested verification). The server applies it only if its state is still
- * `last` (one conditional UPDATE), so a stale memory costs a fallback, never a wrong horizon.
+ * is in what a run would upload (upload-ranges.ts: a version at or above the settled xmax, or one of
+ * the settled in-progress transactions), the server holds no version above the snapshot's, and
+ * nothing else is owed (a restore, an upload to resume, a requested verification). A transaction
+ * open elsewhere (another database of the cluster, a long report) stays in the in-progress list run
+ * after run without making runs busy: only rows it wrote, once committed, do. The server applies the
+ * settle only if its state is still `last` (one conditional UPDATE), so a stale memory costs a
+ * fallback, never a wrong horizon.
  */
-export function idleSettleFor(
+export async function idleSettleFor(
   last: KnownState | undefined,
   state: TableStateRow,
   snapshot: { xmin: string; xmax: string; xip: string[] },
   localMax: string | null,
   owed: boolean,
-): IdleSettle | null {
+  hasVersionIn: (versions: string[]) => Promise<boolean>,
+): Promise<IdleSettle | null> {
   if (!last || owed || state.fullVerifyPending || state.uploadResume !== null) return null;
   if ((state.lastSettledVersion ?? '0') !== last.settledVersion || BigInt(snapshot.xmin) < BigInt(last.settledVersion)) return null;
-  const from = BigInt(last.settledXmax ?? last.settledVersion);
-  const lowest = last.settledXip.reduce((m, x) => (BigInt(x) < m ? BigInt(x) : m), from);
-  if (localMax !== null && BigInt(localMax) >= lowest) return null;
   if (last.maxVersion !== null && (localMax === null || BigInt(last.maxVersion) > BigInt(localMax))) return null;
+  const from = BigInt(last.settledXmax ?? last.settledVersion);
+  if (localMax !== null && BigInt(localMax) >= from) return null;
+  // Only a row at or above the lowest in-progress id can carry one of them (one index probe).
+  const pending = last.settledXip.filter((x) => BigInt(x) < from && localMax !== null && BigInt(x) <= BigInt(localMax));
+  if (pending.length > 0 && (await hasVersionIn(pending))) return null;
   return {
     expected: { settledVersion: last.settledVersion, settledXmax: last.settledXmax, settledXip: last.settledXip },
     settle: { settledVersion: snapshot.xmin, settledXmax: snapshot.xmax, settledXip: snapshot.xip },

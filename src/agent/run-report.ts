@@ -41,7 +41,7 @@ export class RunReporter {
   private sent = new Map<string, string>();
   private lastSentAt: number | null = null;
   /** The oldest in-progress transaction id of the local snapshots, and since when (agent clock) it has not moved. */
-  private held: { xmin: string; since: number } | null = null;
+  private held: { xid: string; since: number } | null = null;
   /** Since when (ISO) each table's schema has been blocked. */
   private readonly blockedSince = new Map<string, string>();
 
@@ -134,23 +134,30 @@ export class RunReporter {
   }
 
   /**
-   * Seconds the local snapshot horizon has stayed at one in-progress transaction (a long or
-   * forgotten prepared transaction holds back what can be settled): the snapshot's xmin, when below
-   * its xmax, that did not move since an earlier tick. 0 when nothing is in progress or it moved;
-   * measured from the first tick that saw it (so it restarts with the agent). Null when unreadable.
+   * Seconds the oldest transaction that can write the tracked tables has stayed open (a long or
+   * forgotten prepared transaction of this database holds back vacuum and the settled horizon): the
+   * oldest transaction id held by a session of this database or prepared in it, while the same one
+   * stays oldest from tick to tick. 0 when there is none or it changed; measured from the first tick
+   * that saw it (so it restarts with the agent). Transactions of the cluster's other databases
+   * cannot write these tables and are not counted. Null when unreadable.
    */
   private async horizonAgeSeconds(): Promise<number | null> {
     try {
-      const { rows } = await this.d.pool.query<{ xmin: string; xmax: string }>(
-        /* sql */ `select pg_snapshot_xmin(s)::text as xmin, pg_snapshot_xmax(s)::text as xmax from pg_current_snapshot() s`,
-      );
+      const { rows } = await this.d.pool.query<{ xid: string }>(/* sql */ `
+        select x::text as xid from (
+          select backend_xid as x from pg_stat_activity where datname = current_database() and backend_xid is not null
+          union all
+          select transaction from pg_prepared_xacts where database = current_database()
+        ) held
+        order by age(x) desc
+        limit 1`);
       const row = rows[0];
       const now = this.d.now();
-      if (!row || BigInt(row.xmin) >= BigInt(row.xmax)) {
+      if (!row) {
         this.held = null;
         return 0;
       }
-      if (this.held?.xmin !== row.xmin) this.held = { xmin: row.xmin, since: now };
+      if (this.held?.xid !== row.xid) this.held = { xid: row.xid, since: now };
       return Math.max(0, (now - this.held.since) / 1000);
     } catch {
       return null;

@@ -63,7 +63,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const localMax = stats.maxVersion;
     result.localMaxVersion = localMax;
     // An idle run settles on its declaration: one request (change-detection.ts, idleSettleFor).
-    const idle = idleSettleFor(last, state, snapshot, localMax, rebased > 0 || options.verifyAll === true);
+    const idle = await idleSettleFor(last, state, snapshot, localMax, rebased > 0 || options.verifyAll === true, (v) => snap.hasVersionIn(v));
     const declared = await remote.declare(name, prepared.plan.declaration, idle ?? undefined);
     await acceptDeclaration(deps, prepared);
     const idleSettled = idle !== null && declared.idleSettled === true;

@@ -116,6 +116,14 @@ describe('run reports', () => {
     [db] = await fleet(server);
     expect(db).toMatchObject({ state: 'quarantine', quarantinedRows: 1 });
 
+    // A transaction open in another database of the cluster (another application, or a concurrent
+    // test: CI met it) cannot write the tracked tables: it is not what holds this database back.
+    await using elsewhere = await createDatabase('local');
+    const other = new pg.Client({ connectionString: elsewhere.url });
+    other.on('error', () => {});
+    await other.connect();
+    await other.query(`begin`);
+    await other.query(`select pg_current_xact_id()`);
     // A transaction that wrote and stays open holds the local horizon back: its age grows tick after tick.
     const holder = new pg.Client({ connectionString: local.url });
     await holder.connect();
@@ -135,5 +143,7 @@ describe('run reports', () => {
     await agent.agent.tick({ tables: [{ schema: 'public', name: 'items' }] });
     const after = await server.db.query<{ horizon_age_seconds: number }>(`select horizon_age_seconds from tidemark.agent_report`);
     expect(after[0]?.horizon_age_seconds).toBe(0);
+    await other.query(`rollback`);
+    await other.end();
   });
 });

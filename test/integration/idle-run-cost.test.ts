@@ -3,6 +3,7 @@
  * carrying the settle), a few statements and no staging table, COPY or lease write; and an idle run
  * still notices every change.
  */
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
 import { StatementCounter } from '../../src/server/statement-counter.js';
@@ -15,6 +16,14 @@ describe('idle table run', () => {
     await using server = await startTestServer({}, { statements: counter });
     await local.query(`create table items (id int primary key, name text not null)`);
     await local.query(`insert into items select i, 'item ' || i from generate_series(1, 100) i`);
+    // A transaction open all along in another database of the cluster (another application, or a
+    // concurrent test: CI met it) is in every snapshot's in-progress list; runs stay idle regardless.
+    await using elsewhere = await createDatabase('local');
+    const holder = new pg.Client({ connectionString: elsewhere.url });
+    holder.on('error', () => {});
+    await holder.connect();
+    await holder.query(`begin`);
+    await holder.query(`select pg_current_xact_id()`);
     const reg = await server.register('acme');
     await using agent = await startRecordingAgent(local, server, reg);
     await agent.local.tracking.track('items');
@@ -46,5 +55,7 @@ describe('idle table run', () => {
     agent.recording.calls.length = 0;
     expect((await agent.agent.tick()).converged).toBe(true);
     expect(agent.recording.calls.map((c) => c.method)).toEqual(['declare']);
+    await holder.query(`rollback`);
+    await holder.end();
   });
 });

@@ -127,6 +127,15 @@ export class LocalSnapshot {
     };
   }
 
+  /** Whether any row of the snapshot carries one of these versions (transaction ids): index probes. */
+  async hasVersionIn(versions: string[]): Promise<boolean> {
+    const { rows } = await (await this.conn()).query<{ found: boolean }>(
+      /* sql */ `select exists (select 1 from ${this.table.shape.table} where ${ident(VERSION_COLUMN)} = any($1::bigint[])) as found`,
+      [versions],
+    );
+    return rows[0]?.found === true;
+  }
+
   async count(range: KeyRange = { lower: null, upper: null }): Promise<number> {
     const values: unknown[] = [];
     const cond = rangeSql(this.table.shape, range, positionalBinder(values));
