@@ -18,6 +18,7 @@ import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import { qualified, withTransaction } from '../shared/pg.js';
 import type { ConfirmKeyResult, DeregisterResult, EnrollmentTokenResult, IssuedKey, RevokeKeysResult } from '../shared/protocol/key-messages.js';
 import { formatTableName, type RegisterResult } from '../shared/protocol.js';
+import { KeyCache } from './key-cache.js';
 import { generateApiKey, hashApiKey, insertDatabase } from './pg-tenants.js';
 import { enterTenant, type Tenant, tenantParams, tenantWhere } from './tenant-scope.js';
 
@@ -41,7 +42,24 @@ export interface KeyStore {
 }
 
 export class PgKeyStore implements KeyStore {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** The keys this process authenticated lately: a database's are forgotten at each change of its keys. */
+    private readonly cache: KeyCache = new KeyCache(0),
+  ) {}
+
+  /** Runs a change of the database's keys, and forgets its cached keys once it is committed (and before, for lookups in between). */
+  private async changingKeys<T>(tenant: Tenant, change: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    this.cache.forgetTenant(tenant);
+    try {
+      return await withTransaction(this.pool, async (client) => {
+        await lockDatabase(client, tenant);
+        return change(client);
+      });
+    } finally {
+      this.cache.forgetTenant(tenant);
+    }
+  }
 
   async createEnrollmentToken(clientId: string, expiresSeconds: number, uses: number): Promise<EnrollmentTokenResult> {
     const token = generateEnrollmentToken();
@@ -73,8 +91,7 @@ export class PgKeyStore implements KeyStore {
   }
 
   async issueKey(tenant: Tenant, presentedKey: string): Promise<IssuedKey> {
-    return withTransaction(this.pool, async (client) => {
-      await lockDatabase(client, tenant);
+    return this.changingKeys(tenant, async (client) => {
       const presented = hashApiKey(presentedKey);
       const { rows } = await client.query<{ state: string }>(
         /* sql */ `select state from tidemark.database_key where client_id = $1::text and database_id = $2::uuid and key_hash = $3::bytea`,
@@ -97,15 +114,13 @@ export class PgKeyStore implements KeyStore {
   }
 
   async confirmKey(tenant: Tenant, presentedKey: string, overlapSeconds: number): Promise<ConfirmKeyResult> {
-    return withTransaction(this.pool, async (client) => {
-      await lockDatabase(client, tenant);
+    return this.changingKeys(tenant, async (client) => {
       return promote(client, tenant, hashApiKey(presentedKey), overlapSeconds);
     });
   }
 
   async revokeKeys(tenant: Tenant): Promise<RevokeKeysResult> {
-    return withTransaction(this.pool, async (client) => {
-      await lockDatabase(client, tenant);
+    return this.changingKeys(tenant, async (client) => {
       const res = await client.query(/* sql */ `delete from tidemark.database_key where client_id = $1::text and database_id = $2::uuid`, [
         tenant.clientId,
         tenant.databaseId,
@@ -126,8 +141,7 @@ export class PgKeyStore implements KeyStore {
   }
 
   async deregister(tenant: Tenant): Promise<DeregisterResult> {
-    return withTransaction(this.pool, async (client) => {
-      await lockDatabase(client, tenant);
+    return this.changingKeys(tenant, async (client) => {
       const { rows } = await client.query<{ schema_name: string; table_name: string }>(
         /* sql */ `select schema_name, table_name from tidemark.table_state where client_id = $1::text and database_id = $2::uuid order by 1, 2`,
         tenantParams(tenant),

@@ -30,6 +30,7 @@ import type {
   TenantInfo,
   UploadResult,
 } from '../shared/protocol.js';
+import { KeyCache } from './key-cache.js';
 import { type ManifestLimits, PgManifests } from './manifests.js';
 import { PgTenants } from './pg-tenants.js';
 import { type CatalogPolicy, PgReplicaCatalog } from './replica-catalog.js';
@@ -62,8 +63,10 @@ export class PgTenantStore implements TenantStore {
     policy: CatalogPolicy,
     /** The clock of the lease memory (ms). */
     private readonly now: () => number = Date.now,
+    /** The API keys this process authenticated lately (shared with the key store, which forgets a database's on each change). */
+    keys: KeyCache = new KeyCache(0),
   ) {
-    this.tenants = new PgTenants(pool, this.state);
+    this.tenants = new PgTenants(pool, this.state, keys);
     this.catalog = new PgReplicaCatalog(pool, this.state, policy);
     this.rows = new PgReplicaRows(pool, this.catalog, this.state);
     this.manifests = new PgManifests(pool, this.catalog, limits);

@@ -10,6 +10,7 @@ import type pg from 'pg';
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import { withTransaction } from '../shared/pg.js';
 import type { RegisterResult, TenantInfo } from '../shared/protocol.js';
+import { KeyCache } from './key-cache.js';
 import type { PgTableState } from './table-state.js';
 import type { Tenant } from './tenant-scope.js';
 
@@ -45,6 +46,7 @@ export class PgTenants {
   constructor(
     private readonly pool: pg.Pool,
     private readonly state: PgTableState,
+    private readonly keys: KeyCache = new KeyCache(0),
   ) {}
 
   async registerDatabase(clientId: string, name: string): Promise<RegisterResult> {
@@ -54,18 +56,24 @@ export class PgTenants {
   /**
    * The tenant a key belongs to, or null: any key of the database (tidemark.database_key, see
    * key-store.ts) that has not retired, pending or active. The stored hash is compared in constant time.
+   * A key authenticated lately by this process costs no statement (key-cache.ts).
    */
   async authenticate(apiKey: string): Promise<Tenant | null> {
     const hash = hashApiKey(apiKey);
-    const { rows } = await this.pool.query<{ client_id: string; database_id: string; key_hash: Buffer }>(
+    const cached = this.keys.get(hash);
+    if (cached) return cached;
+    const mark = this.keys.mark;
+    const { rows } = await this.pool.query<{ client_id: string; database_id: string; key_hash: Buffer; retire_at: Date | null }>(
       /* sql */ `
-      select client_id, database_id::text, key_hash from tidemark.database_key
+      select client_id, database_id::text, key_hash, retire_at from tidemark.database_key
        where key_hash = $1::bytea and (retire_at is null or retire_at > now())`,
       [hash],
     );
     const row = rows[0];
     if (!row || !timingSafeEqual(row.key_hash, hash)) return null;
-    return { clientId: row.client_id, databaseId: row.database_id };
+    const tenant = { clientId: row.client_id, databaseId: row.database_id };
+    this.keys.set(hash, tenant, row.retire_at, mark);
+    return tenant;
   }
 
   /**

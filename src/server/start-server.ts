@@ -10,6 +10,7 @@ import { buildApp } from './app.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { PgBundleStore } from './bundle-store.js';
 import { PgFleetStore } from './fleet-store.js';
+import { KeyCache } from './key-cache.js';
 import { PgKeyStore } from './key-store.js';
 import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
@@ -77,6 +78,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
         );
       log.warn({}, 'the server connects as a superuser or BYPASSRLS role (allowed by allowSuperuser): row-level security is not enforced for it');
     }
+    const keyCache = new KeyCache(config.keyCacheSeconds * 1000, options.now);
     const store = new PgTenantStore(
       pool,
       { maxRows: config.manifestMaxRows, maxBuckets: config.manifestMaxBuckets },
@@ -88,6 +90,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
         droppedColumns: config.replicaDroppedColumns,
       },
       options.now,
+      keyCache,
     );
     const waitingLimit = options.poolWaitingLimit ?? SHED_WAITING_PER_CONNECTION * config.poolMax;
     const fleet = { store: new PgFleetStore(pool, config.leaseSeconds), silentAfterSeconds: config.fleetSilentAfterSeconds, now: options.now ?? Date.now };
@@ -109,7 +112,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       metricsBearerToken: config.metricsBearerToken,
       bundles: new PgBundleStore(pool),
       fleet,
-      keys: new PgKeyStore(pool),
+      keys: new PgKeyStore(pool, keyCache),
       overloaded: () => (pool.waitingCount > waitingLimit ? SHED_RETRY_AFTER_SECONDS : null),
       poolTimedOut: isPoolTimeout,
       ready: async () => {

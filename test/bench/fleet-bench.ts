@@ -19,6 +19,8 @@
  * On a shared machine the absolute figures move with the load; the ratios move less.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 import pg from 'pg';
 
@@ -37,7 +39,7 @@ import { loadServerConfig } from '../../src/shared/config/server-config.js';
 import { silentLogger } from '../../src/shared/logger.js';
 import type { RegisterResult } from '../../src/shared/protocol.js';
 import { drive, FleetHttp, type FleetTable, idleRun, type LoadFigures, legacyIdleRun, percentile, setUpFleet, uploadRun } from './fleet-load.js';
-import { type BenchOptions, log, type Results, sql, startServerChild } from './support.js';
+import { type BenchOptions, log, PROFILE_DIR, type Results, sql, startServerChild, summariseProfile } from './support.js';
 
 const PART = 'fleet';
 
@@ -74,7 +76,7 @@ export async function fleetBench(options: BenchOptions, results: Results): Promi
   const cluster = await startEmbeddedCluster();
   try {
     await costPhase(cluster, results);
-    await loadPhase(cluster, results, { tenants, tables, concurrency, seconds, processes });
+    await loadPhase(cluster, results, { tenants, tables, concurrency, seconds, processes, profile: options.profile });
   } finally {
     await cluster.stop();
   }
@@ -113,6 +115,8 @@ async function costPhase(cluster: { url(db: string): string; createDatabase(name
         verification: { periodHours: 24 },
       },
     });
+    // The run report is the agent's, not a table run's (every 5 minutes when idle): counted apart.
+    const reports: RunCost = { requests: 0, statements: 0, transactions: 0 };
     let clock = Date.parse('2026-01-01T00:00:00Z');
     let remote: Remote | undefined;
     let agentId = '';
@@ -124,17 +128,22 @@ async function costPhase(cluster: { url(db: string): string; createDatabase(name
       silentLogger,
       (id) => {
         agentId = id;
-        remote = makeHttp(id);
+        remote = reportsCounted(makeHttp(id), counter, reports);
         return remote;
       },
       { now: () => clock },
     );
     const measure = async (fn: () => Promise<void>, runs = 1): Promise<RunCost> => {
       const r0 = (remote?.traffic.requests ?? 0) + http.requests;
+      const before = { ...reports };
       counter.reset();
       for (let i = 0; i < runs; i++) await fn();
       return perRun(
-        { requests: (remote?.traffic.requests ?? 0) + http.requests - r0, statements: counter.statements, transactions: counter.transactions },
+        {
+          requests: (remote?.traffic.requests ?? 0) + http.requests - r0 - (reports.requests - before.requests),
+          statements: counter.statements - (reports.statements - before.statements),
+          transactions: counter.transactions - (reports.transactions - before.transactions),
+        },
         runs,
       );
     };
@@ -167,6 +176,7 @@ async function costPhase(cluster: { url(db: string): string; createDatabase(name
     const replayed = await measure(async () => void (await idleRun(http, t)), 10);
     const legacy = await measure(() => legacyIdleRun(http, t), 10);
     log(`fleet: idle run ${fmt(idle)} (replayed ${fmt(replayed)}); before: ${fmt(legacy)}; upload run ${fmt(upload)}; slice run ${fmt(slice)}`);
+    log(`fleet: run reports (one per agent tick with news, else every 5 minutes): ${fmt(perRun(reports, Math.max(1, reports.requests)))} each`);
     const row = (metric: string, value: number, baseline: number | null, target: number | null): void => {
       results.add({
         part: PART,
@@ -216,17 +226,41 @@ async function costPhase(cluster: { url(db: string): string; createDatabase(name
   }
 }
 
+/** The remote, its run reports' requests, statements and transactions added up in `into` (the agent sends them one at a time, after its runs). */
+function reportsCounted(remote: Remote, counter: StatementCounter, into: RunCost): Remote {
+  return new Proxy(remote, {
+    get(target, prop) {
+      if (prop === 'report' && target.report) {
+        const report = target.report.bind(target);
+        return async (...args: Parameters<typeof report>) => {
+          const s0 = counter.statements;
+          const x0 = counter.transactions;
+          try {
+            return await report(...args);
+          } finally {
+            into.requests++;
+            into.statements += counter.statements - s0;
+            into.transactions += counter.transactions - x0;
+          }
+        };
+      }
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 /** Phase 2: the server as its own process under the simulated fleet. */
 async function loadPhase(
   cluster: { url(db: string): string; createDatabase(name: string): Promise<void> },
   results: Results,
-  o: { tenants: number; tables: number; concurrency: number; seconds: number; processes: number[] },
+  o: { tenants: number; tables: number; concurrency: number; seconds: number; processes: number[]; profile: boolean },
 ): Promise<void> {
   await cluster.createDatabase('fleet_load');
   const cloudUrl = cluster.url('fleet_load');
   // The embedded cluster's only role is its superuser.
   process.env.TIDEMARK_ALLOW_SUPERUSER = '1';
-  const server = await startServerChild(cloudUrl);
+  const server = await startServerChild(cloudUrl, { profileName: o.profile ? 'fleet-server' : undefined });
   const http = new FleetHttp(server.url, o.concurrency);
   try {
     let t0 = performance.now();
@@ -345,6 +379,10 @@ async function loadPhase(
   } finally {
     http.close();
     await server.stop();
+  }
+  if (o.profile) {
+    const path = join(PROFILE_DIR, 'fleet-server.cpuprofile');
+    if (existsSync(path)) log(`fleet: the server's top self time (whole load phase) in ${path}:\n${summariseProfile(path, 25).join('\n')}`);
   }
 }
 

@@ -11,6 +11,7 @@ export const SERVER_DEFAULTS = {
   manifestMaxBuckets: 2 ** 20,
   authFailureLimit: 20,
   authFailureWindowSeconds: 60,
+  keyCacheSeconds: 10,
   tenantMaxTables: 1000,
   tenantMaxColumns: 1600,
   tenantMaxConcurrentRequests: 32,
@@ -39,6 +40,13 @@ export const serverConfigSchema = z.object({
   authFailureLimit: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.authFailureLimit),
   /** Seconds of the failed-authentication window (and the longest Retry-After it gives). */
   authFailureWindowSeconds: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.authFailureWindowSeconds),
+  /**
+   * Seconds a server process trusts an API key it authenticated, without asking the database again
+   * (a request then costs one statement less). A key revoked or rotated out through another server
+   * process, or by hand, keeps working here for at most this long; through this one, it stops at
+   * once. 0 asks the database at every request. Default 10.
+   */
+  keyCacheSeconds: z.coerce.number().min(0).default(SERVER_DEFAULTS.keyCacheSeconds),
   /** Quota: tables one registered database may declare (403 past it). */
   tenantMaxTables: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.tenantMaxTables),
   /** Quota: columns per declared table, the version column included (403 past it). */
