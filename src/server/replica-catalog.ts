@@ -53,6 +53,8 @@ export interface ReplicaTable {
    */
   hashShape: RowShape;
   declaration: TableDeclaration;
+  /** The tenant's columns with the replica's types (the union may have widened them): what a staging table of its rows holds. */
+  stageColumns: ColumnSpec[];
 }
 
 /** Governance of the shared catalog (server config `replicaAdmission`, `replicaDroppedColumns`). */
@@ -118,7 +120,8 @@ export class PgReplicaCatalog {
       this.collatable.set(cacheKey, keys);
     }
     const shape: RowShape = { table: qualified(table.schema, table.name), columns: own.columns, keyColumns: own.keyColumns, collatableKeys: keys };
-    return { name: table, shape, hashShape: { ...shape, table: castView(table, own.columns, union) }, declaration: own };
+    const stageColumns = own.columns.map((c) => union.find((u) => u.name === c.name) ?? c);
+    return { name: table, shape, hashShape: { ...shape, table: castView(table, own.columns, union) }, declaration: own, stageColumns };
   }
 
   /** Admits a table with its key (admin); re-keys its replica when the key differs (schema-admission.ts). */

@@ -3,7 +3,7 @@
  * and recounts, each in one transaction with the table's state row. Every statement filters on both
  * tenant columns; row-level security is the second wall.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import type pg from 'pg';
@@ -24,6 +24,7 @@ import {
 } from '../shared/protocol.js';
 import { columnListSql, type RowShape } from '../shared/row-shape.js';
 import type { PgReplicaCatalog } from './replica-catalog.js';
+import { inlineStage, parseCopyText, SMALL_BODY_BYTES } from './small-batch.js';
 import { type PgTableState, stateKey, stateMaxVersionSql } from './table-state.js';
 import { enterTenant, type Tenant, tenantParams, tenantWhere } from './tenant-scope.js';
 
@@ -34,6 +35,16 @@ export interface UploadOptions {
   insertOnly?: boolean;
   /** The request said its body is empty (Content-Length: 0): a settle, one statement. */
   emptyBody?: boolean;
+  /** The body's length as the request declared it (Content-Length, uncompressed): a small one needs no staging table (small-batch.ts). */
+  bodyBytes?: number;
+}
+
+/** A small body, read whole: its values when parsed here, else the bytes for COPY. */
+async function readSmall(body: Readable, columns: number): Promise<{ values: (string | null)[][] | null; bytes: Buffer }> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  const bytes = Buffer.concat(chunks);
+  return { values: parseCopyText(bytes, columns), bytes };
 }
 
 /**
@@ -72,7 +83,7 @@ export class PgReplicaRows {
       return { rowsReceived: 0, rowsInserted: 0, rowsUpdated: 0, summary };
     }
     return withTransaction(this.pool, async (client) => {
-      const { shape } = await this.catalog.require(client, tenant, table);
+      const { shape, stageColumns } = await this.catalog.require(client, tenant, table);
       await enterTenant(client, tenant);
       const cols = columnListSql(shape);
       const rejected = (e: unknown): never => {
@@ -83,12 +94,21 @@ export class PgReplicaRows {
         if (isDataRejection(sqlstate)) throw new ProtocolError(ErrorCode.UPLOAD_REJECTED, 400, `rows rejected: ${(e as Error).message}`, { cause: e });
         throw e;
       };
-      await client.query(/* sql */ `create temp table tidemark_stage on commit drop as select ${cols} from ${shape.table} with no data`);
-      try {
-        await pipeline(body, client.query(copyStreams.from(/* sql */ `copy tidemark_stage (${cols}) from stdin`)));
-      } catch (e) {
-        rejected(e);
+      // The rows' staging: a CTE over the parsed values for a small body, else a temporary table fed by COPY.
+      const small = options.bodyBytes !== undefined && options.bodyBytes <= SMALL_BODY_BYTES ? await readSmall(body, shape.columns.length) : null;
+      const values = small?.values ?? null;
+      const staged = (firstParam: number): { cte: string; params: unknown[] } =>
+        values ? inlineStage(stageColumns, values, firstParam) : { cte: '', params: [] };
+      if (!values) {
+        await client.query(/* sql */ `create temp table tidemark_stage on commit drop as select ${cols} from ${shape.table} with no data`);
+        try {
+          // A small body the parser left to COPY was read already: COPY takes its bytes.
+          await pipeline(small ? Readable.from([small.bytes]) : body, client.query(copyStreams.from(/* sql */ `copy tidemark_stage (${cols}) from stdin`)));
+        } catch (e) {
+          rejected(e);
+        }
       }
+      const stage = staged(3);
       const tenantCols = `${ident(TENANT_CLIENT_COLUMN)}, ${ident(TENANT_DATABASE_COLUMN)}`;
       const keys = shape.keyColumns.map((k) => ident(k));
       // Key columns too: a key equal under its type or collation but spelled otherwise (citext, a
@@ -98,11 +118,12 @@ export class PgReplicaRows {
       let counts = { received: '0', inserted: '0', applied: '0', max_version: null as string | null };
       try {
         if (options.insertOnly) {
-          const res = await client.query(
-            /* sql */ `insert into ${shape.table} (${tenantCols}, ${cols}) select $1::text, $2::uuid, ${cols} from tidemark_stage`,
-            tenantParams(tenant),
+          const { rows } = await client.query<{ n: string; max_version: string | null }>(
+            /* sql */ `${stage.cte || 'with'}${stage.cte ? ',' : ''} ins as (insert into ${shape.table} (${tenantCols}, ${cols}) select $1::text, $2::uuid, ${cols} from tidemark_stage returning ${v})
+            select count(*)::text as n, max(${v})::text as max_version from ins`,
+            [...tenantParams(tenant), ...stage.params],
           );
-          const { rows } = await client.query<{ max_version: string | null }>(/* sql */ `select max(${v})::text as max_version from tidemark_stage`);
+          const res = { rowCount: Number(rows[0]?.n ?? 0) };
           const n = String(res.rowCount ?? 0);
           counts = { received: n, inserted: n, applied: n, max_version: rows[0]?.max_version ?? null };
         } else {
@@ -111,7 +132,7 @@ export class PgReplicaRows {
           // Skipped rows are not returned, so received minus applied counts the stale ones.
           const { rows } = await client.query<{ received: string; inserted: string; applied: string; max_version: string | null }>(
             /* sql */ `
-            with up as (
+            ${stage.cte || 'with'}${stage.cte ? ',' : ''} up as (
               insert into ${shape.table} as t (${tenantCols}, ${cols})
               select $1::text, $2::uuid, ${cols} from tidemark_stage
               on conflict (${[tenantCols, ...keys].join(', ')}) do update set ${sets}
@@ -120,13 +141,13 @@ export class PgReplicaRows {
               returning (t.xmax = 0) as inserted, t.${v} as v)
             select (select count(*) from tidemark_stage)::text as received, count(*)::text as applied,
                    count(*) filter (where inserted)::text as inserted, max(v)::text as max_version from up`,
-            tenantParams(tenant),
+            [...tenantParams(tenant), ...stage.params],
           );
           const r = rows[0];
           if (!r) throw new InvariantError('an aggregate returned no row');
           counts = r;
           if (Number(r.applied) < Number(r.received))
-            counts.applied = String(Number(r.applied) + (await this.replaceForeignRows(client, tenant, table, shape)));
+            counts.applied = String(Number(r.applied) + (await this.replaceForeignRows(client, tenant, table, shape, staged(5))));
         }
       } catch (e) {
         rejected(e);
@@ -151,15 +172,22 @@ export class PgReplicaRows {
    * through. A separate statement, so its snapshot sees every upload that committed while the
    * upsert waited for row locks (their rows and max version commit together). Returns the rows replaced.
    */
-  private async replaceForeignRows(client: pg.ClientBase, tenant: Tenant, table: TableName, shape: RowShape): Promise<number> {
+  private async replaceForeignRows(
+    client: pg.ClientBase,
+    tenant: Tenant,
+    table: TableName,
+    shape: RowShape,
+    stage: { cte: string; params: unknown[] },
+  ): Promise<number> {
     const v = ident(VERSION_COLUMN);
     const matches = shape.keyColumns.map((k) => `t.${ident(k)} = s.${ident(k)}`).join(' and ');
     const sets = shape.columns.filter((c) => !shape.keyColumns.includes(c.name)).map((c) => `${ident(c.name)} = s.${ident(c.name)}`);
     const res = await client.query(
       /* sql */ `
+      ${stage.cte}
       update ${shape.table} t set ${sets.join(', ')} from tidemark_stage s
        where ${tenantWhere('t')} and ${matches} and t.${v} > s.${v} and t.${v} > coalesce((${stateMaxVersionSql}), -1)`,
-      stateKey(tenant, table),
+      [...stateKey(tenant, table), ...stage.params],
     );
     return res.rowCount ?? 0;
   }

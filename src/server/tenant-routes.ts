@@ -173,6 +173,7 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
         ...(q.maxModified ? { maxModified: q.maxModified } : {}),
         insertOnly: q.insertOnly === 'true',
         emptyBody: declared === 0,
+        ...(encoding === 'identity' && Number.isFinite(declared) ? { bodyBytes: declared } : {}),
       });
       metrics.rowsIngested.inc(result.rowsInserted + result.rowsUpdated);
       metrics.staleRows.inc(result.rowsReceived - result.rowsInserted - result.rowsUpdated);

@@ -16,10 +16,10 @@ export interface Tenant {
 /** Begins a tenant's work on replica rows: tenant settings for the RLS policy, pinned output settings. */
 export async function enterTenant(client: pg.ClientBase, tenant: Tenant): Promise<void> {
   // One statement: the tenant (for row-level security) and the pinned settings together.
-  await client.query(
-    /* sql */ `${PINNED_SETTINGS_SQL}, set_config('tidemark.client_id', $1::text, true), set_config('tidemark.database_id', $2::text, true)`,
-    [tenant.clientId, tenant.databaseId],
-  );
+  await client.query(/* sql */ `${PINNED_SETTINGS_SQL}, set_config('tidemark.client_id', $1::text, true), set_config('tidemark.database_id', $2::text, true)`, [
+    tenant.clientId,
+    tenant.databaseId,
+  ]);
 }
 
 /** The tenant condition on a replica table; the tenant is bound as $1 (client) and $2 (database). */
