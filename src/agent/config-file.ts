@@ -76,6 +76,12 @@ export function configValueOf(file: string, key: string): string | { env: string
   return undefined;
 }
 
+/** The file's top-level `key` as parsed (any YAML value), or undefined when the file or the key is absent. */
+export function configSectionOf(file: string, key: string): unknown {
+  const text = readIfExists(file);
+  return text === undefined ? undefined : parseDocument(text).toJS()?.[key];
+}
+
 /**
  * The API key as the config file holds it now, re-read when the file changed (by mtime and size):
  * a running agent follows `tidemark rotate-key` without a restart. Only when the key in use came

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 
-import { writeConfigValues } from '../agent/config-file.js';
+import { configSectionOf, writeConfigValues } from '../agent/config-file.js';
+import { tlsConfigSchema } from '../shared/config/agent-config.js';
 import { ConfigError } from '../shared/errors.js';
 import { CLIENT_ID_PATTERN } from '../shared/protocol.js';
 import { registerDatabase } from './admin-client.js';
@@ -56,11 +57,19 @@ async function registerWithToken(token: string, flags: RegisterFlags): Promise<v
   } catch {
     throw new ConfigError(`invalid --server ${JSON.stringify(serverUrl)}: use a URL such as https://sync.example.com`);
   }
-  const result = await enrollDatabase(serverUrl, token, flags.name, networkFrom({}, process.env));
+  // The agent config may already say how to reach the server (tls.caFile for a private CA, a client certificate).
+  const result = await enrollDatabase(serverUrl, token, flags.name, networkFrom(flags.config ? tlsOfConfigFile(flags.config) : {}, process.env));
   if (flags.config) {
     writeConfigValues(flags.config, { serverUrl, clientId: result.clientId, databaseId: result.databaseId, apiKey: result.apiKey });
     process.stdout.write(`${JSON.stringify({ clientId: result.clientId, databaseId: result.databaseId, config: flags.config })}\n`);
     return;
   }
   process.stdout.write(`${JSON.stringify({ clientId: result.clientId, databaseId: result.databaseId, apiKey: result.apiKey })}\n`);
+}
+
+/** The `tls` section of the agent config file being registered (checked as the agent checks it); none when absent. */
+function tlsOfConfigFile(file: string): { caFile?: string | undefined; certFile?: string | undefined; keyFile?: string | undefined } {
+  const parsed = tlsConfigSchema.safeParse(configSectionOf(file, 'tls') ?? {});
+  if (!parsed.success) throw new ConfigError(`${file}: tls: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'tls'}: ${i.message}`).join('; ')}`);
+  return parsed.data;
 }

@@ -182,6 +182,31 @@ describe('agent networks', { timeout: 300_000 }, () => {
   });
 });
 
+describe('registration over TLS', () => {
+  it("registers with an enrollment token through HTTPS with a private CA and a client certificate, read from the agent config's tls section", async () => {
+    const certs = makeCertificates();
+    await using server = await startTestServer();
+    await using front = await startTlsFront(server.url, certs);
+    const token = await tidemark(['enroll-token', '--server', server.url, '--admin-key', server.adminKey, '--client', 'acme']);
+    expect(token.code).toBe(0);
+    const { token: enrollToken } = JSON.parse(token.stdout) as { token: string };
+    const file = join(certs.dir, 'agent.yaml');
+    const tls = ['tls:', `  caFile: ${certs.ca}`, `  certFile: ${certs.clientCert}`, `  keyFile: ${certs.clientKey}`];
+    writeFileSync(file, `databaseUrl: postgresql://127.0.0.1/erp\n${tls.join('\n')}\n`);
+    const reg = await tidemark(['register', '--server', front.url, '--enroll-token', enrollToken, '--name', 'Lyon', '--config', file]);
+    expect(reg.stderr).toBe('');
+    expect(reg.code).toBe(0);
+    expect(readFileSync(file, 'utf8')).toMatch(/apiKey: tmk_/);
+    expect(front.clients).toEqual(['acme agent']);
+    // A tls section the agent would refuse is refused here too, in one line.
+    writeFileSync(file, `tls:\n  certFile: ${certs.clientCert}\n`);
+    const bad = await tidemark(['register', '--server', front.url, '--enroll-token', enrollToken, '--name', 'Lyon', '--config', file]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toMatch(/certFile and keyFile go together/);
+  });
+});
+
 describe('local database TLS', () => {
   it('takes sslmode, sslrootcert, sslcert and sslkey from the URL or the keyword/value form, as libpq does', () => {
     const certs = makeCertificates();
