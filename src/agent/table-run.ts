@@ -117,6 +117,13 @@ export async function runTable(input: TableRunInput): Promise<void> {
       await local.state.saveUploadResume(name, { after: { version: last.version, key: last.key }, xip, baseline });
       resumeSaved = true;
     };
+    // Remote rows above the local max version cannot exist locally (step 3 deletes them).
+    const remoteMax = big(summary.maxVersion);
+    const deleteAbove = !restored && remoteMax !== null && (localMax === null || remoteMax > BigInt(localMax));
+    // The settle (step 4) may go with the main range's last batch when nothing comes between them.
+    const settle = { settledVersion: snapshot.xmin, settledXmax: snapshot.xmax, settledXip: snapshot.xip };
+    const finalSettle = !deleteAbove && !idleSettled ? { settle, maxModified: localModified } : undefined;
+    let settledWithRows: TableSummary | undefined;
     for (const [i, range] of ranges.entries()) {
       // With the budget spent, stop once this run has moved something (however long its set-up took).
       if (budget.exhausted() && result.rowsUploaded > 0) {
@@ -124,15 +131,18 @@ export async function runTable(input: TableRunInput): Promise<void> {
         break;
       }
       const main = i === ranges.length - 1;
-      const s = await uploader.upload(await snap.copyOut(range), { insertOnly: remoteEmpty, ...(main ? { onProgress: saveResume } : {}) });
+      const s = await uploader.upload(await snap.copyOut(range), {
+        insertOnly: remoteEmpty,
+        ...(main ? { onProgress: saveResume, ...(finalSettle && complete ? { finalSettle } : {}) } : {}),
+      });
       addUpload(ctx, s);
       complete &&= s.complete;
+      settledWithRows = complete ? s.settled : undefined;
     }
 
     // 3. Remote rows above the local max version cannot exist locally (after a restore or a move,
     // the whole-table verification below sorts them out, without emptying the replica first).
-    const remoteMax = big(summary.maxVersion);
-    if (!restored && remoteMax !== null && (localMax === null || remoteMax > BigInt(localMax))) {
+    if (deleteAbove) {
       const del = await remote.delete(name, localMax === null ? { all: true } : { aboveVersion: localMax });
       result.rowsDeleted += del.rowsDeleted;
       metrics.rowsDeleted.inc({ table: label, reason: 'above_version' }, del.rowsDeleted);
@@ -142,12 +152,9 @@ export async function runTable(input: TableRunInput): Promise<void> {
     // 4. Settle the horizon (only once every visible row above it is up).
     if (idleSettled) await local.state.save(name, { lastSettledVersion: summary.settledVersion });
     else if (complete) {
-      const settled = await remote.upload(name, Buffer.alloc(0), {
-        settle: { settledVersion: snapshot.xmin, settledXmax: snapshot.xmax, settledXip: snapshot.xip },
-        maxModified: localModified,
-        timeoutMs: settings.batchTimeoutSeconds * 1000,
-      });
-      summary = settled.summary;
+      summary =
+        settledWithRows ??
+        (await remote.upload(name, Buffer.alloc(0), { settle, maxModified: localModified, timeoutMs: settings.batchTimeoutSeconds * 1000 })).summary;
       // Goes back with the local database: how a restored backup is told (change-detection.ts).
       await local.state.save(name, { lastSettledVersion: summary.settledVersion });
       if (resumeSaved) await local.state.saveUploadResume(name, null);

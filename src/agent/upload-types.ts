@@ -1,11 +1,12 @@
 /** The uploader's inputs, options, results and per-upload state (uploader.ts). */
 import type { Logger } from '../shared/logger.js';
+import type { TableSummary } from '../shared/protocol.js';
 import type { AgentMetrics } from './agent-metrics.js';
 import type { BatchTuner } from './batch-tuner.js';
 import type { BatchHistory } from './local/batch-history.js';
 import type { LocalTable } from './local/local-catalog.js';
 import type { QuarantineRetry, QuarantineStore } from './local/quarantine-store.js';
-import type { Remote, RemoteError } from './remote.js';
+import type { Remote, RemoteError, UploadOptions as RemoteUploadOptions } from './remote.js';
 import type { RunBudget } from './run-budget.js';
 
 export interface UploaderDeps {
@@ -51,6 +52,8 @@ export interface UploadStats {
    * stream is through (unconfirmed rows hold it back). Where an interrupted upload resumes.
    */
   lastRow?: { key: string[]; version: string };
+  /** The server's summary when `finalSettle` went with the last batch and was applied with it. */
+  settled?: TableSummary;
 }
 
 export interface UploadCallOptions {
@@ -63,6 +66,13 @@ export interface UploadCallOptions {
    * before the next batch is sent: the caller persists its resume point there.
    */
   onProgress?: (lastRow: { key: string[]; version: string }) => Promise<void>;
+  /**
+   * A settle to send with the stream's last batch when that batch is sent alone, after every other
+   * row of the stream is through and none waits to be confirmed (one request less for a run whose
+   * changes fit in a batch). Sent once: a batch that fails goes on without it, and `settled` then
+   * stays unset (the caller settles by itself).
+   */
+  finalSettle?: Pick<RemoteUploadOptions, 'settle' | 'maxModified'>;
 }
 
 /** State of one upload() call. */
@@ -74,4 +84,6 @@ export interface UploadContext {
   recorded: number;
   /** Send batches as plain inserts (the remote held none of the table's rows); off after a conflict. */
   insertOnly: boolean;
+  /** The settle the next request carries (UploadCallOptions.finalSettle), taken by that request whatever its outcome. */
+  settleWith?: Pick<RemoteUploadOptions, 'settle' | 'maxModified'> | undefined;
 }

@@ -70,8 +70,11 @@ export class Uploader {
     const { stats } = ctx;
     const started = performance.now();
     this.d.budget.spend();
+    const settle = ctx.settleWith;
+    ctx.settleWith = undefined;
     try {
-      await remote.upload(table.name, buf, { timeoutMs: this.d.timeoutMs, insertOnly: ctx.insertOnly });
+      const result = await remote.upload(table.name, buf, { timeoutMs: this.d.timeoutMs, insertOnly: ctx.insertOnly, ...settle });
+      if (settle) stats.settled = result.summary;
       const seconds = (performance.now() - started) / 1000;
       tuner.success(rows, buf.length, seconds);
       metrics.batchDuration.observe({ table: this.label, outcome: 'ok' }, seconds);
@@ -261,13 +264,16 @@ export class Uploader {
      */
     let halves: { maxRows: number; rows: number }[] = [];
     const maxRows = (): number => Math.min(ctx.suspects.length > 0 ? 1 : Number.POSITIVE_INFINITY, ...halves.map((h) => h.maxRows));
-    const sendNext = (): void => {
+    const sendNext = (final: boolean): void => {
       const all = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
       const size = this.d.tuner.size;
       const end = cutPoint(all, Math.min(size.rows, maxRows()), size.bytes);
       const batch = all.subarray(0, end);
       const rest = all.subarray(end);
       const rows = countRows(batch);
+      // The stream's last rows, sent alone with everything before them through: the settle may go with them.
+      if (final && rest.length === 0 && options.finalSettle && ctx.suspects.length === 0 && halves.length === 0 && stats.unconfirmed === 0)
+        ctx.settleWith = options.finalSettle;
       pending = rest.length > 0 ? [rest] : [];
       pendingBytes = rest.length;
       pendingRows -= rows;
@@ -315,7 +321,7 @@ export class Uploader {
         if (pendingRows === 0 || (!full && !final)) return true;
         // Past the deadline no batch starts, but every upload sends one: a run always makes progress.
         if (ctx.recorded > 0 && this.d.budget.exhausted()) return false;
-        sendNext();
+        sendNext(final);
       }
     };
     try {

@@ -6,7 +6,8 @@
  *  - an idle run (this protocol): PUT declare carrying `idleSettle`;
  *  - an idle run as agents made it before (the old protocol): PUT declare, then POST with an empty
  *    body and the settle in the query;
- *  - a run that uploads: PUT declare, POST of the changed rows (COPY text), POST of the settle.
+ *  - a run that uploads: PUT declare, POST of the changed rows (COPY text) carrying the settle (its
+ *    changes fit in one batch: the agent sends the settle with its last batch).
  * Each simulated table keeps a horizon that moves like a local database's transaction ids.
  */
 import { randomUUID } from 'node:crypto';
@@ -146,9 +147,10 @@ export async function uploadRun(http: FleetHttp, t: FleetTable, rows: number, ke
     seen.add(k);
     return true;
   });
-  remember(t, await http.send('POST', path(t), body.join(''), headers(t, { 'content-type': 'text/tab-separated-values' })));
-  t.known.maxVersion = v;
-  remember(t, await settle(http, t, nextXid()));
+  // The rows' versions are below the settle's horizon (the run's snapshot came after their commit).
+  const horizon = nextXid();
+  const q = new URLSearchParams({ settledVersion: horizon, settledXmax: horizon });
+  remember(t, await http.send('POST', path(t, `?${q.toString()}`), body.join(''), headers(t, { 'content-type': 'text/tab-separated-values' })));
 }
 
 /** Registers `tenants` databases with `tables` tables each, each table declared with `rows` rows and settled. */
