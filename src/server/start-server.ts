@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 
 import type { FastifyInstance } from 'fastify';
 import { parseListen } from '../shared/config/load-config.js';
-import type { ServerConfig } from '../shared/config/server-config.js';
+import { type ServerConfig, UPLOAD_POOL_HEADROOM } from '../shared/config/server-config.js';
 import { ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { classifyPgError, createPool } from '../shared/pg.js';
@@ -16,6 +16,7 @@ import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
 import { createServerMetrics } from './server-metrics.js';
 import type { StatementCounter } from './statement-counter.js';
+import { UploadAdmission } from './upload-admission.js';
 
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:8080 */
@@ -37,6 +38,8 @@ export interface StartServerOptions {
   statements?: StatementCounter;
   /** Requests that may wait for a database connection before new ones are shed (default: SHED_WAITING_PER_CONNECTION x poolMax). */
   poolWaitingLimit?: number;
+  /** The uploads' admission control (default: from uploadMaxConcurrent and uploadQueueSeconds). */
+  uploadAdmission?: UploadAdmission;
 }
 
 /**
@@ -110,6 +113,13 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       bundles: new PgBundleStore(pool),
       fleet,
       keys: new PgKeyStore(pool),
+      uploads:
+        options.uploadAdmission ??
+        new UploadAdmission({
+          maxConcurrent: config.uploadMaxConcurrent ?? Math.max(1, config.poolMax - UPLOAD_POOL_HEADROOM),
+          maxWaitMs: config.uploadQueueSeconds * 1000,
+          retryAfterSeconds: SHED_RETRY_AFTER_SECONDS,
+        }),
       overloaded: () => (pool.waitingCount > waitingLimit ? SHED_RETRY_AFTER_SECONDS : null),
       poolTimedOut: isPoolTimeout,
       ready: async () => {
