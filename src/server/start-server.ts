@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 
 import type { FastifyInstance } from 'fastify';
 import { parseListen } from '../shared/config/load-config.js';
-import { type ServerConfig, UPLOAD_POOL_HEADROOM } from '../shared/config/server-config.js';
+import { SERVER_DEFAULTS, type ServerConfig, UPLOAD_POOL_HEADROOM } from '../shared/config/server-config.js';
 import { ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { classifyPgError, createPool } from '../shared/pg.js';
@@ -116,7 +116,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       uploads:
         options.uploadAdmission ??
         new UploadAdmission({
-          maxConcurrent: config.uploadMaxConcurrent ?? Math.max(1, config.poolMax - UPLOAD_POOL_HEADROOM),
+          maxConcurrent: config.uploadMaxConcurrent ?? Math.max(1, Math.min(SERVER_DEFAULTS.uploadMaxConcurrent, config.poolMax - UPLOAD_POOL_HEADROOM)),
           maxWaitMs: config.uploadQueueSeconds * 1000,
           retryAfterSeconds: SHED_RETRY_AFTER_SECONDS,
         }),

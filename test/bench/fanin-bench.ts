@@ -64,7 +64,7 @@ function envInts(name: string, fallback: string): number[] {
 }
 
 /** First-sync batches of bench_items rows (support.ts's shape, ~100 bytes a row), each about `bytes` long. */
-function makeBatches(count: number, bytes: number): { bodies: Buffer[]; rowsPerBatch: number } {
+function makeBatches(count: number, bytes: number): { bodies: Buffer[]; rowsPerBatch: number; rows: number } {
   const bodies: Buffer[] = [];
   let id = 0;
   let rowsPerBatch = 0;
@@ -82,12 +82,13 @@ function makeBatches(count: number, bytes: number): { bodies: Buffer[]; rowsPerB
     if (rowsPerBatch === 0) rowsPerBatch = lines.length;
     bodies.push(Buffer.from(lines.join('')));
   }
-  return { bodies, rowsPerBatch };
+  return { bodies, rowsPerBatch, rows: id };
 }
 
 /** Counts of the server's backends' states, sampled from pg_stat_activity. */
 class WaitSampler {
   private readonly counts = new Map<string, number>();
+  private readonly extendOn = new Map<string, number>();
   private samples = 0;
   private running = true;
   private readonly done: Promise<void>;
@@ -98,6 +99,7 @@ class WaitSampler {
 
   private async loop(url: string): Promise<void> {
     const c = new pg.Client({ connectionString: url });
+    c.on('error', (e) => log(`fanin: the wait sampler's connection failed: ${e.message}`));
     await c.connect();
     try {
       while (this.running) {
@@ -108,8 +110,15 @@ class WaitSampler {
                         where application_name = 'tidemark-server' and state <> 'idle' and pid <> pg_backend_pid()
                         group by 1`,
         );
+        // Which relation the extension waits are for: the heap, or one of its indexes.
+        const ext = await c.query<{ rel: string; n: number }>(
+          /* sql */ `select l.relation::regclass::text as rel, count(*)::int as n from pg_locks l
+                        where l.locktype = 'extend' and not l.granted and l.database = (select oid from pg_database where datname = current_database())
+                        group by 1`,
+        );
         this.samples++;
         for (const r of rows) this.counts.set(r.ev, (this.counts.get(r.ev) ?? 0) + r.n);
+        for (const r of ext.rows) this.extendOn.set(r.rel, (this.extendOn.get(r.rel) ?? 0) + r.n);
         await sleep(100);
       }
     } finally {
@@ -118,7 +127,7 @@ class WaitSampler {
   }
 
   /** The most frequent states, as the mean number of backends in each: "Lock:extend 12.3, CPU 2.0". */
-  async stop(): Promise<{ text: string; busy: number; extend: number }> {
+  async stop(): Promise<{ text: string; busy: number; extend: number; extendOn: string }> {
     this.running = false;
     await this.done;
     const n = Math.max(1, this.samples);
@@ -131,6 +140,10 @@ class WaitSampler {
         .join(', '),
       busy,
       extend: (this.counts.get('Lock:extend') ?? 0) / n,
+      extendOn: [...this.extendOn.entries()]
+        .sort((a, b) => b[1] - a[1])
+        .map(([rel, k]) => `${rel.replace(/^.*_tm_/, 'tm_')} ${(k / n).toFixed(1)}`)
+        .join(', '),
     };
   }
 }
@@ -166,7 +179,7 @@ async function round(
   dbUrl: string,
   agents: number,
   tag: string,
-  batches: { bodies: Buffer[]; rowsPerBatch: number },
+  batches: { bodies: Buffer[]; rows: number },
 ): Promise<Round> {
   const http = new FleetHttp(serverUrl, agents + 4);
   try {
@@ -227,7 +240,7 @@ async function round(
     const seconds = (performance.now() - t0) / 1000;
     const waits = await sampler.stop();
     const wal = await walSince(dbUrl, lsn);
-    const expected = agents * batches.bodies.length * batches.rowsPerBatch;
+    const expected = agents * batches.rows;
     const [count] = await sql<{ n: string }>(dbUrl, `select count(*)::text as n from public.${TABLE} where tidemark_client_id like $1::text`, [`${tag}c%`]);
     const errors = [...statuses.entries()].filter(([s]) => s < 200 || s >= 300).reduce((s, [, k]) => s + k, 0);
     if (Number(count?.n) !== rows) throw new Error(`the replica holds ${count?.n} rows of this round, the answers said ${rows}`);
@@ -242,7 +255,7 @@ async function round(
           .map(([s, k]) => `${k}x${s}`)
           .join(' ') + (rows < expected ? ` (${expected - rows} rows not loaded)` : ''),
       errors,
-      waits: waits.text,
+      waits: waits.text + (waits.extendOn ? ` (extend waits on: ${waits.extendOn})` : ''),
       busyBackends: waits.busy,
       extendBackends: waits.extend,
       walPerByte: wal / bytesSent,

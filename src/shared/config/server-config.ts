@@ -16,6 +16,7 @@ export const SERVER_DEFAULTS = {
   tenantMaxConcurrentRequests: 32,
   fleetSilentAfterSeconds: 900,
   fleetMetricsRefreshSeconds: 30,
+  uploadMaxConcurrent: 4,
   uploadQueueSeconds: 20,
 } as const;
 
@@ -49,8 +50,9 @@ export const serverConfigSchema = z.object({
   tenantMaxColumns: z.coerce.number().int().min(2).max(1600).default(SERVER_DEFAULTS.tenantMaxColumns),
   /**
    * Uploads with rows that load into the database at once, all tenants together; more wait in a
-   * queue of the server process (docs/scaling.md, Fan-in). Default: poolMax minus 4, at least 1.
-   * Env TIDEMARK_UPLOAD_MAX_CONCURRENT.
+   * queue of the server process (docs/scaling.md, Fan-in). About twice the database server's CPU
+   * cores: past that, concurrent loads into one replica table only wait on its extension lock.
+   * Default 4 (at most poolMax minus 4, at least 1). Env TIDEMARK_UPLOAD_MAX_CONCURRENT.
    */
   uploadMaxConcurrent: z.coerce.number().int().min(1).optional(),
   /**
