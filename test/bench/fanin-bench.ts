@@ -20,9 +20,10 @@
  *
  * Env TIDEMARK_BENCH_FANIN_: AGENTS (8,32), BATCHES (total batches per round, 64; --quick 32),
  * BATCH_BYTES (4 MiB), VARIANTS (unlimited,admission; also `k<K>` for admission with K slots),
- * PG (18; 18,15 adds the system PostgreSQL 15).
+ * PG (18; 18,15 adds the system PostgreSQL 15), PG_LOG (a file for the embedded cluster's log).
  */
 import { randomUUID } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -38,6 +39,7 @@ const PART = 'fanin';
 const TABLE = 'fanin_items';
 /** The agent's tries of one shed batch (uploader.ts); the wait is the server's Retry-After, 2 s. */
 const OVERLOAD_RETRIES = 3;
+const NETWORK_RETRIES = 2;
 const RETRY_AFTER_SECONDS = 2;
 
 const DECLARATION: TableDeclaration = {
@@ -212,13 +214,18 @@ async function round(
     const statuses = new Map<number, number>();
     let bytesSent = 0;
     let rows = 0;
+    let lastFailure = '';
     const upload = async (i: number): Promise<void> => {
       const t = tenants[i] as RegisterResult & { agentId: string };
       const path = `${tablePath(t.clientId, t.databaseId, table)}?insertOnly=true`;
       for (const body of batches.bodies) {
         for (let attempt = 0; ; attempt++) {
           bytesSent += body.length;
-          const a = await http.send('POST', path, body, headers(t, { 'content-type': COPY_CONTENT_TYPE }));
+          // A connection reset (the server answered before reading the body, then closed) is status 0.
+          const a = await http.send('POST', path, body, headers(t, { 'content-type': COPY_CONTENT_TYPE })).catch((e: unknown) => {
+            lastFailure = (e as Error).message;
+            return { status: 0, text: '' };
+          });
           statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1);
           if (a.status === 200) {
             rows += (JSON.parse(a.text) as { rowsInserted: number }).rowsInserted;
@@ -229,6 +236,11 @@ async function round(
             await sleep(RETRY_AFTER_SECONDS * 1000);
             continue;
           }
+          // The agent retries a reset twice, quickly.
+          if (a.status === 0 && attempt < NETWORK_RETRIES) {
+            await sleep(250 * 2 ** attempt);
+            continue;
+          }
           return; // the agent's run would fail here; counted in statuses
         }
       }
@@ -236,9 +248,11 @@ async function round(
     const lsn = await walLsn(dbUrl);
     const sampler = new WaitSampler(dbUrl);
     const t0 = performance.now();
-    await Promise.all(Array.from({ length: agents }, (_, i) => upload(i)));
+    const outcomes = await Promise.allSettled(Array.from({ length: agents }, (_, i) => upload(i)));
     const seconds = (performance.now() - t0) / 1000;
     const waits = await sampler.stop();
+    for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
+    if (lastFailure) log(`  last connection failure: ${lastFailure}`);
     const wal = await walSince(dbUrl, lsn);
     const expected = agents * batches.rows;
     const [count] = await sql<{ n: string }>(dbUrl, `select count(*)::text as n from public.${TABLE} where tidemark_client_id like $1::text`, [`${tag}c%`]);
@@ -252,7 +266,7 @@ async function round(
       statuses:
         [...statuses.entries()]
           .sort((a, b) => a[0] - b[0])
-          .map(([s, k]) => `${k}x${s}`)
+          .map(([s, k]) => `${k}x${s === 0 ? 'reset' : s}`)
           .join(' ') + (rows < expected ? ` (${expected - rows} rows not loaded)` : ''),
       errors,
       waits: waits.text + (waits.extendOn ? ` (extend waits on: ${waits.extendOn})` : ''),
@@ -283,7 +297,9 @@ export async function faninBench(options: BenchOptions, results: Results): Promi
     `fanin: ${agentsList.join(', ')} uploaders; ${totalBatches} batches of ${mb(batchBytes)} a round; variants ${variants.join(', ')}; load ${loadavg()[0]?.toFixed(1)}`,
   );
   for (const major of majors) {
-    const cluster: Cluster = major === 15 ? await startPg15Cluster() : await startEmbeddedCluster();
+    const pgLog = process.env.TIDEMARK_BENCH_FANIN_PG_LOG;
+    const cluster: Cluster =
+      major === 15 ? await startPg15Cluster() : await startEmbeddedCluster(pgLog ? { onLog: (line) => appendFileSync(pgLog, `${line}\n`) } : {});
     try {
       for (const variant of variants) {
         const db = `fanin_${variant}`;
