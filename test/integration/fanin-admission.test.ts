@@ -140,7 +140,9 @@ describe('fan-in: admission control of uploads', () => {
       const holding = openUpload(server, a, 'agent-a', rows(1, 50));
       await admittedA;
       const queued = once(admission, 'queued');
-      const second = remoteB.upload(TABLE, Buffer.from(rows(1, 30)), { insertOnly: true, timeoutMs: TIMEOUT_MS }).catch((e: unknown) => e);
+      // A body larger than the sockets' buffers (~1.5 MB): the 503 is sent before any of it is read,
+      // and must reach the agent as an answer, not as a connection reset.
+      const second = remoteB.upload(TABLE, Buffer.from(rows(1, 60_000)), { insertOnly: true, timeoutMs: TIMEOUT_MS }).catch((e: unknown) => e);
       await queued;
       fireLast();
       const err = await second;
