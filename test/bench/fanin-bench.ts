@@ -36,6 +36,7 @@ import { startPg15Cluster } from './pg15-cluster.js';
 import { type BenchOptions, log, mb, type Results, sql, startServerChild } from './support.js';
 
 const PART = 'fanin';
+/** Each round loads a fresh table of its own (fanin_items_8, ...): first syncs into an empty replica, rounds alike. */
 const TABLE = 'fanin_items';
 /** The agent's tries of one shed batch (uploader.ts); the wait is the server's Retry-After, 2 s. */
 const OVERLOAD_RETRIES = 3;
@@ -195,7 +196,7 @@ async function round(
       if (a.status !== 200 && a.status !== 201) throw new Error(`register: ${a.status} ${a.text}`);
       tenants[i] = { ...(JSON.parse(a.text) as RegisterResult), agentId: randomUUID() };
     });
-    const table = { schema: 'public', name: TABLE };
+    const table = { schema: 'public', name: `${TABLE}_${agents}` };
     const headers = (t: RegisterResult & { agentId: string }, extra: Record<string, string>): Record<string, string> => ({
       authorization: `Bearer ${t.apiKey}`,
       'x-tidemark-agent-id': t.agentId,
@@ -255,7 +256,9 @@ async function round(
     if (lastFailure) log(`  last connection failure: ${lastFailure}`);
     const wal = await walSince(dbUrl, lsn);
     const expected = agents * batches.rows;
-    const [count] = await sql<{ n: string }>(dbUrl, `select count(*)::text as n from public.${TABLE} where tidemark_client_id like $1::text`, [`${tag}c%`]);
+    const [count] = await sql<{ n: string }>(dbUrl, `select count(*)::text as n from public.${TABLE}_${agents} where tidemark_client_id like $1::text`, [
+      `${tag}c%`,
+    ]);
     const errors = [...statuses.entries()].filter(([s]) => s < 200 || s >= 300).reduce((s, [, k]) => s + k, 0);
     if (Number(count?.n) !== rows) throw new Error(`the replica holds ${count?.n} rows of this round, the answers said ${rows}`);
     return {
