@@ -18,7 +18,8 @@
  * upload loads at once, as before) and `admission` (the server's default), each on a fresh server
  * and a fresh replica table.
  *
- * Env TIDEMARK_BENCH_FANIN_: AGENTS (8,32), BATCHES (total batches per round, 64; --quick 32),
+ * Env TIDEMARK_BENCH_FANIN_: AGENTS (8,32), BATCHES (total batches per round, 32; --quick 16), REPEATS
+ * (2: rounds run 8, 32, 32, 8, and each N's rows/s is over its rounds),
  * BATCH_BYTES (4 MiB), VARIANTS (unlimited,admission; also `k<K>` for admission with K slots),
  * PG (18; 18,15 adds the system PostgreSQL 15), PG_LOG (a file for the embedded cluster's log).
  */
@@ -182,6 +183,7 @@ async function round(
   dbUrl: string,
   agents: number,
   tag: string,
+  tableName: string,
   batches: { bodies: Buffer[]; rows: number },
 ): Promise<Round> {
   const http = new FleetHttp(serverUrl, agents + 4);
@@ -196,7 +198,7 @@ async function round(
       if (a.status !== 200 && a.status !== 201) throw new Error(`register: ${a.status} ${a.text}`);
       tenants[i] = { ...(JSON.parse(a.text) as RegisterResult), agentId: randomUUID() };
     });
-    const table = { schema: 'public', name: `${TABLE}_${agents}` };
+    const table = { schema: 'public', name: tableName };
     const headers = (t: RegisterResult & { agentId: string }, extra: Record<string, string>): Record<string, string> => ({
       authorization: `Bearer ${t.apiKey}`,
       'x-tidemark-agent-id': t.agentId,
@@ -256,9 +258,7 @@ async function round(
     if (lastFailure) log(`  last connection failure: ${lastFailure}`);
     const wal = await walSince(dbUrl, lsn);
     const expected = agents * batches.rows;
-    const [count] = await sql<{ n: string }>(dbUrl, `select count(*)::text as n from public.${TABLE}_${agents} where tidemark_client_id like $1::text`, [
-      `${tag}c%`,
-    ]);
+    const [count] = await sql<{ n: string }>(dbUrl, `select count(*)::text as n from public.${tableName} where tidemark_client_id like $1::text`, [`${tag}c%`]);
     const errors = [...statuses.entries()].filter(([s]) => s < 200 || s >= 300).reduce((s, [, k]) => s + k, 0);
     if (Number(count?.n) !== rows) throw new Error(`the replica holds ${count?.n} rows of this round, the answers said ${rows}`);
     return {
@@ -291,11 +291,19 @@ interface Cluster {
 
 export async function faninBench(options: BenchOptions, results: Results): Promise<void> {
   const agentsList = envInts('AGENTS', '8,32');
-  const totalBatches = envInts('BATCHES', options.quick ? '32' : '64')[0] as number;
+  const totalBatches = envInts('BATCHES', options.quick ? '16' : '32')[0] as number;
   const batchBytes = envInts('BATCH_BYTES', String(4 * 1024 * 1024))[0] as number;
   const variants = envText('VARIANTS', 'unlimited,admission').split(',');
   const majors = envInts('PG', '18');
   const maxAgents = Math.max(...agentsList);
+  const repeats = envInts('REPEATS', '2')[0] as number;
+  /** rows/s by variant and uploaders, for ratios across variants. */
+  const rateOf = new Map<string, Map<number, number>>();
+  const ratio = (metric: string, value: number | undefined, baseline: number | undefined): void => {
+    if (value === undefined || baseline === undefined) return;
+    const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+    results.ratio(PART, metric, fmt(value), fmt(baseline), value / baseline, '>= 1.0');
+  };
   log(
     `fanin: ${agentsList.join(', ')} uploaders; ${totalBatches} batches of ${mb(batchBytes)} a round; variants ${variants.join(', ')}; load ${loadavg()[0]?.toFixed(1)}`,
   );
@@ -317,35 +325,49 @@ export async function faninBench(options: BenchOptions, results: Results): Promi
         if (saved === undefined) delete process.env.TIDEMARK_UPLOAD_MAX_CONCURRENT;
         else process.env.TIDEMARK_UPLOAD_MAX_CONCURRENT = saved;
         try {
-          const rounds: Round[] = [];
-          for (const agents of agentsList) {
-            const batches = makeBatches(Math.max(1, Math.round(totalBatches / agents)), batchBytes);
-            log(
-              `fanin pg${major} ${variant}: ${agents} uploaders x ${batches.bodies.length} batches of ${batches.rowsPerBatch} rows (load ${loadavg()[0]?.toFixed(1)})`,
-            );
-            await sql(dbUrl, 'checkpoint');
-            const r = await round(server.url, server.adminKey, dbUrl, agents, `${variant}${agents}`, batches);
-            log(
-              `  ${Math.round(r.rowsPerSecond).toLocaleString('en-US')} rows/s (${r.rows} rows in ${r.seconds.toFixed(1)} s); answers ${r.statuses}; WAL/byte ${r.walPerByte.toFixed(2)}; backends ${r.waits}`,
-            );
-            rounds.push(r);
-            const label = `pg${major} ${variant}, ${agents} first syncs at once`;
-            results.add({ part: PART, metric: `${label}: rows/s`, value: `${Math.round(r.rowsPerSecond).toLocaleString('en-US')} (${mb(r.bytesSent)} sent)` });
-            results.add({ part: PART, metric: `${label}: answers`, value: r.statuses, ...(r.errors > 0 ? { met: false } : { met: true }) });
-            results.add({ part: PART, metric: `${label}: backends (mean)`, value: `${r.busyBackends.toFixed(1)} busy: ${r.waits}` });
-            results.add({ part: PART, metric: `${label}: WAL bytes per byte sent`, value: r.walPerByte.toFixed(2) });
+          // Rounds in the order 8, 32, 32, 8 (REPEATS 2): a load that drifts during the run weighs on both alike.
+          const byAgents = new Map<number, Round[]>();
+          for (let rep = 0; rep < repeats; rep++) {
+            for (const agents of rep % 2 === 0 ? agentsList : [...agentsList].reverse()) {
+              const batches = makeBatches(Math.max(1, Math.round(totalBatches / agents)), batchBytes);
+              log(
+                `fanin pg${major} ${variant}: ${agents} uploaders x ${batches.bodies.length} batches of ${batches.rowsPerBatch} rows (load ${loadavg()[0]?.toFixed(1)})`,
+              );
+              await sql(dbUrl, 'checkpoint');
+              const r = await round(server.url, server.adminKey, dbUrl, agents, `${variant}${agents}r${rep}`, `${TABLE}_${agents}_${rep}`, batches);
+              log(
+                `  ${Math.round(r.rowsPerSecond).toLocaleString('en-US')} rows/s (${r.rows} rows in ${r.seconds.toFixed(1)} s); answers ${r.statuses}; WAL/byte ${r.walPerByte.toFixed(2)}; backends ${r.waits}`,
+              );
+              byAgents.set(agents, [...(byAgents.get(agents) ?? []), r]);
+            }
           }
-          const lo = rounds[0];
-          const hi = rounds[rounds.length - 1];
-          if (lo && hi && hi !== lo)
-            results.ratio(
-              PART,
-              `pg${major} ${variant}: rows/s ${hi.agents} vs ${lo.agents} first syncs at once`,
-              Math.round(hi.rowsPerSecond).toLocaleString('en-US'),
-              Math.round(lo.rowsPerSecond).toLocaleString('en-US'),
-              hi.rowsPerSecond / lo.rowsPerSecond,
-              '>= 1.0',
-            );
+          const rates = new Map<number, number>();
+          for (const agents of agentsList) {
+            const rs = byAgents.get(agents) ?? [];
+            const rate = rs.reduce((a, r) => a + r.rows, 0) / rs.reduce((a, r) => a + r.seconds, 0);
+            rates.set(agents, rate);
+            const label = `pg${major} ${variant}, ${agents} first syncs at once`;
+            const sent = rs.reduce((a, r) => a + r.bytesSent, 0);
+            results.add({
+              part: PART,
+              metric: `${label}: rows/s`,
+              value: `${Math.round(rate).toLocaleString('en-US')} (${rs.length} rounds, ${mb(sent)} sent)`,
+            });
+            results.add({
+              part: PART,
+              metric: `${label}: answers`,
+              value: rs.map((r) => r.statuses).join(' | '),
+              met: rs.every((r) => r.errors === 0),
+            });
+            results.add({ part: PART, metric: `${label}: backends (mean, round 1)`, value: `${rs[0]?.busyBackends.toFixed(1)} busy: ${rs[0]?.waits}` });
+            results.add({ part: PART, metric: `${label}: WAL bytes per byte sent`, value: rs.map((r) => r.walPerByte.toFixed(2)).join(', ') });
+          }
+          rateOf.set(`pg${major} ${variant}`, rates);
+          const lo = agentsList[0] as number;
+          if (maxAgents !== lo) ratio(`pg${major} ${variant}: rows/s ${maxAgents} vs ${lo} first syncs at once`, rates.get(maxAgents), rates.get(lo));
+          const before = rateOf.get(`pg${major} unlimited`)?.get(lo);
+          if (variant !== 'unlimited' && before !== undefined)
+            ratio(`pg${major} ${variant}, ${maxAgents} at once vs unlimited (the server before), ${lo} at once`, rates.get(maxAgents), before);
         } finally {
           await server.stop();
         }
