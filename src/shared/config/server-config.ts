@@ -17,7 +17,7 @@ export const SERVER_DEFAULTS = {
   fleetSilentAfterSeconds: 900,
   fleetMetricsRefreshSeconds: 30,
   uploadMaxConcurrent: 4,
-  uploadQueueSeconds: 20,
+  uploadQueueSeconds: 40,
 } as const;
 
 /** Pool connections left to small requests (declarations, idle runs, manifests) when uploads take their share. */
@@ -58,7 +58,7 @@ export const serverConfigSchema = z.object({
   /**
    * Seconds an upload may wait for its turn before the answer is 503 TM_SERVER_OVERLOADED with
    * Retry-After (the agent then sends it again). Keep it well below the agents' batch timeout
-   * (60 s). Default 20. Env TIDEMARK_UPLOAD_QUEUE_SECONDS.
+   * (60 s), which counts the wait too. Default 40. Env TIDEMARK_UPLOAD_QUEUE_SECONDS.
    */
   uploadQueueSeconds: z.coerce.number().min(0).default(SERVER_DEFAULTS.uploadQueueSeconds),
   /** Quota: requests one registered database may have in progress at once (429 past it). */
