@@ -48,6 +48,8 @@ export interface StartServerOptions {
  * short queue drains fast; a long one only turns into connect timeouts (500s, before).
  */
 const SHED_WAITING_PER_CONNECTION = 2;
+/** Uploads smaller than this load without waiting for a slot (upload-admission.ts): a run's few changed rows. */
+const UPLOAD_QUEUE_MIN_BYTES = 64 * 1024;
 /** What a shed request's Retry-After says: agents come back a little later, spread by their jitter. */
 const SHED_RETRY_AFTER_SECONDS = 2;
 
@@ -119,6 +121,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
           maxConcurrent: config.uploadMaxConcurrent ?? Math.max(1, Math.min(SERVER_DEFAULTS.uploadMaxConcurrent, config.poolMax - UPLOAD_POOL_HEADROOM)),
           maxWaitMs: config.uploadQueueSeconds * 1000,
           retryAfterSeconds: SHED_RETRY_AFTER_SECONDS,
+          minBytes: UPLOAD_QUEUE_MIN_BYTES,
         }),
       overloaded: () => (pool.waitingCount > waitingLimit ? SHED_RETRY_AFTER_SECONDS : null),
       poolTimedOut: isPoolTimeout,

@@ -140,9 +140,10 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
       const q = parse(settleSchema, req.query, 'query');
       const encoding = req.headers['content-encoding'] ?? 'identity';
       if (encoding !== 'gzip' && encoding !== 'identity') throw new ProtocolError(ErrorCode.REQUEST_INVALID, 415, 'content-encoding must be gzip or identity');
-      // Rows load only with a slot (a settle with an empty body is one statement and needs none);
-      // the wait holds no database connection, and the body stays unread in the socket meanwhile.
-      const release = declared === 0 ? undefined : await options.uploads?.enter();
+      // Rows load only with a slot (a settle with an empty body is one statement, and a small
+      // body a few rows: they need none); the wait holds no database connection, and the body
+      // stays unread in the socket meanwhile.
+      const release = declared === 0 ? undefined : await options.uploads?.enter(declared);
       const raw = req.body as Readable;
       const counted = byteLimit(options.maxBodyBytes, (n) => metrics.payloadBytes.inc(n));
       // The request stream is piped, not pipelined: a failure further down (COPY refused, the

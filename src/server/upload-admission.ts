@@ -31,6 +31,12 @@ export interface UploadAdmissionOptions {
   maxWaitMs: number;
   /** What the 503's Retry-After says, in seconds. */
   retryAfterSeconds: number;
+  /**
+   * Bodies declared smaller than this (Content-Length) load without a slot: a steady-state run's few
+   * changed rows take milliseconds and add no extension-lock contention, so they do not wait behind
+   * other tenants' first syncs. A body of unknown length (chunked) always takes a slot.
+   */
+  minBytes?: number;
   timer?: QueueTimer;
 }
 
@@ -60,10 +66,12 @@ export class UploadAdmission extends EventEmitter {
   }
 
   /**
-   * Waits for a slot; returns its release (idempotent: call it in `finally`). Throws a 503
-   * RetryLaterError once the wait bound passes; the upload then has written nothing.
+   * Waits for a slot for a body of `bytes` (NaN: unknown); returns its release (idempotent: call it
+   * in `finally`). Throws a 503 RetryLaterError once the wait bound passes; the upload then has
+   * written nothing. A body smaller than `minBytes` needs no slot.
    */
-  async enter(): Promise<() => void> {
+  async enter(bytes = Number.NaN): Promise<() => void> {
+    if (bytes < (this.options.minBytes ?? 0)) return () => {};
     if (this.active < this.options.maxConcurrent && this.queue.length === 0) return this.take();
     await new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {

@@ -91,6 +91,24 @@ describe('upload admission', () => {
     expect(admission.stats()).toEqual({ active: 0, waiting: 0 });
   });
 
+  it('a body declared smaller than minBytes loads without a slot; one of unknown length waits', async () => {
+    const { timer } = manualTimer();
+    const admission = new UploadAdmission({ maxConcurrent: 1, maxWaitMs: 1000, retryAfterSeconds: 2, timer, minBytes: 64 * 1024 });
+    const releaseA = await admission.enter(4 * 1024 * 1024);
+    const small = track(admission.enter(2000));
+    const unknown = track(admission.enter());
+    await flush();
+    expect([small.state, unknown.state]).toEqual(['resolved', 'pending']);
+    expect(admission.stats()).toEqual({ active: 1, waiting: 1 });
+    (small.value as () => void)(); // releasing a slot-less upload frees nothing
+    expect(admission.stats()).toEqual({ active: 1, waiting: 1 });
+    releaseA();
+    await flush();
+    expect(unknown.state).toBe('resolved');
+    (unknown.value as () => void)();
+    expect(admission.stats()).toEqual({ active: 0, waiting: 0 });
+  });
+
   it('a newcomer never overtakes the queue when a slot frees', async () => {
     const { timer } = manualTimer();
     const admission = new UploadAdmission({ maxConcurrent: 1, maxWaitMs: 1000, retryAfterSeconds: 2, timer });
