@@ -95,6 +95,14 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       options.now,
     );
     const waitingLimit = options.poolWaitingLimit ?? SHED_WAITING_PER_CONNECTION * config.poolMax;
+    const uploads =
+      options.uploadAdmission ??
+      new UploadAdmission({
+        maxConcurrent: config.uploadMaxConcurrent ?? Math.max(1, Math.min(SERVER_DEFAULTS.uploadMaxConcurrent, config.poolMax - UPLOAD_POOL_HEADROOM)),
+        maxWaitMs: config.uploadQueueSeconds * 1000,
+        retryAfterSeconds: SHED_RETRY_AFTER_SECONDS,
+        minBytes: UPLOAD_QUEUE_MIN_BYTES,
+      });
     const fleet = { store: new PgFleetStore(pool, config.leaseSeconds), silentAfterSeconds: config.fleetSilentAfterSeconds, now: options.now ?? Date.now };
     const metrics = createServerMetrics({
       activeTenants: () => store.countTenants(),
@@ -115,16 +123,9 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       bundles: new PgBundleStore(pool),
       fleet,
       keys: new PgKeyStore(pool),
-      uploads:
-        options.uploadAdmission ??
-        new UploadAdmission({
-          maxConcurrent: config.uploadMaxConcurrent ?? Math.max(1, Math.min(SERVER_DEFAULTS.uploadMaxConcurrent, config.poolMax - UPLOAD_POOL_HEADROOM)),
-          maxWaitMs: config.uploadQueueSeconds * 1000,
-          retryAfterSeconds: SHED_RETRY_AFTER_SECONDS,
-          minBytes: UPLOAD_QUEUE_MIN_BYTES,
-        }),
       overloaded: () => (pool.waitingCount > waitingLimit ? SHED_RETRY_AFTER_SECONDS : null),
       poolTimedOut: isPoolTimeout,
+      uploads,
       ready: async () => {
         await pool.query('select 1');
       },
