@@ -6,8 +6,8 @@
  * through the admin API and declare the same table (bench_items' shape: one shared replica table);
  * then N simulated uploaders send first-sync batches at once: the requests the agent's uploader
  * makes (POST .../tables/{table}?insertOnly=true, COPY text of ~4 MiB, http-remote.ts), each
- * uploader's batches one after the other, a 503 TM_SERVER_OVERLOADED waited out (its Retry-After)
- * and sent again as the agent does. Simulated, not N real agents with N local databases: one
+ * uploader's batches one after the other, a 503 TM_SERVER_OVERLOADED waited out (2 s, the server's Retry-After)
+ * and sent again as the agent does, a connection reset retried twice. Simulated, not N real agents with N local databases: one
  * machine cannot host them, and the server cannot tell the difference. Every uploader sends the
  * same batches (the tenant columns keep them apart), so a round costs one batch set of memory.
  *
@@ -15,8 +15,8 @@
  * error), the server's backends' wait events sampled from pg_stat_activity every 100 ms, WAL bytes
  * per byte sent (pg_current_wal_lsn), and the ratio of the largest N to the smallest, which the
  * target wants at 1.0 or more. Rounds run per variant: `unlimited` (no admission control: every
- * upload loads at once, as before) and `admission` (the server's default), each on a fresh server
- * and a fresh replica table.
+ * upload loads at once, as before) and `admission` (the server's default), each variant on a fresh
+ * server, each round into a fresh replica table.
  *
  * Env TIDEMARK_BENCH_FANIN_: AGENTS (8,32), BATCHES (total batches per round, 32; --quick 16), REPEATS
  * (2: rounds run 8, 32, 32, 8, and each N's rows/s is over its rounds),
