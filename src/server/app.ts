@@ -23,6 +23,7 @@ import { registerMetricsRoute } from './metrics-route.js';
 import type { ServerMetrics } from './server-metrics.js';
 import { registerTenantRoutes } from './tenant-routes.js';
 import type { TenantStore } from './tenant-store.js';
+import type { UploadAdmission } from './upload-admission.js';
 
 export interface AppOptions {
   store: TenantStore;
@@ -40,6 +41,8 @@ export interface AppOptions {
   metricsBearerToken?: string | undefined;
   /** Load shedding of tenant requests (tenant-routes.ts): the seconds to wait while over capacity, else null. */
   overloaded?: (() => number | null) | undefined;
+  /** Admission control of uploads with rows (upload-admission.ts); without it, every upload loads at once. */
+  uploads?: UploadAdmission | undefined;
   /** True for the pool's connect timeout (start-server.ts): over capacity, answered 503 with Retry-After. */
   poolTimedOut?: ((err: unknown) => boolean) | undefined;
   /** Offline sites' bundle imports (bundle-routes.ts); without it, the bundle routes are absent. */

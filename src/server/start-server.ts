@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 
 import type { FastifyInstance } from 'fastify';
 import { parseListen } from '../shared/config/load-config.js';
-import type { ServerConfig } from '../shared/config/server-config.js';
+import { SERVER_DEFAULTS, type ServerConfig, UPLOAD_POOL_HEADROOM } from '../shared/config/server-config.js';
 import { ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { classifyPgError, createPool } from '../shared/pg.js';
@@ -11,12 +11,14 @@ import { AuthThrottle } from './auth-throttle.js';
 import { PgBundleStore } from './bundle-store.js';
 import { PgFleetStore } from './fleet-store.js';
 import { KeyCache } from './key-cache.js';
+import { SMALL_BODY_BYTES } from './small-batch.js';
 import { PgKeyStore } from './key-store.js';
 import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
 import { createServerMetrics } from './server-metrics.js';
 import type { StatementCounter } from './statement-counter.js';
+import { UploadAdmission } from './upload-admission.js';
 
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:8080 */
@@ -38,6 +40,8 @@ export interface StartServerOptions {
   statements?: StatementCounter;
   /** Requests that may wait for a database connection before new ones are shed (default: SHED_WAITING_PER_CONNECTION x poolMax). */
   poolWaitingLimit?: number;
+  /** The uploads' admission control (default: from uploadMaxConcurrent and uploadQueueSeconds). */
+  uploadAdmission?: UploadAdmission;
 }
 
 /**
@@ -46,6 +50,11 @@ export interface StartServerOptions {
  * short queue drains fast; a long one only turns into connect timeouts (500s, before).
  */
 const SHED_WAITING_PER_CONNECTION = 2;
+/**
+ * Uploads smaller than this load without waiting for a slot (upload-admission.ts): a run's few
+ * changed rows, which the server parses without a staging table (small-batch.ts).
+ */
+const UPLOAD_QUEUE_MIN_BYTES = SMALL_BODY_BYTES + 1;
 /** What a shed request's Retry-After says: agents come back a little later, spread by their jitter. */
 const SHED_RETRY_AFTER_SECONDS = 2;
 
@@ -93,6 +102,14 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       keyCache,
     );
     const waitingLimit = options.poolWaitingLimit ?? SHED_WAITING_PER_CONNECTION * config.poolMax;
+    const uploads =
+      options.uploadAdmission ??
+      new UploadAdmission({
+        maxConcurrent: config.uploadMaxConcurrent ?? Math.max(1, Math.min(SERVER_DEFAULTS.uploadMaxConcurrent, config.poolMax - UPLOAD_POOL_HEADROOM)),
+        maxWaitMs: config.uploadQueueSeconds * 1000,
+        retryAfterSeconds: SHED_RETRY_AFTER_SECONDS,
+        minBytes: UPLOAD_QUEUE_MIN_BYTES,
+      });
     const fleet = { store: new PgFleetStore(pool, config.leaseSeconds), silentAfterSeconds: config.fleetSilentAfterSeconds, now: options.now ?? Date.now };
     const metrics = createServerMetrics({
       activeTenants: () => store.countTenants(),
@@ -115,6 +132,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       keys: new PgKeyStore(pool, keyCache),
       overloaded: () => (pool.waitingCount > waitingLimit ? SHED_RETRY_AFTER_SECONDS : null),
       poolTimedOut: isPoolTimeout,
+      uploads,
       ready: async () => {
         await pool.query('select 1');
       },

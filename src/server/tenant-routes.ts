@@ -25,6 +25,7 @@ import { RetryLaterError } from './http-errors.js';
 import { declarationSchema, deleteSchema, manifestSchema, parse, resyncReportSchema, settleSchema } from './request-schemas.js';
 import type { ServerMetrics } from './server-metrics.js';
 import type { Tenant, TenantStore } from './tenant-store.js';
+import type { UploadAdmission } from './upload-admission.js';
 
 export interface TenantRouteOptions {
   store: TenantStore;
@@ -40,6 +41,8 @@ export interface TenantRouteOptions {
    * seconds to wait, or null when a request may go on.
    */
   overloaded?: (() => number | null) | undefined;
+  /** Uploads with rows wait here for their turn to load (upload-admission.ts; docs/scaling.md, Fan-in). */
+  uploads?: UploadAdmission | undefined;
 }
 
 interface TenantParams {
@@ -137,6 +140,10 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
       const q = parse(settleSchema, req.query, 'query');
       const encoding = req.headers['content-encoding'] ?? 'identity';
       if (encoding !== 'gzip' && encoding !== 'identity') throw new ProtocolError(ErrorCode.REQUEST_INVALID, 415, 'content-encoding must be gzip or identity');
+      // Rows load only with a slot (a settle with an empty body is one statement, and a small
+      // body a few rows: they need none); the wait holds no database connection, and the body
+      // stays unread in the socket meanwhile.
+      const release = declared === 0 ? undefined : await options.uploads?.enter(declared);
       const raw = req.body as Readable;
       const counted = byteLimit(options.maxBodyBytes, (n) => metrics.payloadBytes.inc(n));
       // The request stream is piped, not pipelined: a failure further down (COPY refused, the
@@ -168,13 +175,15 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
         q.settledVersion !== undefined
           ? { settledVersion: q.settledVersion, settledXmax: q.settledXmax ?? q.settledVersion, settledXip: q.settledXip ? q.settledXip.split(',') : [] }
           : undefined;
-      const result = await store.upload(tenant, table, stream, {
-        ...(settle ? { settle } : {}),
-        ...(q.maxModified ? { maxModified: q.maxModified } : {}),
-        insertOnly: q.insertOnly === 'true',
-        emptyBody: declared === 0,
-        ...(encoding === 'identity' && Number.isFinite(declared) ? { bodyBytes: declared } : {}),
-      });
+      const result = await store
+        .upload(tenant, table, stream, {
+          ...(settle ? { settle } : {}),
+          ...(q.maxModified ? { maxModified: q.maxModified } : {}),
+          insertOnly: q.insertOnly === 'true',
+          emptyBody: declared === 0,
+          ...(encoding === 'identity' && Number.isFinite(declared) ? { bodyBytes: declared } : {}),
+        })
+        .finally(() => release?.());
       metrics.rowsIngested.inc(result.rowsInserted + result.rowsUpdated);
       metrics.staleRows.inc(result.rowsReceived - result.rowsInserted - result.rowsUpdated);
       return reply.send(result);

@@ -1,10 +1,11 @@
 /**
- * `npm run bench [-- engine|tuner|verify|source|offline|fleet ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]`
+ * `npm run bench [-- engine|tuner|verify|source|offline|fleet|fanin ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]`
  *
  * Prints tidemark's figures as ratios against baselines measured in the same run (never asserting
  * timings), then one results table. Exits non-zero only when data came out wrong. See README.md.
  */
 import { engineBench } from './engine-bench.js';
+import { faninBench } from './fanin-bench.js';
 import { fleetBench } from './fleet-bench.js';
 import { offlineBench } from './offline-bench.js';
 import { sourceBench } from './source-bench.js';
@@ -19,12 +20,13 @@ const PARTS = {
   source: sourceBench,
   offline: offlineBench,
   fleet: fleetBench,
+  fanin: faninBench,
 } as const;
 type Part = keyof typeof PARTS;
 
 function usage(message: string): never {
   process.stderr.write(
-    `${message}\nusage: main.js [engine|tuner|verify|source|offline|fleet ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]\n`,
+    `${message}\nusage: main.js [engine|tuner|verify|source|offline|fleet|fanin ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]\n`,
   );
   process.exit(2);
 }

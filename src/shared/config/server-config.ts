@@ -17,7 +17,12 @@ export const SERVER_DEFAULTS = {
   tenantMaxConcurrentRequests: 32,
   fleetSilentAfterSeconds: 900,
   fleetMetricsRefreshSeconds: 30,
+  uploadMaxConcurrent: 4,
+  uploadQueueSeconds: 40,
 } as const;
+
+/** Pool connections left to small requests (declarations, idle runs, manifests) when uploads take their share. */
+export const UPLOAD_POOL_HEADROOM = 4;
 
 export const serverConfigSchema = z.object({
   /** The cloud database holding replica tables and tidemark's catalog. */
@@ -51,6 +56,19 @@ export const serverConfigSchema = z.object({
   tenantMaxTables: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.tenantMaxTables),
   /** Quota: columns per declared table, the version column included (403 past it). */
   tenantMaxColumns: z.coerce.number().int().min(2).max(1600).default(SERVER_DEFAULTS.tenantMaxColumns),
+  /**
+   * Uploads with rows that load into the database at once, all tenants together; more wait in a
+   * queue of the server process (docs/scaling.md, Fan-in). About twice the database server's CPU
+   * cores: past that, concurrent loads into one replica table only wait on its extension lock.
+   * Default 4 (at most poolMax minus 4, at least 1). Env TIDEMARK_UPLOAD_MAX_CONCURRENT.
+   */
+  uploadMaxConcurrent: z.coerce.number().int().min(1).optional(),
+  /**
+   * Seconds an upload may wait for its turn before the answer is 503 TM_SERVER_OVERLOADED with
+   * Retry-After (the agent then sends it again). Keep it well below the agents' batch timeout
+   * (60 s), which counts the wait too. Default 40. Env TIDEMARK_UPLOAD_QUEUE_SECONDS.
+   */
+  uploadQueueSeconds: z.coerce.number().min(0).default(SERVER_DEFAULTS.uploadQueueSeconds),
   /** Quota: requests one registered database may have in progress at once (429 past it). */
   tenantMaxConcurrentRequests: z.coerce.number().int().min(1).default(SERVER_DEFAULTS.tenantMaxConcurrentRequests),
   /**
@@ -111,6 +129,8 @@ export const SERVER_ENV: EnvMap = {
   TIDEMARK_SERVER_METRICS_LISTEN: ['metricsListen'],
   TIDEMARK_METRICS_BEARER_TOKEN: ['metricsBearerToken'],
   TIDEMARK_FLEET_METRICS_PER_DATABASE: ['fleetMetricsPerDatabase'],
+  TIDEMARK_UPLOAD_MAX_CONCURRENT: ['uploadMaxConcurrent'],
+  TIDEMARK_UPLOAD_QUEUE_SECONDS: ['uploadQueueSeconds'],
 };
 
 export function loadServerConfig(sources: ConfigSources): Readonly<ServerConfig> {
