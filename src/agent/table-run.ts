@@ -108,8 +108,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const ranges = idleSettled ? [] : uploadRanges(summary, resume);
     // In the main (last) range, the resume point follows every batch that is through: whatever stops
     // the run (the budget, a signal, a crash, a lost link or database), the next run goes on from
-    // there, and sends again at most the batch that was in flight. It stays valid while the server's
-    // settled state is this baseline.
+    // there, and sends again at most the batches that were in flight (one; batch.firstSyncInFlight
+    // in a first sync). It stays valid while the server's settled state is this baseline.
     const xip = [...new Set([...(resume?.xip ?? []), ...snapshot.xip])];
     const baseline = { settledVersion: summary.settledVersion, settledXmax: summary.settledXmax };
     let resumeSaved = saved !== null;
@@ -124,7 +124,12 @@ export async function runTable(input: TableRunInput): Promise<void> {
         break;
       }
       const main = i === ranges.length - 1;
-      const s = await uploader.upload(await snap.copyOut(range), { insertOnly: remoteEmpty, ...(main ? { onProgress: saveResume } : {}) });
+      const s = await uploader.upload(await snap.copyOut(range), {
+        insertOnly: remoteEmpty,
+        // A first sync keeps several batches in flight: the server loads them in parallel.
+        maxInFlight: remoteEmpty ? (settings.firstSyncInFlight ?? 1) : 1,
+        ...(main ? { onProgress: saveResume } : {}),
+      });
       addUpload(ctx, s);
       complete &&= s.complete;
     }

@@ -63,6 +63,12 @@ export interface UploadCallOptions {
    * before the next batch is sent: the caller persists its resume point there.
    */
   onProgress?: (lastRow: { key: string[]; version: string }) => Promise<void>;
+  /**
+   * Requests in flight at once (default 1). Above 1, a batch is sent while earlier ones are still
+   * in flight (the server loads them in parallel); a failure brings it back to one until the failed
+   * rows are through. After a crash, up to this many batches are sent again.
+   */
+  maxInFlight?: number;
 }
 
 /** State of one upload() call. */
@@ -74,4 +80,6 @@ export interface UploadContext {
   recorded: number;
   /** Send batches as plain inserts (the remote held none of the table's rows); off after a conflict. */
   insertOnly: boolean;
+  /** Set while one request resends the suspects (resolveSuspects); others wait for it. */
+  resolving: Promise<void> | null;
 }
