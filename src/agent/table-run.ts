@@ -181,7 +181,9 @@ export async function runTable(input: TableRunInput): Promise<void> {
           lastInsertCount: counters.inserts,
           fullVerifyPending: false,
         });
-    } else if (complete && settings.verificationPeriodHours > 0 && !budget.exhausted()) {
+    } else if (complete && settings.verificationPeriodHours > 0 && !budget.exhausted() && !(remoteEmpty && result.rowsUploaded > 0)) {
+      // (Not in the run that ended a first sync: it has just sent every row from this snapshot; the
+      // pass starts on the next run, which owes its first slice at once: docs/scaling.md, First sync.)
       summary = (await verifySlice(ctx)) ?? summary;
     }
 

@@ -159,6 +159,26 @@ describe('first sync with several requests in flight', () => {
     expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
   });
 
+  it('leaves the first rolling verification slice to the run after the first sync', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await setUp(local);
+    const reg = await server.register('acme');
+    await using agent = await startRecordingAgent(local, server, reg, { verification: { periodHours: 24 } });
+    await agent.local.tracking.track('items');
+    const manifests = (): number => agent.recording.calls.filter((c) => c.method === 'manifest').length;
+
+    const first = await agent.agent.tick();
+    expect(first.converged).toBe(true);
+    expect(first.tables[0]?.rowsUploaded).toBe(TOTAL);
+    expect(manifests()).toBe(0);
+
+    // The next run owes the pass's first slice at once (the whole table: fewer rows than a slice).
+    const second = await agent.agent.tick();
+    expect(second.converged).toBe(true);
+    expect(manifests()).toBeGreaterThan(0);
+  });
+
   it('keeps one request in flight outside a first sync (the replica holds rows)', async () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
