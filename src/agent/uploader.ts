@@ -2,7 +2,12 @@
  * Turns a COPY text stream into upload batches of the tuned size, one request in flight while the
  * next batch fills. Batches are cut at row boundaries within the tuner's limits (a batch exceeds the
  * bytes limit only when its single row does), so a learned body-size limit is never overshot. The
- * next batch is cut only once the one in flight is done, at the limits that one left.
+ * next batch is cut only once the one in flight is done, at the limits that one left. A first sync
+ * may keep several requests in flight (`maxInFlight`; docs/scaling.md, First sync): they are
+ * settled in stream order, and any failure brings the upload back to one until its rows are through.
+ *
+ * (Above the ~350 lines of the style guide: the cutting of the stream and the failure rules share
+ * one upload's state, and read best in one place.)
  *
  * Failures, by class (remote.ts):
  *  - too large, timeout, server error (about the size): the batch goes back to the head of the
@@ -336,9 +341,14 @@ export class Uploader {
         return;
       }
       const back = [oldest];
-      for (const younger of inflight.splice(0)) {
-        if ((await younger.outcome) === 'done') through(younger.rows);
-        else back.push(younger);
+      const younger = inflight.splice(0);
+      // All of them first: a failure that ends the upload leaves none running behind it.
+      const outcomes = await Promise.allSettled(younger.map((f) => f.outcome));
+      for (const [i, o] of outcomes.entries()) {
+        if (o.status === 'rejected') throw o.reason;
+        const f = younger[i] as (typeof younger)[number];
+        if (o.value === 'done') through(f.rows);
+        else back.push(f);
       }
       let ahead = 0;
       for (const b of back) {
