@@ -272,12 +272,6 @@ export class Uploader {
     };
     const ctx: UploadContext = { stats, suspects: [], recorded: 0, insertOnly: options.insertOnly === true, resolving: null };
     const maxInFlight = Math.max(1, Math.floor(options.maxInFlight ?? 1));
-    /**
-     * Batches in flight share the tuned bytes: with several in flight each is cut at half of them,
-     * so two in flight hold no more bytes than one did (the agent's memory stays where it was). Not
-     * less than half: the tuner learns only from batches of at least half its size (FULL_SHARE).
-     */
-    const bytesLimit = (): number => Math.max(1, Math.floor(this.d.tuner.size.bytes / Math.min(maxInFlight, 2)));
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let pendingRows = 0;
@@ -300,7 +294,8 @@ export class Uploader {
     const sendNext = (): boolean => {
       const all = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
       pending = [all];
-      const end = cutPoint(all, Math.min(this.d.tuner.size.rows, maxRows()), bytesLimit());
+      const size = this.d.tuner.size;
+      const end = cutPoint(all, Math.min(size.rows, maxRows()), size.bytes);
       const batch = all.subarray(0, end);
       const rows = countRows(batch);
       if (inflight.length > 0 && rows < 2) return false;
@@ -368,7 +363,8 @@ export class Uploader {
      */
     const drain = async (final: boolean): Promise<boolean> => {
       for (;;) {
-        const full = pendingRows > 0 && (pendingRows >= Math.min(this.d.tuner.size.rows, maxRows()) || pendingBytes >= bytesLimit());
+        const size = this.d.tuner.size;
+        const full = pendingRows > 0 && (pendingRows >= Math.min(size.rows, maxRows()) || pendingBytes >= size.bytes);
         const ready = full || (final && pendingRows > 0);
         if (ready && (inflight.length === 0 || mayJoin())) {
           // Past the deadline no batch starts, but every upload sends one: a run always makes progress.

@@ -98,6 +98,11 @@ export class PgReplicaRows {
       let counts = { received: '0', inserted: '0', applied: '0', max_version: null as string | null };
       try {
         if (options.insertOnly) {
+          // First-sync batches of a table stage side by side but insert one after another: the
+          // state row is taken first (each batch updates it anyway, last). The next batch stages
+          // while this one inserts, and two inserts never interleave at the right edge of the
+          // replica's indexes, which would split their pages half-full (docs/scaling.md, First sync).
+          await this.state.lock(client, tenant, table);
           const res = await client.query(
             /* sql */ `insert into ${shape.table} (${tenantCols}, ${cols}) select $1::text, $2::uuid, ${cols} from tidemark_stage`,
             tenantParams(tenant),

@@ -132,33 +132,6 @@ describe('first sync with several requests in flight', () => {
     expect(await local.query(`select upload_resume from tidemark.table_state`)).toEqual([{ upload_resume: null }]);
   });
 
-  it('cuts each batch at half the tuned bytes while two may be in flight, so the agent holds no more than with one', async () => {
-    await using local = await createDatabase('local');
-    await using server = await startTestServer();
-    await local.query(`create table items (id int primary key, name text not null)`);
-    // About 110 bytes of COPY text a row, 1.1 MB in all.
-    await local.query(`insert into items select i, repeat(md5(i::text), 3) from generate_series(1, 10000) i`);
-    const reg = await server.register('acme');
-    const INITIAL = 128 * 1024;
-    await using agent = await startRecordingAgent(local, server, reg, {
-      batch: { initialBytes: INITIAL, minBytes: 16 * 1024, firstSyncInFlight: 2 },
-    });
-    await agent.local.tracking.track('items');
-    const bodies: number[] = [];
-    const wrap = agent.recording.upload.bind(agent.recording);
-    agent.recording.upload = async (table, rows, options) => {
-      if (rows.length > 0) bodies.push(rows.length);
-      return wrap(table, rows, options);
-    };
-
-    const tick = await agent.agent.tick({ checkCount: true });
-    expect(tick.converged).toBe(true);
-    // No history: the tuner starts at initialBytes, and the first batch takes half of it.
-    expect(bodies[0]).toBeLessThanOrEqual(INITIAL / 2);
-    expect(bodies[0]).toBeGreaterThan(INITIAL / 2 - 200);
-    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
-  });
-
   it('leaves the first rolling verification slice to the run after the first sync', async () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
