@@ -117,6 +117,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
       await local.state.saveUploadResume(name, { after: { version: last.version, key: last.key }, xip, baseline });
       resumeSaved = true;
     };
+    const inFlight = remoteEmpty ? (settings.firstSyncInFlight ?? 1) : 1;
     for (const [i, range] of ranges.entries()) {
       // With the budget spent, stop once this run has moved something (however long its set-up took).
       if (budget.exhausted() && result.rowsUploaded > 0) {
@@ -126,8 +127,10 @@ export async function runTable(input: TableRunInput): Promise<void> {
       const main = i === ranges.length - 1;
       const s = await uploader.upload(await snap.copyOut(range), {
         insertOnly: remoteEmpty,
-        // A first sync keeps several batches in flight: the server loads them in parallel.
-        maxInFlight: remoteEmpty ? (settings.firstSyncInFlight ?? 1) : 1,
+        // A first sync keeps several batches in flight (the server stages them in parallel), each of
+        // at most its share of batch.maxBytes: the agent holds no more than with one in flight.
+        maxInFlight: inFlight,
+        ...(inFlight > 1 ? { maxBatchBytes: Math.max(1, Math.floor(settings.tuner.maxBytes / inFlight)) } : {}),
         ...(main ? { onProgress: saveResume } : {}),
       });
       addUpload(ctx, s);

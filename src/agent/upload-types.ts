@@ -69,6 +69,8 @@ export interface UploadCallOptions {
    * rows are through. After a crash, up to this many batches are sent again.
    */
   maxInFlight?: number;
+  /** Cut no batch above this many bytes, whatever the tuner allows (a first sync's share of batch.maxBytes). */
+  maxBatchBytes?: number;
 }
 
 /** State of one upload() call. */

@@ -272,6 +272,7 @@ export class Uploader {
     };
     const ctx: UploadContext = { stats, suspects: [], recorded: 0, insertOnly: options.insertOnly === true, resolving: null };
     const maxInFlight = Math.max(1, Math.floor(options.maxInFlight ?? 1));
+    const maxBatchBytes = options.maxBatchBytes ?? Number.POSITIVE_INFINITY;
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let pendingRows = 0;
@@ -295,7 +296,7 @@ export class Uploader {
       const all = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
       pending = [all];
       const size = this.d.tuner.size;
-      const end = cutPoint(all, Math.min(size.rows, maxRows()), size.bytes);
+      const end = cutPoint(all, Math.min(size.rows, maxRows()), Math.min(size.bytes, maxBatchBytes));
       const batch = all.subarray(0, end);
       const rows = countRows(batch);
       if (inflight.length > 0 && rows < 2) return false;
@@ -364,7 +365,7 @@ export class Uploader {
     const drain = async (final: boolean): Promise<boolean> => {
       for (;;) {
         const size = this.d.tuner.size;
-        const full = pendingRows > 0 && (pendingRows >= Math.min(size.rows, maxRows()) || pendingBytes >= size.bytes);
+        const full = pendingRows > 0 && (pendingRows >= Math.min(size.rows, maxRows()) || pendingBytes >= Math.min(size.bytes, maxBatchBytes));
         const ready = full || (final && pendingRows > 0);
         if (ready && (inflight.length === 0 || mayJoin())) {
           // Past the deadline no batch starts, but every upload sends one: a run always makes progress.

@@ -63,7 +63,8 @@ export class PgReplicaRows {
    * the agent then re-sends it as an upsert.
    *
    * The state row is locked only by its final update, so batches of one table can load in parallel
-   * and take turns only to add their counts.
+   * and take turns only to add their counts; insert-only batches take it before their insert
+   * (they stage in parallel and insert in turn).
    */
   async upload(tenant: Tenant, table: TableName, body: Readable, options: UploadOptions): Promise<UploadResult> {
     if (options.emptyBody) {

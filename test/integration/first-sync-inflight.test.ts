@@ -132,6 +132,33 @@ describe('first sync with several requests in flight', () => {
     expect(await local.query(`select upload_resume from tidemark.table_state`)).toEqual([{ upload_resume: null }]);
   });
 
+  it('keeps each batch within its share of batch.maxBytes while two may be in flight, so the agent holds no more than with one', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table items (id int primary key, name text not null)`);
+    // About 110 bytes of COPY text a row, 1.1 MB in all.
+    await local.query(`insert into items select i, repeat(md5(i::text), 3) from generate_series(1, 10000) i`);
+    const reg = await server.register('acme');
+    const MAX = 128 * 1024;
+    await using agent = await startRecordingAgent(local, server, reg, {
+      batch: { initialBytes: MAX, maxBytes: MAX, minBytes: 16 * 1024, firstSyncInFlight: 2 },
+    });
+    await agent.local.tracking.track('items');
+    const bodies: number[] = [];
+    const wrap = agent.recording.upload.bind(agent.recording);
+    agent.recording.upload = async (table, rows, options) => {
+      if (rows.length > 0) bodies.push(rows.length);
+      return wrap(table, rows, options);
+    };
+
+    const tick = await agent.agent.tick({ checkCount: true });
+    expect(tick.converged).toBe(true);
+    // The tuner starts at maxBytes (initialBytes), and each batch takes half of it.
+    expect(Math.max(...bodies)).toBeLessThanOrEqual(MAX / 2);
+    expect(bodies[0]).toBeGreaterThan(MAX / 2 - 200);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
   it('leaves the first rolling verification slice to the run after the first sync', async () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
