@@ -1,7 +1,9 @@
 /**
  * Part 1, the engine: a first full sync of a large table by `tidemark sync --once` (a child
  * process, its peak RSS sampled), against the raw pipe `COPY (select ...) TO STDOUT | COPY ... FROM
- * STDIN` into a table with the replica's key and indexes; then an incremental sync of 10k updated rows.
+ * STDIN` into a table with the replica's key and indexes and against logical replication's initial
+ * table copy into the same shape, each repetition interleaved (best of each kept), with the first
+ * sync also run with one request in flight; then an incremental sync of 10k updated rows.
  */
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
