@@ -87,6 +87,7 @@ export class Agent {
           initialBytes: config.batch.initialBytes,
         },
         batchTimeoutSeconds: config.batch.timeoutSeconds,
+        firstSyncInFlight: config.batch.firstSyncInFlight,
         runBudgetSeconds: config.runBudgetSeconds,
         verificationPeriodHours: config.verification.periodHours,
         intervalSeconds: intervalSeconds(config.schedule),

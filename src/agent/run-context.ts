@@ -22,6 +22,8 @@ import type { Uploader, UploadStats } from './uploader.js';
 export interface TableSyncSettings {
   tuner: TunerLimits;
   batchTimeoutSeconds: number;
+  /** Upload requests in flight at once while the replica is empty (a first sync); 1 when absent. */
+  firstSyncInFlight?: number;
   runBudgetSeconds: number;
   verificationPeriodHours: number;
   /** Seconds between runs, for sizing verification slices. */

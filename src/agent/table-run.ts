@@ -108,8 +108,8 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const ranges = idleSettled ? [] : uploadRanges(summary, resume);
     // In the main (last) range, the resume point follows every batch that is through: whatever stops
     // the run (the budget, a signal, a crash, a lost link or database), the next run goes on from
-    // there, and sends again at most the batch that was in flight. It stays valid while the server's
-    // settled state is this baseline.
+    // there, and sends again at most the batches that were in flight (one; batch.firstSyncInFlight
+    // in a first sync). It stays valid while the server's settled state is this baseline.
     const xip = [...new Set([...(resume?.xip ?? []), ...snapshot.xip])];
     const baseline = { settledVersion: summary.settledVersion, settledXmax: summary.settledXmax };
     let resumeSaved = saved !== null;
@@ -124,6 +124,7 @@ export async function runTable(input: TableRunInput): Promise<void> {
     const settle = { settledVersion: snapshot.xmin, settledXmax: snapshot.xmax, settledXip: snapshot.xip };
     const finalSettle = !deleteAbove && !idleSettled ? { settle, maxModified: localModified } : undefined;
     let settledWithRows: TableSummary | undefined;
+    const inFlight = remoteEmpty ? (settings.firstSyncInFlight ?? 1) : 1;
     for (const [i, range] of ranges.entries()) {
       // With the budget spent, stop once this run has moved something (however long its set-up took).
       if (budget.exhausted() && result.rowsUploaded > 0) {
@@ -133,6 +134,10 @@ export async function runTable(input: TableRunInput): Promise<void> {
       const main = i === ranges.length - 1;
       const s = await uploader.upload(await snap.copyOut(range), {
         insertOnly: remoteEmpty,
+        // A first sync keeps several batches in flight (the server stages them in parallel), each of
+        // at most its share of batch.maxBytes: the agent holds no more than with one in flight.
+        maxInFlight: inFlight,
+        ...(inFlight > 1 ? { maxBatchBytes: Math.max(1, Math.floor(settings.tuner.maxBytes / inFlight)) } : {}),
         ...(main ? { onProgress: saveResume, ...(finalSettle && complete ? { finalSettle } : {}) } : {}),
       });
       addUpload(ctx, s);
@@ -183,7 +188,9 @@ export async function runTable(input: TableRunInput): Promise<void> {
           lastInsertCount: counters.inserts,
           fullVerifyPending: false,
         });
-    } else if (complete && settings.verificationPeriodHours > 0 && !budget.exhausted()) {
+    } else if (complete && settings.verificationPeriodHours > 0 && !budget.exhausted() && !(remoteEmpty && result.rowsUploaded > 0)) {
+      // (Not in the run that ended a first sync: it has just sent every row from this snapshot; the
+      // pass starts on the next run, which owes its first slice at once: docs/scaling.md, First sync.)
       summary = (await verifySlice(ctx)) ?? summary;
     }
 

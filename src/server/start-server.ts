@@ -11,12 +11,12 @@ import { AuthThrottle } from './auth-throttle.js';
 import { PgBundleStore } from './bundle-store.js';
 import { PgFleetStore } from './fleet-store.js';
 import { KeyCache } from './key-cache.js';
-import { SMALL_BODY_BYTES } from './small-batch.js';
 import { PgKeyStore } from './key-store.js';
 import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
 import { createServerMetrics } from './server-metrics.js';
+import { SMALL_BODY_BYTES } from './small-batch.js';
 import type { StatementCounter } from './statement-counter.js';
 import { UploadAdmission } from './upload-admission.js';
 

@@ -61,7 +61,8 @@ describe('interrupted first sync', { timeout: 300_000 }, () => {
         `databaseId: ${reg.databaseId}`,
         `apiKey: ${reg.apiKey}`,
         'logLevel: silent',
-        `batch: { minRows: ${BATCH_ROWS}, maxRows: ${BATCH_ROWS} }`,
+        // One request in flight (a first sync keeps batch.firstSyncInFlight, 2 by default): at most one batch is sent again.
+        `batch: { minRows: ${BATCH_ROWS}, maxRows: ${BATCH_ROWS}, firstSyncInFlight: 1 }`,
       ].join('\n'),
     );
 

@@ -21,6 +21,7 @@ export const AGENT_DEFAULTS = {
   maxBatchBytes: 8 * MiB,
   initialBatchBytes: 4 * MiB,
   batchTimeoutSeconds: 60,
+  firstSyncInFlight: 2,
   verificationPeriodHours: 24,
   quarantineRetryBaseSeconds: 60,
   quarantineRetryMaxSeconds: 3600,
@@ -119,6 +120,8 @@ export const agentConfigSchema = z
         initialBytes: intFrom(1024).default(AGENT_DEFAULTS.initialBatchBytes),
         /** A request slower than this counts as failed (and shrinks the batch). */
         timeoutSeconds: z.coerce.number().positive().default(AGENT_DEFAULTS.batchTimeoutSeconds),
+        /** Upload requests in flight at once during a first sync (into an empty replica); loaded in parallel by the server. */
+        firstSyncInFlight: intFrom(1).max(8).default(AGENT_DEFAULTS.firstSyncInFlight),
       })
       .prefault({}),
     verification: z

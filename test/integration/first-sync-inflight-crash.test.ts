@@ -1,0 +1,97 @@
+/**
+ * An interrupted first sync with two requests in flight (batch.firstSyncInFlight: 2) goes on where
+ * it stopped: a `tidemark sync --once` child process (dist/cli/main.js, built by `npm run build`) is
+ * killed with SIGKILL once the server has applied its fourth batch, before the agent hears the answer
+ * (a proxy decides, by counting requests, not by time). The next run sends what is left plus at most
+ * the two batches that were in flight, and the replica comes out equal to the local table.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+
+import { PgTableTracking } from '../../src/agent/local/table-tracking.js';
+import { rowsReceived, startCountingProxy } from '../support/counting-proxy.js';
+import { createDatabase, dumpRows, startTestServer } from '../support/fixtures.js';
+
+const BIN = join(import.meta.dirname, '../../dist/cli/main.js');
+const TOTAL = 2000;
+const BATCH_ROWS = 100;
+
+function sync(config: string): { child: ChildProcess; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> } {
+  const child = spawn(process.execPath, [BIN, 'sync', '--once', '--config', config], {
+    env: { PATH: process.env.PATH ?? '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr += c.toString('utf8');
+  });
+  child.stdout?.resume();
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal, stderr })),
+  );
+  return { child, exit };
+}
+
+describe('interrupted first sync, two requests in flight', { timeout: 300_000 }, () => {
+  it('goes on from the last batch through after the sync process is killed, sending at most the two in flight again', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table items (id int primary key, name text not null)`);
+    await local.query(`insert into items select i, 'item ' || i from generate_series(1, ${TOTAL}) i`);
+    const pool = new pg.Pool({ connectionString: local.url, max: 2 });
+    try {
+      await new PgTableTracking(pool).track('items');
+    } finally {
+      await pool.end();
+    }
+    const reg = await server.register('acme');
+    await using proxy = await startCountingProxy(server.url);
+    const config = join(tmpdir(), `tidemark-interrupted-inflight-${reg.databaseId}.yaml`);
+    writeFileSync(
+      config,
+      [
+        `databaseUrl: ${local.url}`,
+        `serverUrl: ${proxy.url}`,
+        `clientId: ${reg.clientId}`,
+        `databaseId: ${reg.databaseId}`,
+        `apiKey: ${reg.apiKey}`,
+        'logLevel: silent',
+        `batch: { minRows: ${BATCH_ROWS}, maxRows: ${BATCH_ROWS}, firstSyncInFlight: 2 }`,
+      ].join('\n'),
+    );
+
+    // Run 1: killed once the server has applied its 4th batch, before the agent hears the answer
+    // (and every later answer is lost too).
+    const first = sync(config);
+    let batches = 0;
+    proxy.onAnswer = async (e) => {
+      if (rowsReceived(e) === 0) return 'pass';
+      batches++;
+      if (batches < 4) return 'pass';
+      first.child.kill('SIGKILL');
+      await first.exit;
+      return 'drop';
+    };
+    const killed = await first.exit;
+    expect(killed.signal).toBe('SIGKILL');
+    const [held] = await server.db.query<{ n: number }>(`select count(*)::int as n from items`);
+    const onServer = held?.n ?? 0;
+    expect(onServer).toBeGreaterThanOrEqual(4 * BATCH_ROWS);
+    const sentFirst = proxy.exchanges.reduce((n, e) => n + rowsReceived(e), 0);
+
+    // Run 2: what the server lacks, plus at most the two batches that were in flight again.
+    proxy.onAnswer = null;
+    const second = await sync(config).exit;
+    expect(second.code, second.stderr).toBe(0);
+    const sentSecond = proxy.exchanges.reduce((n, e) => n + rowsReceived(e), 0) - sentFirst;
+    expect(sentSecond).toBeGreaterThanOrEqual(TOTAL - onServer);
+    expect(sentSecond - (TOTAL - onServer)).toBeLessThanOrEqual(2 * BATCH_ROWS);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+    expect(await local.query(`select upload_resume from tidemark.table_state`)).toEqual([{ upload_resume: null }]);
+  });
+});
