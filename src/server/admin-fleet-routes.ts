@@ -12,7 +12,6 @@ import {
   type FleetDetail,
   type FleetList,
   fleetQuerySchema,
-  HEADER_AGENT_ID,
   parseClientId,
   parseDatabaseId,
   parseMessage,
@@ -24,7 +23,8 @@ import { adminGuard } from './admin-routes.js';
 import type { AuthGate } from './auth-throttle.js';
 import { compareFleet, type FleetClock, toFleetDatabase } from './fleet-state.js';
 import type { FleetStore } from './fleet-store.js';
-import type { TenantStore } from './tenant-store.js';
+import { pathTenant, requireDatabaseKey, requireLease } from './request-auth.js';
+import type { Tenant, TenantStore } from './tenant-store.js';
 
 export interface FleetRouteOptions {
   store: TenantStore;
@@ -48,18 +48,14 @@ export function registerFleetRoutes(app: FastifyInstance, options: FleetRouteOpt
   const requireAdmin = adminGuard(options.adminKey, options.authenticated);
   const clock = (): FleetClock => ({ now: options.now(), silentAfterSeconds: options.silentAfterSeconds });
 
-  const authenticateAgent = async (req: FastifyRequest<{ Params: DatabaseParams }>) => {
-    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-    if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
-    const tenant = await options.authenticated(req, given, () => store.authenticate(given));
-    if (!tenant) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'unknown API key');
-    if (tenant.clientId !== req.params.clientId || tenant.databaseId !== req.params.databaseId.toLowerCase())
-      throw new ProtocolError(ErrorCode.AUTH_FORBIDDEN, 403, 'this API key is bound to another client or database');
-    const agentId = req.headers[HEADER_AGENT_ID];
-    if (typeof agentId !== 'string' || agentId.length === 0 || agentId.length > 200)
-      throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `header ${HEADER_AGENT_ID} required`);
-    const heldUntil = await store.acquireLease(tenant, agentId, options.leaseSeconds);
-    if (heldUntil) throw new ProtocolError(ErrorCode.LEASE_HELD, 409, `another agent holds this database's lease until ${heldUntil.toISOString()}`);
+  const authenticateAgent = async (req: FastifyRequest<{ Params: DatabaseParams }>): Promise<Tenant> => {
+    const { tenant } = await requireDatabaseKey(
+      req,
+      options.authenticated,
+      (key) => store.authenticate(key),
+      () => pathTenant(req.params),
+    );
+    await requireLease(req, store, tenant, options.leaseSeconds);
     return tenant;
   };
 

@@ -13,6 +13,7 @@ import { confirmKeyRequestSchema, enrollmentTokenRequestSchema, enrollRequestSch
 import { ROUTES } from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
 import type { KeyStore } from './key-store.js';
+import { bearerToken, requireDatabaseKey } from './request-auth.js';
 import { clientIdSchema, databaseIdSchema, parse } from './request-schemas.js';
 import type { Tenant, TenantStore } from './tenant-store.js';
 
@@ -28,15 +29,11 @@ function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-function bearer(req: FastifyRequest): string {
-  return /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
-}
-
 export function registerKeyRoutes(app: FastifyInstance, options: KeyRouteOptions): void {
   const { store, keys, log } = options;
   const adminKeyHash = sha256(options.adminKey);
   const requireAdmin = async (req: FastifyRequest): Promise<void> => {
-    const given = bearer(req);
+    const given = bearerToken(req);
     if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
     const ok = await options.authenticated(req, given, async () => (timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
     if (!ok) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key not accepted');
@@ -46,16 +43,13 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRouteOptions
     databaseId: parse(databaseIdSchema, params.databaseId, 'databaseId'),
   });
   /** The caller's own key, checked against the path's database; returns the tenant and the key. */
-  const requireDatabaseKey = async (req: FastifyRequest<{ Params: { clientId: string; databaseId: string } }>): Promise<{ tenant: Tenant; key: string }> => {
-    const key = bearer(req);
-    if (!key) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
-    const tenant = await options.authenticated(req, key, () => store.authenticate(key));
-    if (!tenant) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'unknown API key');
-    const wanted = tenantOf(req.params);
-    if (tenant.clientId !== wanted.clientId || tenant.databaseId !== wanted.databaseId)
-      throw new ProtocolError(ErrorCode.AUTH_FORBIDDEN, 403, 'this API key is bound to another client or database');
-    return { tenant, key };
-  };
+  const databaseKey = (req: FastifyRequest<{ Params: { clientId: string; databaseId: string } }>): Promise<{ tenant: Tenant; key: string }> =>
+    requireDatabaseKey(
+      req,
+      options.authenticated,
+      (key) => store.authenticate(key),
+      () => tenantOf(req.params),
+    );
 
   app.post<{ Params: { clientId: string }; Body: unknown }>(ROUTES.adminEnrollmentTokens, { preHandler: requireAdmin }, async (req, reply) => {
     const clientId = parse(clientIdSchema, req.params.clientId, 'clientId');
@@ -66,7 +60,7 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRouteOptions
   });
 
   app.post<{ Body: unknown }>(ROUTES.enroll, async (req, reply) => {
-    const token = bearer(req);
+    const token = bearerToken(req);
     if (!token) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'enrollment token required (Authorization: Bearer <token>)');
     const { name } = parse(enrollRequestSchema, req.body, 'body');
     // The token is checked (and used) under the throttle: a guess counts as a failed authentication.
@@ -77,14 +71,14 @@ export function registerKeyRoutes(app: FastifyInstance, options: KeyRouteOptions
   });
 
   app.post<{ Params: { clientId: string; databaseId: string } }>(ROUTES.databaseKeys, async (req, reply) => {
-    const { tenant, key } = await requireDatabaseKey(req);
+    const { tenant, key } = await databaseKey(req);
     const issued = await keys.issueKey(tenant, key);
     log.info({ ...tenant }, 'key issued (pending)');
     return reply.code(201).send(issued);
   });
 
   app.post<{ Params: { clientId: string; databaseId: string }; Body: unknown }>(ROUTES.databaseKeyConfirm, async (req) => {
-    const { tenant, key } = await requireDatabaseKey(req);
+    const { tenant, key } = await databaseKey(req);
     const { overlapSeconds } = parse(confirmKeyRequestSchema, req.body ?? {}, 'body');
     const result = await keys.confirmKey(tenant, key, overlapSeconds);
     log.info({ ...tenant, ...result }, 'key confirmed');

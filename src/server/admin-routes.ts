@@ -8,6 +8,7 @@ import type { Logger } from '../shared/logger.js';
 import { parseTableName, ROUTES } from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
 import { type BundleStore, bundleStatusOf } from './bundle-store.js';
+import { bearerToken } from './request-auth.js';
 import { admitTableSchema, clientIdSchema, databaseIdSchema, parse, registerSchema, resyncRequestSchema } from './request-schemas.js';
 import type { TenantStore } from './tenant-store.js';
 
@@ -19,7 +20,7 @@ function sha256(s: string): Buffer {
 export function adminGuard(adminKey: string, authenticated: AuthGate): (req: FastifyRequest) => Promise<void> {
   const adminKeyHash = sha256(adminKey);
   return async (req) => {
-    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+    const given = bearerToken(req);
     const ok = await authenticated(req, given, async () => (given && timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
     if (!ok)
       throw new ProtocolError(

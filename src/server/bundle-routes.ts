@@ -8,7 +8,6 @@
  * The tenant of an import is the one the bundle names, proven by its MAC; each rows frame obeys the
  * online body limit.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,16 +15,18 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { BUNDLE_CONTENT_TYPE, type BundleStatus } from '../shared/protocol/bundle.js';
 import { ROUTES } from '../shared/protocol.js';
+import { adminGuard } from './admin-routes.js';
 import type { AuthGate } from './auth-throttle.js';
 import { applyBundle } from './bundle-import.js';
 import { verifyBundle } from './bundle-reader.js';
 import { type BundleStore, bundleStatusOf } from './bundle-store.js';
+import { pathTenant, requireDatabaseKey } from './request-auth.js';
 import { clientIdSchema, databaseIdSchema, parse } from './request-schemas.js';
 import type { TenantStore } from './tenant-store.js';
 
@@ -39,23 +40,9 @@ export interface BundleRouteOptions {
   authenticated: AuthGate;
 }
 
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}
-
 export function registerBundleRoutes(app: FastifyInstance, options: BundleRouteOptions): void {
   const { store, bundles, log } = options;
-  const adminKeyHash = sha256(options.adminKey);
-  const requireAdmin = async (req: FastifyRequest): Promise<void> => {
-    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
-    const ok = await options.authenticated(req, given, async () => (given && timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
-    if (!ok)
-      throw new ProtocolError(
-        ErrorCode.AUTH_UNAUTHENTICATED,
-        401,
-        given ? 'admin key not accepted (check the admin key the server was started with)' : 'admin key required (Authorization: Bearer <admin key>)',
-      );
-  };
+  const requireAdmin = adminGuard(options.adminKey, options.authenticated);
 
   // The bundle reaches the handler as the raw request stream.
   app.addContentTypeParser(BUNDLE_CONTENT_TYPE, (_req, payload, done) => done(null, payload));
@@ -97,12 +84,12 @@ export function registerBundleRoutes(app: FastifyInstance, options: BundleRouteO
   });
 
   app.get<{ Params: { clientId: string; databaseId: string } }>(ROUTES.tenantBundle, async (req): Promise<BundleStatus> => {
-    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-    if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
-    const tenant = await options.authenticated(req, given, () => store.authenticate(given));
-    if (!tenant) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'unknown API key');
-    if (tenant.clientId !== req.params.clientId || tenant.databaseId !== req.params.databaseId.toLowerCase())
-      throw new ProtocolError(ErrorCode.AUTH_FORBIDDEN, 403, 'this API key is bound to another client or database');
+    const { tenant } = await requireDatabaseKey(
+      req,
+      options.authenticated,
+      (key) => store.authenticate(key),
+      () => pathTenant(req.params),
+    );
     return bundleStatusOf(bundles, tenant, Date.now());
   });
 }

@@ -9,19 +9,11 @@ import { createGunzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
-import {
-  COPY_CONTENT_TYPE,
-  type DeleteRequest,
-  declareBodySchema,
-  HEADER_AGENT_ID,
-  parseTableName,
-  ROUTES,
-  type TableName,
-  typeNameProblem,
-} from '../shared/protocol.js';
+import { COPY_CONTENT_TYPE, type DeleteRequest, declareBodySchema, parseTableName, ROUTES, type TableName, typeNameProblem } from '../shared/protocol.js';
 import type { AuthGate } from './auth-throttle.js';
 import { endMarkerGuard } from './copy-guard.js';
 import { RetryLaterError } from './http-errors.js';
+import { pathTenant, requireDatabaseKey, requireLease } from './request-auth.js';
 import { declarationSchema, deleteSchema, manifestSchema, parse, resyncReportSchema, settleSchema } from './request-schemas.js';
 import type { ServerMetrics } from './server-metrics.js';
 import type { Tenant, TenantStore } from './tenant-store.js';
@@ -96,22 +88,16 @@ export function registerTenantRoutes(app: FastifyInstance, options: TenantRouteO
   const authenticate = async (req: FastifyRequest<{ Params: TenantParams }>): Promise<{ tenant: Tenant; table: TableName }> => {
     const retryAfter = options.overloaded?.() ?? null;
     if (retryAfter !== null) throw new RetryLaterError(ErrorCode.SERVER_OVERLOADED, 503, `the server is over capacity; retry in ${retryAfter} s`, retryAfter);
-    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-    if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'API key required (Authorization: Bearer <key>)');
-    const tenant = await options.authenticated(req, given, () => store.authenticate(given));
-    if (!tenant) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'unknown API key');
-    if (tenant.clientId !== req.params.clientId || tenant.databaseId !== req.params.databaseId.toLowerCase())
-      throw new ProtocolError(ErrorCode.AUTH_FORBIDDEN, 403, 'this API key is bound to another client or database');
+    const { tenant } = await requireDatabaseKey(
+      req,
+      options.authenticated,
+      (key) => store.authenticate(key),
+      () => pathTenant(req.params),
+    );
     takeSlot(req, tenant);
     return { tenant, table: parseTableName(req.params.table) };
   };
-  const lease = async (req: FastifyRequest, tenant: Tenant): Promise<void> => {
-    const agentId = req.headers[HEADER_AGENT_ID];
-    if (typeof agentId !== 'string' || agentId.length === 0 || agentId.length > 200)
-      throw new ProtocolError(ErrorCode.REQUEST_INVALID, 400, `header ${HEADER_AGENT_ID} required`);
-    const heldUntil = await store.acquireLease(tenant, agentId, options.leaseSeconds);
-    if (heldUntil) throw new ProtocolError(ErrorCode.LEASE_HELD, 409, `another agent holds this database's lease until ${heldUntil.toISOString()}`);
-  };
+  const lease = (req: FastifyRequest, tenant: Tenant): Promise<void> => requireLease(req, store, tenant, options.leaseSeconds);
   const tablePath = ROUTES.table;
 
   app.get<{ Params: TenantParams }>(tablePath, async (req) => {
