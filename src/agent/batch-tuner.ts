@@ -126,7 +126,12 @@ export class BatchTuner {
     return this.ceiling;
   }
 
-  success(rows: number, bytes: number, seconds: number): void {
+  /**
+   * A batch went through. `cutAt`, the size it was cut at (the uploader's), is where growth starts
+   * from when the size has grown since: with several batches in flight, a success must not add a
+   * step onto a step an earlier success took from the same size. Without it, the current size.
+   */
+  success(rows: number, bytes: number, seconds: number, cutAt?: { rows: number; bytes: number }): void {
     const full = bytes >= this.bytes * FULL_SHARE || rows >= this.rows * FULL_SHARE;
     if (!full || rows <= 0) return;
     this.lastGood = { rows, bytes };
@@ -143,8 +148,9 @@ export class BatchTuner {
     this.floor = this.ceiling === null ? bytes : Math.max(this.floor ?? 0, bytes);
     this.streak++;
     const { targetSeconds } = this.limits;
-    let nextBytes = Math.min(this.bytesRate * targetSeconds, Math.max(this.bytes, bytes) * GROWTH);
-    const nextRows = Math.min(this.rowsRate * targetSeconds, Math.max(this.rows, rows) * GROWTH);
+    const from = { bytes: Math.min(this.bytes, cutAt?.bytes ?? this.bytes), rows: Math.min(this.rows, cutAt?.rows ?? this.rows) };
+    let nextBytes = Math.min(this.bytesRate * targetSeconds, Math.max(from.bytes, bytes) * GROWTH);
+    const nextRows = Math.min(this.rowsRate * targetSeconds, Math.max(from.rows, rows) * GROWTH);
     if (this.ceiling !== null) {
       const good = this.floor ?? bytes;
       if (this.streak >= this.probeAfter) {

@@ -70,7 +70,8 @@ export class Uploader {
     return rowIdsOf(buf, this.keyWidth);
   }
 
-  private async sendOnce(buf: Buffer, rows: number, ctx: UploadContext): Promise<void> {
+  /** `cutAt`: the tuner's size when the batch was cut (the tuner grows from it, not from a size grown since). */
+  private async sendOnce(buf: Buffer, rows: number, ctx: UploadContext, cutAt?: { rows: number; bytes: number }): Promise<void> {
     const { remote, table, tuner, metrics, history } = this.d;
     const { stats } = ctx;
     const started = performance.now();
@@ -81,7 +82,7 @@ export class Uploader {
       const result = await remote.upload(table.name, buf, { timeoutMs: this.d.timeoutMs, insertOnly: ctx.insertOnly, ...settle });
       if (settle) stats.settled = result.summary;
       const seconds = (performance.now() - started) / 1000;
-      tuner.success(rows, buf.length, seconds);
+      tuner.success(rows, buf.length, seconds, cutAt);
       metrics.batchDuration.observe({ table: this.label, outcome: 'ok' }, seconds);
       metrics.rowsUploaded.inc({ table: this.label }, rows);
       metrics.bytesUploaded.inc({ table: this.label }, buf.length);
@@ -176,13 +177,13 @@ export class Uploader {
    * Sends one batch. 'resend' means it failed for its size and must be cut smaller (it holds more
    * than one row); every other outcome is settled here: applied, quarantined, or thrown.
    */
-  private async attempt(buf: Buffer, ctx: UploadContext): Promise<'done' | 'resend'> {
+  private async attempt(buf: Buffer, ctx: UploadContext, cutAt?: { rows: number; bytes: number }): Promise<'done' | 'resend'> {
     const rows = countRows(buf);
     if (rows === 0) return 'done';
     let overloadAttempt = 0;
     for (let networkAttempt = 0; ; networkAttempt++) {
       try {
-        await this.sendOnce(buf, rows, ctx);
+        await this.sendOnce(buf, rows, ctx, cutAt);
         if (ctx.suspects.length > 0) await this.resolveSuspects(ctx);
         return 'done';
       } catch (e) {
@@ -318,7 +319,7 @@ export class Uploader {
       pending = rest.length > 0 ? [rest] : [];
       pendingBytes = rest.length;
       pendingRows -= rows;
-      const outcome = this.attempt(batch, ctx);
+      const outcome = this.attempt(batch, ctx, size);
       // Surface a failure at the next await without an unhandled rejection meanwhile.
       outcome.catch(() => {});
       inflight.push({ batch, rows, outcome });

@@ -507,3 +507,17 @@ describe('batch tuner and load shedding', () => {
     expect(tuner.size).toEqual(before);
   });
 });
+
+describe('batches in flight together', () => {
+  it('grow the size one step from the size they were cut at, not a step per success', () => {
+    const tuner = new BatchTuner(LIMITS);
+    const cut = tuner.size;
+    // Two batches cut at the same size, both fast: the first success takes one growth step...
+    tuner.success(1000, cut.bytes, 0.1, cut);
+    const grown = tuner.size;
+    expect(grown.bytes).toBeGreaterThan(cut.bytes);
+    // ...and the second, cut before that step, proves the same size: no second step on top.
+    tuner.success(1000, cut.bytes, 0.1, cut);
+    expect(tuner.size).toEqual(grown);
+  });
+});
