@@ -32,6 +32,38 @@ export function cutPoint(buf: Buffer, rows: number, bytes: number): number {
   return end;
 }
 
+/**
+ * `cutPoint` over the text held in `chunks` (in order), without joining them first: the batch (its
+ * rows, one buffer) and the chunks left after it, which share memory with `chunks`. Only the batch's
+ * bytes are copied, once; the rest is never copied again by a later cut. An empty batch when the
+ * chunks hold no complete row.
+ */
+export function cutChunks(chunks: readonly Buffer[], rows: number, bytes: number): { batch: Buffer; rows: number; rest: Buffer[] } {
+  let end = 0;
+  let n = 0;
+  let offset = 0; // of the current chunk in the text
+  let at = 0; // the chunk holding the end of the batch
+  scan: for (let c = 0; c < chunks.length; c++) {
+    const chunk = chunks[c] as Buffer;
+    for (let i = chunk.indexOf(NEWLINE); i !== -1; i = chunk.indexOf(NEWLINE, i + 1)) {
+      if (n >= rows || (n > 0 && offset + i + 1 > bytes)) break scan;
+      end = offset + i + 1;
+      at = c;
+      n++;
+    }
+    offset += chunk.length;
+    if (n > 0 && offset >= bytes) break;
+  }
+  if (n === 0) return { batch: Buffer.alloc(0), rows: 0, rest: [...chunks] };
+  let before = 0;
+  for (let c = 0; c < at; c++) before += (chunks[c] as Buffer).length;
+  const last = chunks[at] as Buffer;
+  const within = end - before;
+  const parts = [...chunks.slice(0, at), last.subarray(0, within)];
+  const rest = within < last.length ? [last.subarray(within), ...chunks.slice(at + 1)] : chunks.slice(at + 1);
+  return { batch: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, end), rows: n, rest };
+}
+
 /** Key and version of the last row of a batch (`keyWidth` key columns). */
 export function lastRowOf(buf: Buffer, keyWidth: number): RowId | undefined {
   const end = buf[buf.length - 1] === NEWLINE ? buf.length - 1 : buf.length;

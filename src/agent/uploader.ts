@@ -36,7 +36,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ErrorCode, InvariantError } from '../shared/errors.js';
 import { formatTableName } from '../shared/protocol.js';
-import { countRows, cutPoint, lastRowOf, type RowId, rowIdsOf } from './copy-rows.js';
+import { countRows, cutChunks, cutPoint, lastRowOf, type RowId, rowIdsOf } from './copy-rows.js';
 import { RemoteError } from './remote.js';
 import type { UploadCallOptions, UploadContext, UploaderDeps, UploadStats } from './upload-types.js';
 
@@ -297,18 +297,14 @@ export class Uploader {
     const mayJoin = (): boolean => inflight.length < maxInFlight && ctx.suspects.length === 0 && halves.length === 0 && inflight.every((f) => f.rows > 1);
     /** Cuts the next batch off the pending rows and sends it; false (nothing cut) when it would be a single row joining others. */
     const sendNext = (final: boolean): boolean => {
-      const all = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
-      pending = [all];
       const size = this.d.tuner.size;
-      const end = cutPoint(all, Math.min(size.rows, maxRows()), Math.min(size.bytes, maxBatchBytes));
-      const batch = all.subarray(0, end);
-      const rows = countRows(batch);
+      const { batch, rows, rest } = cutChunks(pending, Math.min(size.rows, maxRows()), Math.min(size.bytes, maxBatchBytes));
       if (inflight.length > 0 && rows < 2) return false;
-      const rest = all.subarray(end);
+      const restBytes = pendingBytes - batch.length;
       // The stream's last rows, sent alone with everything before them through: the settle may go with them.
       if (
         final &&
-        rest.length === 0 &&
+        restBytes === 0 &&
         inflight.length === 0 &&
         options.finalSettle &&
         ctx.suspects.length === 0 &&
@@ -316,8 +312,8 @@ export class Uploader {
         stats.unconfirmed === 0
       )
         ctx.settleWith = options.finalSettle;
-      pending = rest.length > 0 ? [rest] : [];
-      pendingBytes = rest.length;
+      pending = rest;
+      pendingBytes = restBytes;
       pendingRows -= rows;
       const outcome = this.attempt(batch, ctx, size);
       // Surface a failure at the next await without an unhandled rejection meanwhile.

@@ -12,7 +12,6 @@ import pg from 'pg';
 import { Agent } from '../agent/agent.js';
 import { createAgentMetrics } from '../agent/agent-metrics.js';
 import { PgTableTracking } from '../agent/local/table-tracking.js';
-import { startServer } from '../server/start-server.js';
 import { loadAgentConfig } from '../shared/config/agent-config.js';
 import { loadServerConfig } from '../shared/config/server-config.js';
 import { serveMetrics } from '../shared/metrics/metrics-endpoint.js';
@@ -20,7 +19,6 @@ import type { RegisterResult } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
 import { runAgent } from './agent-commands.js';
 import { type AgentFlags, addAgentOptions, localPool, logger, remoteFor, untilSignal } from './common.js';
-import { startEmbeddedCluster } from './embedded-cluster.js';
 import { freePort } from './free-port.js';
 
 const SAMPLE_SCHEMA = /* sql */ `
@@ -107,6 +105,8 @@ export function demoCommand(program: Command): void {
 async function runDemo(flags: DemoFlags): Promise<void> {
   const log = logger(flags.logLevel, 'warn', 1);
   process.stdout.write('starting embedded PostgreSQL...\n');
+  // Loaded here: the other commands need neither the server nor the embedded PostgreSQL (start-up time).
+  const [{ startServer }, { startEmbeddedCluster }] = await Promise.all([import('../server/start-server.js'), import('./embedded-cluster.js')]);
   const cluster = await startEmbeddedCluster();
   const cleanups: (() => Promise<void>)[] = [() => cluster.stop()];
   const cleanup = async (): Promise<void> => {

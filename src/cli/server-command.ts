@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { startServer } from '../server/start-server.js';
 import { loadServerConfig } from '../shared/config/server-config.js';
 import { logger, untilSignal } from './common.js';
 
@@ -40,6 +39,8 @@ export function serverCommand(program: Command): void {
           },
         });
         const log = logger(config.logLevel, 'info', 1);
+        // Loaded here, not at the top: the agent's commands need none of the server (start-up time).
+        const { startServer } = await import('../server/start-server.js');
         const server = await startServer(config, log);
         const signal = await untilSignal();
         log.info({ signal }, 'shutting down');

@@ -15,9 +15,12 @@ function malformed(): ProtocolError {
   return new ProtocolError(ErrorCode.UPLOAD_REJECTED, 400, 'rows rejected: the body contains an end-of-data line (\\.); COPY text must not contain one');
 }
 
-/** Whether `buf` holds a marker line; `final` when nothing follows `buf`. Hits cut off at the end are left for the next call. */
-function hasMarkerLine(buf: Buffer, final: boolean): boolean {
-  for (let i = buf.indexOf(MARKER); i !== -1; i = buf.indexOf(MARKER, i + 1)) {
+/**
+ * Whether `buf` holds a marker line starting before `maxStart`; `final` when nothing follows `buf`.
+ * Hits cut off at the end are left for the next call.
+ */
+function hasMarkerLine(buf: Buffer, final: boolean, maxStart = buf.length): boolean {
+  for (let i = buf.indexOf(MARKER); i !== -1 && i < maxStart; i = buf.indexOf(MARKER, i + 1)) {
     const next = buf[i + 3];
     if (next === undefined) {
       if (final) return true;
@@ -30,14 +33,21 @@ function hasMarkerLine(buf: Buffer, final: boolean): boolean {
   return false;
 }
 
+/** Bytes kept from one chunk to the next: a marker line (`\n\\.\r\n`) is 5 bytes long. */
+const TAIL = 4;
+
 export function endMarkerGuard(): Transform {
   // The last bytes seen, so a marker split across chunks is found; a newline stands for the body's start.
   let tail = Buffer.from('\n');
   return new Transform({
     transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      const scan = Buffer.concat([tail, chunk]);
-      if (hasMarkerLine(scan, false)) return cb(malformed());
-      tail = Buffer.from(scan.subarray(Math.max(0, scan.length - 4)));
+      // Markers starting in the tail, with the chunk's first bytes after them; then the chunk
+      // itself, scanned in place (uploads are large: a copy of every chunk cost the server about a
+      // tenth of its CPU in a first sync).
+      const seam = Buffer.concat([tail, chunk.subarray(0, TAIL + 1)]);
+      if (hasMarkerLine(seam, false, tail.length) || hasMarkerLine(chunk, false)) return cb(malformed());
+      const last = chunk.length >= TAIL ? chunk.subarray(chunk.length - TAIL) : seam.subarray(Math.max(0, seam.length - TAIL));
+      tail = Buffer.from(last);
       cb(null, chunk);
     },
     flush(cb: TransformCallback) {

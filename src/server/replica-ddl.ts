@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 
 import { ErrorCode, ProtocolError, toError } from '../shared/errors.js';
-import { ident, isSafeTypeName, qualified, sqlstateOf } from '../shared/pg.js';
+import { ident, isSafeTypeName, qualified, SqlState, sqlstateOf, withTransaction } from '../shared/pg.js';
 import {
   type Collation,
   type ColumnSpec,
@@ -41,6 +41,47 @@ const DECLARATION_REFUSED = new Set([
   '0A000', // feature_not_supported
   '22023', // invalid_parameter_value (e.g. varchar(99999999))
 ]);
+
+/**
+ * The tenant wall's condition: both tenant columns equal the transaction's settings. Each setting is
+ * read once per statement (an uncorrelated subquery is an init plan), not once per row: a first
+ * sync's insert of a million rows paid about a second of PostgreSQL CPU for the per-row
+ * `current_setting` calls (docs/scaling.md, First sync).
+ */
+const TENANT_WALL = `${ident(TENANT_CLIENT_COLUMN)} = (select current_setting('tidemark.client_id', true)) and ${ident(TENANT_DATABASE_COLUMN)} = (select nullif(current_setting('tidemark.database_id', true), '')::uuid)`;
+
+/** How long the start-time upgrade of a replica's wall waits for its table (readers hold it). */
+const WALL_UPGRADE_LOCK_TIMEOUT = '1s';
+
+/**
+ * Gives replica tables created by earlier servers the wall of today (TENANT_WALL): the same
+ * condition, read once per statement. Run at start, one table per transaction; ALTER POLICY takes
+ * the table's exclusive lock, so a table someone holds (a long report) is left for the next start,
+ * with a warning, and keeps its former wall, which is as tight, only slower.
+ */
+export async function upgradeTenantWalls(pool: pg.Pool, warn: (table: string, reason: string) => void): Promise<number> {
+  const { rows } = await pool.query<{ schema_name: string; table_name: string }>(/* sql */ `
+    select r.schema_name, r.table_name
+      from tidemark.replica_table r
+      join pg_policy p on p.polrelid = to_regclass(format('%I.%I', r.schema_name, r.table_name)) and p.polname = 'tidemark_tenant_wall'
+     where pg_get_expr(p.polqual, p.polrelid) not like '%SELECT current_setting(%'`);
+  let upgraded = 0;
+  for (const r of rows) {
+    const t = qualified(r.schema_name, r.table_name);
+    try {
+      await withTransaction(pool, async (client) => {
+        await client.query(/* sql */ `select set_config('lock_timeout', $1::text, true)`, [WALL_UPGRADE_LOCK_TIMEOUT]);
+        await client.query(/* sql */ `alter policy tidemark_tenant_wall on ${t} using (${TENANT_WALL}) with check (${TENANT_WALL})`);
+      });
+      upgraded++;
+    } catch (e) {
+      const sqlstate = sqlstateOf(e);
+      if (sqlstate !== SqlState.LOCK_NOT_AVAILABLE && sqlstate !== SqlState.INSUFFICIENT_PRIVILEGE) throw e;
+      warn(`${r.schema_name}.${r.table_name}`, toError(e).message);
+    }
+  }
+  return upgraded;
+}
 
 /** Validates a declaration's form; types are further resolved by the database. */
 export function checkDeclaration(d: TableDeclaration): void {
@@ -171,7 +212,6 @@ async function createReplicaTable(client: pg.ClientBase, table: TableName, d: Ta
   const tenantKey = [ident(TENANT_CLIENT_COLUMN), ident(TENANT_DATABASE_COLUMN)];
   const pkName = ident(derivedName(table, 'tm_pkey'));
   const versionIndex = ident(derivedName(table, 'tm_version_idx'));
-  const tenantQual = `${ident(TENANT_CLIENT_COLUMN)} = current_setting('tidemark.client_id', true) and ${ident(TENANT_DATABASE_COLUMN)} = nullif(current_setting('tidemark.database_id', true), '')::uuid`;
   await client.query(/* sql */ `create schema if not exists ${ident(table.schema)}`);
   await client.query(/* sql */ `
     create table ${t} (
@@ -189,7 +229,7 @@ async function createReplicaTable(client: pg.ClientBase, table: TableName, d: Ta
   await client.query(/* sql */ `alter table ${t} enable row level security`);
   await client.query(/* sql */ `alter table ${t} force row level security`);
   await client.query(
-    /* sql */ `create policy tidemark_tenant_wall on ${t} as restrictive for all to current_user using (${tenantQual}) with check (${tenantQual})`,
+    /* sql */ `create policy tidemark_tenant_wall on ${t} as restrictive for all to current_user using (${TENANT_WALL}) with check (${TENANT_WALL})`,
   );
   await client.query(/* sql */ `create policy tidemark_readers on ${t} as permissive for all to public using (true) with check (true)`);
   await client.query(

@@ -123,15 +123,20 @@ export class PgReplicaRows {
           // state row is taken first (each batch updates it anyway, last). The next batch stages
           // while this one inserts, and two inserts never interleave at the right edge of the
           // replica's indexes, which would split their pages half-full (docs/scaling.md, First sync).
+          // The batch's max version is read from the staging table before the turn, and the insert
+          // returns nothing: a RETURNING list collected into a CTE cost about a sixth of the insert.
+          const inline = staged(1);
+          const top = await client.query<{ max_version: string | null }>(
+            /* sql */ `${inline.cte} select max(${v})::text as max_version from tidemark_stage`,
+            inline.params,
+          );
           await this.state.lock(client, tenant, table);
-          const { rows } = await client.query<{ n: string; max_version: string | null }>(
-            /* sql */ `${stage.cte || 'with'}${stage.cte ? ',' : ''} ins as (insert into ${shape.table} (${tenantCols}, ${cols}) select $1::text, $2::uuid, ${cols} from tidemark_stage returning ${v})
-            select count(*)::text as n, max(${v})::text as max_version from ins`,
+          const res = await client.query(
+            /* sql */ `${stage.cte} insert into ${shape.table} (${tenantCols}, ${cols}) select $1::text, $2::uuid, ${cols} from tidemark_stage`,
             [...tenantParams(tenant), ...stage.params],
           );
-          const res = { rowCount: Number(rows[0]?.n ?? 0) };
           const n = String(res.rowCount ?? 0);
-          counts = { received: n, inserted: n, applied: n, max_version: rows[0]?.max_version ?? null };
+          counts = { received: n, inserted: n, applied: n, max_version: top.rows[0]?.max_version ?? null };
         } else {
           // A late or replayed batch never replaces a newer row: the update applies only when the
           // stored version is not above the sent one (equal versions: this, the newer request, wins).

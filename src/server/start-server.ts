@@ -15,6 +15,7 @@ import { PgKeyStore } from './key-store.js';
 import { buildMetricsApp } from './metrics-route.js';
 import { migrate } from './migrations.js';
 import { PgTenantStore } from './pg-tenant-store.js';
+import { upgradeTenantWalls } from './replica-ddl.js';
 import { createServerMetrics } from './server-metrics.js';
 import { SMALL_BODY_BYTES } from './small-batch.js';
 import type { StatementCounter } from './statement-counter.js';
@@ -87,6 +88,9 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
         );
       log.warn({}, 'the server connects as a superuser or BYPASSRLS role (allowed by allowSuperuser): row-level security is not enforced for it');
     }
+    await upgradeTenantWalls(pool, (table, reason) =>
+      log.warn({ table, reason }, 'the tenant wall of this replica table keeps its former (as tight, slower) form until a later start'),
+    );
     const keyCache = new KeyCache(config.keyCacheSeconds * 1000, options.now);
     const store = new PgTenantStore(
       pool,

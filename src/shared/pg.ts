@@ -114,6 +114,8 @@ export const SqlState = {
   ADMIN_SHUTDOWN: '57P01',
   CRASH_SHUTDOWN: '57P02',
   CANNOT_CONNECT_NOW: '57P03',
+  LOCK_NOT_AVAILABLE: '55P03',
+  INSUFFICIENT_PRIVILEGE: '42501',
 } as const;
 
 /** The SQLSTATE (or Node socket error code) of an error, if it has one. */

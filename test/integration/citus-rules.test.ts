@@ -27,7 +27,8 @@ const NEUTRAL: RegExp[] = [
   // The staging table of an upload: a temporary table of the session (on the coordinator).
   /^create temp table tidemark_stage /,
   /^copy tidemark_stage /,
-  /^select max\("tidemark_version"\)::text as max_version from tidemark_stage$/,
+  // (or its inline form for a small body: values of parameters, no table)
+  /^(with tidemark_stage as materialized \(select [^;]* from unnest\([^;]*\) as s\([^)]*\)\) )?select max\("tidemark_version"\)::text as max_version from tidemark_stage$/,
   // The replica catalog and the admin's catalog of admitted tables: reference tables, by table name.
   /from tidemark\.replica_table where schema_name = \$1::text and table_name = \$2::text/,
   /from tidemark\.admitted_table where schema_name = \$1::text and table_name = \$2::text/,
