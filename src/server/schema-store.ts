@@ -7,7 +7,7 @@
 import type pg from 'pg';
 
 import { ErrorCode } from '../shared/errors.js';
-import { ident, qualified, sqlstateOf, sqlType } from '../shared/pg.js';
+import { ident, qualified, SqlState, sqlstateOf, sqlType } from '../shared/pg.js';
 import { type ColumnSpec, formatTableName, type TableDeclaration, type TableName, type TableSchemaState } from '../shared/protocol.js';
 import { RetryLaterError } from './http-errors.js';
 import type { EvolutionPlan } from './schema-evolution.js';
@@ -135,8 +135,6 @@ export async function admit(db: Queryable, table: TableName, key: readonly Colum
   );
 }
 
-/** SQLSTATE lock_not_available: the replica's lock was not granted within lock_timeout. */
-const LOCK_NOT_AVAILABLE = '55P03';
 /** How long one attempt waits for the replica's lock: readers queue behind a waiting ALTER for at most this. */
 const DDL_LOCK_TIMEOUT_MS = 200;
 const DDL_ATTEMPTS = 10;
@@ -160,7 +158,7 @@ export async function alterReplica(client: pg.ClientBase, table: TableName, clau
         return;
       } catch (e) {
         await client.query('rollback to savepoint tidemark_ddl');
-        if (sqlstateOf(e) !== LOCK_NOT_AVAILABLE) throw e;
+        if (sqlstateOf(e) !== SqlState.LOCK_NOT_AVAILABLE) throw e;
         if (attempt >= DDL_ATTEMPTS)
           throw new RetryLaterError(
             ErrorCode.DB_CONFLICT,

@@ -114,7 +114,7 @@ export const SqlState = {
   ADMIN_SHUTDOWN: '57P01',
   CRASH_SHUTDOWN: '57P02',
   CANNOT_CONNECT_NOW: '57P03',
-  LOCK_NOT_AVAILABLE: '55P03',
+  LOCK_NOT_AVAILABLE: '55P03', // lock_timeout expired
   INSUFFICIENT_PRIVILEGE: '42501',
 } as const;
 

@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 
-import { qualified, sqlstateOf, withTransaction } from '../../shared/pg.js';
+import { qualified, SqlState, sqlstateOf, withTransaction } from '../../shared/pg.js';
 
 const STATE_SCHEMA_SQL = /* sql */ `
   create schema if not exists tidemark;
@@ -78,8 +78,6 @@ const STATE_SCHEMA_SQL = /* sql */ `
 
 /** How long an upgrade waits for a tracked table's lock before leaving it for the next start. */
 const UPGRADE_LOCK_TIMEOUT = '5s';
-/** SQLSTATE 55P03: lock_timeout expired. */
-const LOCK_NOT_AVAILABLE = '55P03';
 
 /**
  * Creates or upgrades the state schema; concurrent installers wait for each other. Then upgrades
@@ -106,7 +104,7 @@ export async function installStateSchema(pool: pg.Pool): Promise<{ notUpgraded: 
         await c.query(/* sql */ `alter table ${qualified(r.schema_name, r.table_name)} enable always trigger tidemark_stamp_version`);
       });
     } catch (e) {
-      if (sqlstateOf(e) !== LOCK_NOT_AVAILABLE) throw e;
+      if (sqlstateOf(e) !== SqlState.LOCK_NOT_AVAILABLE) throw e;
       notUpgraded.push(`${r.schema_name}.${r.table_name}`);
     }
   }
