@@ -161,7 +161,7 @@ export class Agent {
     );
     const converged = results.length > 0 && results.every((r) => r.converged);
     this.log.info({ tables: results.length, converged, durationMs: Date.now() - startedAt.getTime() }, 'tick done');
-    if (!options.dryRun) await this.reporter.afterTick(this.remote, { startedAt, tables: results });
+    if (!options.dryRun) await this.reporter.afterTick(this.remote, { startedAt, tables: results, complete: options.tables === undefined });
     return { startedAt, tables: results, converged };
   }
 

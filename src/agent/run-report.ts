@@ -40,6 +40,8 @@ export class RunReporter {
   /** Per table, what the last report sent said (outcome, code, quarantine, schema state). */
   private sent = new Map<string, string>();
   private lastSentAt: number | null = null;
+  /** Whether the last report sent named every table the agent syncs (a run of some tables does not). */
+  private sentComplete = false;
   /** The oldest in-progress transaction id of the local snapshots, and since when (agent clock) it has not moved. */
   private held: { xid: string; since: number } | null = null;
   /** Since when (ISO) each table's schema has been blocked. */
@@ -48,13 +50,15 @@ export class RunReporter {
   constructor(private readonly d: RunReporterDeps) {}
 
   /** Builds the tick's report and sends it if there is news or the heartbeat is due. Never throws. */
-  async afterTick(remote: Remote, tick: { startedAt: Date; tables: TableRunResult[] }): Promise<RunReport | null> {
-    if (!remote.report || tick.tables.length === 0) return null;
+  async afterTick(remote: Remote, tick: { startedAt: Date; tables: TableRunResult[]; complete: boolean }): Promise<RunReport | null> {
+    // No table: nothing to say, unless the last report named tables the agent no longer syncs.
+    if (!remote.report || (tick.tables.length === 0 && !(tick.complete && this.sent.size > 0))) return null;
     try {
       const report = await this.build(tick);
       const fingerprints = new Map(report.tables.map((t) => [t.table, fingerprint(t)]));
       const news =
         fingerprints.size !== this.sent.size ||
+        (tick.complete && !this.sentComplete) ||
         [...fingerprints].some(([table, f]) => this.sent.get(table) !== f) ||
         report.tables.some((t) => t.rowsUploaded > 0 || t.rowsDeleted > 0 || t.rowsMismatched > 0);
       const now = this.d.now();
@@ -63,6 +67,7 @@ export class RunReporter {
       report.heartbeat = !news;
       await remote.report(report);
       this.sent = fingerprints;
+      this.sentComplete = tick.complete;
       this.lastSentAt = now;
       return report;
     } catch (e) {
@@ -71,7 +76,7 @@ export class RunReporter {
     }
   }
 
-  private async build(tick: { startedAt: Date; tables: TableRunResult[] }): Promise<RunReport> {
+  private async build(tick: { startedAt: Date; tables: TableRunResult[]; complete: boolean }): Promise<RunReport> {
     const lags = new Map((await this.d.metrics.lagSeconds.get()).values.map((v) => [String(v.labels.table), v.value]));
     const tables: TableReport[] = [];
     for (const r of tick.tables) tables.push(await this.tableReport(r, lags.get(r.table) ?? null));
@@ -82,6 +87,7 @@ export class RunReporter {
       durationSeconds,
       horizonAgeSeconds: await this.horizonAgeSeconds(),
       heartbeat: false,
+      complete: tick.complete,
       tables,
     };
   }

@@ -132,6 +132,16 @@ export class PgFleetStore implements FleetStore {
                 remote_count = excluded.remote_count, remote_max_version = excluded.remote_max_version, schema_state = excluded.schema_state`,
           [...key, JSON.stringify(tables)],
         );
+      // A complete report names every table the agent syncs: the others' last reports (an untracked
+      // table that was failing, say) would otherwise count for the database for ever.
+      if (report.complete)
+        await client.query(
+          /* sql */ `
+          delete from tidemark.table_report
+           where client_id = $1::text and database_id = $2::uuid
+             and (schema_name, table_name) not in (select r.schema_name, r.table_name from jsonb_to_recordset($3::jsonb) as r(schema_name text, table_name text))`,
+          [...key, JSON.stringify(tables)],
+        );
       await client.query(
         /* sql */ `insert into tidemark.run_report (client_id, database_id, started_at, duration_seconds, outcome, tables)
                    values ($1::text, $2::uuid, $3::timestamptz, $4::double precision, $5::text, $6::jsonb)`,

@@ -83,6 +83,35 @@ describe('run reports', () => {
     expect((await detail(server, 'acme', reg.databaseId)).runs[0]?.tables[1]).toMatchObject({ table: 'public.orders', rowsUploaded: 2 });
   });
 
+  it('forget a table the agent no longer syncs, so a table untracked while failing does not fail its database for ever', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table items (id int primary key)`);
+    await local.query(`create table drifted (id int primary key)`);
+    await server.db.query(`create table public.drifted (id int primary key)`); // not tidemark's: its runs fail
+    const reg = await server.register('acme');
+    await using agent = await startTestAgent(local, server, reg);
+    await agent.local.tracking.track('items');
+    await agent.local.tracking.track('drifted');
+    await agent.agent.tick();
+    expect((await fleet(server))[0]).toMatchObject({ state: 'error', errorCode: 'TM_REPLICA_NOT_ADMITTED' });
+
+    // A run of some tables only says nothing of the others.
+    await agent.agent.tick({ tables: [{ schema: 'public', name: 'items' }] });
+    expect((await detail(server, 'acme', reg.databaseId)).tables.map((t) => t.table)).toEqual(['public.drifted', 'public.items']);
+
+    await agent.local.tracking.untrack('drifted');
+    await agent.agent.tick();
+    expect((await fleet(server))[0]).toMatchObject({ state: 'ok', errorCode: null });
+    expect((await detail(server, 'acme', reg.databaseId)).tables.map((t) => [t.table, t.lastOutcome])).toEqual([['public.items', 'ok']]);
+
+    // The last table untracked: the next tick says so, with no table.
+    await agent.local.tracking.untrack('items');
+    await agent.agent.tick();
+    const reported = await server.db.query<{ n: number }>(`select count(*)::int as n from tidemark.table_report`);
+    expect(reported).toEqual([{ n: 0 }]);
+  });
+
   it('carry quarantined rows, errors with the schema blocked, and a horizon held back by an open transaction', async () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();

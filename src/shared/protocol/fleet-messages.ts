@@ -78,6 +78,12 @@ export const runReportSchema = z.object({
   horizonAgeSeconds: z.number().min(0).nullable(),
   /** True when sent only because the heartbeat was due (nothing changed since the last report). */
   heartbeat: z.boolean(),
+  /**
+   * True when `tables` is every table the agent syncs (a scheduled tick, not a run of some tables):
+   * the server then forgets the reports of tables it no longer names (untracked, or dropped from
+   * the agent's `tables`). Absent from agents before it: nothing is forgotten.
+   */
+  complete: z.boolean().optional(),
   tables: z.array(tableReportSchema).max(MAX_REPORT_TABLES),
 });
 export type RunReport = z.infer<typeof runReportSchema>;
