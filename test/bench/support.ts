@@ -305,12 +305,38 @@ export interface ServerChild {
   stop(): Promise<void>;
 }
 
+const SERVER_ROLE = 'tidemark_bench_server';
+
+/**
+ * The URL of `databaseUrl` for the server's own plain role (made once per cluster, given what the
+ * README's set-up gives it), so the benchmarks pay what production pays: row-level security does
+ * not apply to the embedded cluster's superuser.
+ */
+async function serverRoleUrl(databaseUrl: string): Promise<string> {
+  const url = new URL(databaseUrl);
+  const database = decodeURIComponent(url.pathname.slice(1));
+  await sql(
+    databaseUrl,
+    /* sql */ `
+    do $$ begin
+      if not exists (select from pg_roles where rolname = '${SERVER_ROLE}') then
+        create role ${SERVER_ROLE} login password '${SERVER_ROLE}';
+      end if;
+    end $$;
+    grant create, connect on database ${pg.escapeIdentifier(database)} to ${SERVER_ROLE};
+    grant usage, create on schema public to ${SERVER_ROLE};`,
+  );
+  url.username = SERVER_ROLE;
+  url.password = SERVER_ROLE;
+  return url.toString();
+}
+
 /** `tidemark server` as a child process on a free loopback port; resolves when /readyz answers. */
 export async function startServerChild(databaseUrl: string, options: { profileName?: string | undefined; maxBodyBytes?: number } = {}): Promise<ServerChild> {
   const port = await freePort();
   const adminKey = `bench-admin-${randomBytes(12).toString('hex')}`;
-  // The embedded cluster's only role is its superuser: row-level security does not apply to it, which the server refuses unless told.
-  const args = ['server', '--database', databaseUrl, '--listen', `127.0.0.1:${port}`, '--admin-key', adminKey, '--log-level', 'warn', '--allow-superuser'];
+  // As in production (README, Running it for real): a plain role, for which row-level security applies.
+  const args = ['server', '--database', await serverRoleUrl(databaseUrl), '--listen', `127.0.0.1:${port}`, '--admin-key', adminKey, '--log-level', 'warn'];
   if (options.maxBodyBytes) args.push('--max-body-bytes', String(options.maxBodyBytes));
   const run = spawnCli(args, { profileName: options.profileName });
   const url = `http://127.0.0.1:${port}`;
