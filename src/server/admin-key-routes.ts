@@ -3,14 +3,13 @@
  * the credential, under the failed-authentication throttle), key rotation (the database's own keys),
  * key revocation and deregistration (admin). Storage and the rotation's crash analysis: key-store.ts.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
-
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 
 import { ErrorCode, ProtocolError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { confirmKeyRequestSchema, enrollmentTokenRequestSchema, enrollRequestSchema } from '../shared/protocol/key-messages.js';
 import { ROUTES } from '../shared/protocol.js';
+import { adminGuard } from './admin-routes.js';
 import type { AuthGate } from './auth-throttle.js';
 import type { KeyStore } from './key-store.js';
 import { bearerToken, requireDatabaseKey } from './request-auth.js';
@@ -25,19 +24,9 @@ export interface KeyRouteOptions {
   authenticated: AuthGate;
 }
 
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}
-
 export function registerKeyRoutes(app: FastifyInstance, options: KeyRouteOptions): void {
   const { store, keys, log } = options;
-  const adminKeyHash = sha256(options.adminKey);
-  const requireAdmin = async (req: FastifyRequest): Promise<void> => {
-    const given = bearerToken(req);
-    if (!given) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key required (Authorization: Bearer <admin key>)');
-    const ok = await options.authenticated(req, given, async () => (timingSafeEqual(sha256(given), adminKeyHash) ? true : null));
-    if (!ok) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, 'admin key not accepted');
-  };
+  const requireAdmin = adminGuard(options.adminKey, options.authenticated);
   const tenantOf = (params: { clientId: string; databaseId: string }): Tenant => ({
     clientId: parse(clientIdSchema, params.clientId, 'clientId'),
     databaseId: parse(databaseIdSchema, params.databaseId, 'databaseId'),

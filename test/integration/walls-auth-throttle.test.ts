@@ -80,6 +80,22 @@ describe('failed authentication is throttled', () => {
   });
 });
 
+describe('the admin key on the key routes', () => {
+  it('is checked as on every admin route: the same answers, and its failures count with theirs', async () => {
+    const { server } = await throttledServer();
+    await using _s = server;
+    const tokens = '/v1/admin/customers/acme/enrollment-tokens';
+    const other = await call(server, 'GET', '/v1/admin/tenants', { key: 'wrong-0' });
+    for (let i = 1; i < 4; i++) {
+      const r = await call(server, 'POST', tokens, { key: `wrong-${i}`, body: '{}', contentType: 'application/json' });
+      expect(r.status).toBe(401);
+      expect(r.body.error?.message).toBe(other.body.error?.message);
+    }
+    expect((await call(server, 'POST', tokens, { body: '{}', contentType: 'application/json' })).body.error?.message).toMatch(/^admin key required/);
+    expect((await call(server, 'GET', '/v1/admin/tenants', { key: server.adminKey })).status).toBe(429);
+  });
+});
+
 describe('the throttle per key prefix', () => {
   it('slows a guess at one key spread over addresses without locking out the agent that holds the key', () => {
     const clock = { ms: 0 };
