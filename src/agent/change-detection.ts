@@ -39,6 +39,15 @@ export function countCheckReasons(state: TableStateRow, counters: ChangeCounters
 }
 
 /**
+ * Whether the horizon the local state remembers settling is the server's: the same settled version
+ * and, when the state kept it (states saved before did not), the same settled xmax.
+ */
+function sameSettle(state: TableStateRow, server: { settledVersion: string; settledXmax: string | null }): boolean {
+  if ((state.lastSettledVersion ?? '0') !== server.settledVersion) return false;
+  return state.lastSettledXmax === null || server.settledXmax === null || state.lastSettledXmax === server.settledXmax;
+}
+
+/**
  * Why the whole table must be verified because the local database is not where the server thinks
  * it is, or null. Each of these is something a busy database cannot outrun:
  *  - moved: rows carried versions from another cluster's transaction ids (a pg_dump/pg_restore
@@ -46,7 +55,9 @@ export function countCheckReasons(state: TableStateRow, counters: ChangeCounters
  *  - pending: such a verification was owed and has not finished yet;
  *  - state_behind: the horizon the local database remembers settling is not the server's: the
  *    local database went back (a file-level backup or PITR restore: tidemark's own state went back
- *    with it), or a settle's answer was lost (the safe side);
+ *    with it), or a settle's answer was lost (the safe side). The xmax is compared too: a long
+ *    transaction (in any database of the cluster) holds the settled version still across settles,
+ *    so a backup taken while it ran would remember the very version the server holds;
  *  - xid_behind: the local transaction ids are below the server's settled horizon.
  */
 export function restoreReason(
@@ -57,7 +68,7 @@ export function restoreReason(
 ): 'moved' | 'pending' | 'state_behind' | 'xid_behind' | null {
   if (rebasedRows > 0) return 'moved';
   if (state.fullVerifyPending) return 'pending';
-  if ((state.lastSettledVersion ?? '0') !== summary.settledVersion) return 'state_behind';
+  if (!sameSettle(state, summary)) return 'state_behind';
   if (BigInt(snapshotXmin) < BigInt(summary.settledVersion)) return 'xid_behind';
   return null;
 }
@@ -125,7 +136,7 @@ export async function idleSettleFor(
   hasVersionIn: (versions: string[]) => Promise<boolean>,
 ): Promise<IdleSettle | null> {
   if (!last || owed || state.fullVerifyPending || state.uploadResume !== null) return null;
-  if ((state.lastSettledVersion ?? '0') !== last.settledVersion || BigInt(snapshot.xmin) < BigInt(last.settledVersion)) return null;
+  if (!sameSettle(state, last) || BigInt(snapshot.xmin) < BigInt(last.settledVersion)) return null;
   if (last.maxVersion !== null && (localMax === null || BigInt(last.maxVersion) > BigInt(localMax))) return null;
   const from = BigInt(last.settledXmax ?? last.settledVersion);
   if (localMax !== null && BigInt(localMax) >= from) return null;

@@ -155,13 +155,13 @@ export async function runTable(input: TableRunInput): Promise<void> {
     }
 
     // 4. Settle the horizon (only once every visible row above it is up).
-    if (idleSettled) await local.state.save(name, { lastSettledVersion: summary.settledVersion });
+    if (idleSettled) await local.state.save(name, { lastSettledVersion: summary.settledVersion, lastSettledXmax: summary.settledXmax });
     else if (complete) {
       summary =
         settledWithRows ??
         (await remote.upload(name, Buffer.alloc(0), { settle, maxModified: localModified, timeoutMs: settings.batchTimeoutSeconds * 1000 })).summary;
       // Goes back with the local database: how a restored backup is told (change-detection.ts).
-      await local.state.save(name, { lastSettledVersion: summary.settledVersion });
+      await local.state.save(name, { lastSettledVersion: summary.settledVersion, lastSettledXmax: summary.settledXmax });
       if (resumeSaved) await local.state.saveUploadResume(name, null);
     }
 

@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
 import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDatabase, type TestServer } from '../support/fixtures.js';
@@ -92,6 +93,39 @@ describe('migrations and restores', () => {
     expect(await local.query(`select full_verify_pending from tidemark.table_state`)).toEqual([{ full_verify_pending: false }]);
     // And the next run is an ordinary one.
     expect((await agent.agent.tick({ checkCount: false })).tables[0]?.diff).toBeUndefined();
+  });
+
+  it('notices a physical restore when a long transaction elsewhere in the cluster held the settled version still since the backup', async () => {
+    // A transaction in another database of the cluster holds the oldest running id (the settled
+    // version) still: the backup and the last run before the restore settle the same version.
+    await using elsewhere = await createDatabase('local');
+    const pin = new pg.Client({ connectionString: elsewhere.url });
+    await pin.connect();
+    await pin.query('begin');
+    await pin.query('select pg_current_xact_id()');
+    const { local, server, reg, agent } = await syncedItems(100);
+    await using _l = local;
+    await using _s = server;
+    await using _a = agent;
+    await local.query(`create table backup as select id, name, tidemark_version from items`);
+    await local.query(`create table state_backup as select * from tidemark.table_state`);
+    await local.query(`update items set name = 'v2' where id <= 50`);
+    await local.query(`insert into items select i, 'v2' from generate_series(101, 150) i`);
+    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    const [held] = await local.query<{ settled: string }>(`select last_settled_version::text as settled from tidemark.table_state`);
+    expect(held?.settled).toBe((await local.query<{ settled: string }>(`select last_settled_version::text as settled from state_backup`))[0]?.settled);
+    await pin.query('rollback');
+    await pin.end();
+
+    await local.query(`alter table items disable trigger tidemark_stamp_version`);
+    await local.query(`delete from items; insert into items (id, name, tidemark_version) select id, name, tidemark_version from backup`);
+    await local.query(`alter table items enable always trigger tidemark_stamp_version`);
+    await local.query(`delete from tidemark.table_state; insert into tidemark.table_state select * from state_backup`);
+
+    const result = await agent.agent.tick({ checkCount: false });
+    expect(result.tables[0]?.error).toBeUndefined();
+    expect(result.converged).toBe(true);
+    await same(local, server, reg.databaseId);
   });
 
   it('stamps writes made with session_replication_role = replica, also on tables tracked before the trigger fired ALWAYS', async () => {

@@ -44,6 +44,7 @@ const STATE_SCHEMA_SQL = /* sql */ `
   alter table tidemark.table_state add column if not exists upload_resume jsonb;
   alter table tidemark.table_state add column if not exists last_insert_count bigint;
   alter table tidemark.table_state add column if not exists last_settled_version bigint;
+  alter table tidemark.table_state add column if not exists last_settled_xmax bigint;
   alter table tidemark.table_state add column if not exists full_verify_pending boolean not null default false;
   -- the declaration of each table the server last accepted: what a schema change is compared with
   create table if not exists tidemark.accepted_declaration (

@@ -19,6 +19,12 @@ export interface TableStateRow {
    * local database is not where it was (restore-detection.ts).
    */
   lastSettledVersion: string | null;
+  /**
+   * The settled xmax that went with it (null in states saved before it was kept). The settled
+   * version is the oldest transaction still running, which one long transaction anywhere in the
+   * cluster can hold still across many settles; the xmax moves with every transaction id.
+   */
+  lastSettledXmax: string | null;
   /** A whole-table verification is owed (a restore or a move was detected) and not done yet. */
   fullVerifyPending: boolean;
   verifyCursor: Bound | null;
@@ -51,6 +57,7 @@ export class PgTableStateStore {
       last_stats_identity: string | null;
       last_insert_count: string | null;
       last_settled_version: string | null;
+      last_settled_xmax: string | null;
       full_verify_pending: boolean;
       verify_cursor: Bound | null;
       verify_pass_started_at: Date | null;
@@ -58,7 +65,7 @@ export class PgTableStateStore {
       last_success_at: Date | null;
       upload_resume: UploadResume | null;
     }>(
-      /* sql */ `select last_delete_count::text, last_stats_identity, last_insert_count::text, last_settled_version::text, full_verify_pending,
+      /* sql */ `select last_delete_count::text, last_stats_identity, last_insert_count::text, last_settled_version::text, last_settled_xmax::text, full_verify_pending,
               verify_cursor, verify_pass_started_at, verify_rows_done::text, last_success_at, upload_resume
          from tidemark.table_state where schema_name = $1::text and table_name = $2::text`,
       [table.schema, table.name],
@@ -69,6 +76,7 @@ export class PgTableStateStore {
       lastStatsIdentity: r?.last_stats_identity ?? null,
       lastInsertCount: r?.last_insert_count ?? null,
       lastSettledVersion: r?.last_settled_version ?? null,
+      lastSettledXmax: r?.last_settled_xmax ?? null,
       fullVerifyPending: r?.full_verify_pending ?? false,
       verifyCursor: r?.verify_cursor ?? null,
       verifyPassStartedAt: r?.verify_pass_started_at ?? null,
@@ -89,6 +97,7 @@ export class PgTableStateStore {
     add('last_stats_identity', 'text', s.lastStatsIdentity);
     add('last_insert_count', 'bigint', s.lastInsertCount);
     add('last_settled_version', 'bigint', s.lastSettledVersion);
+    add('last_settled_xmax', 'bigint', s.lastSettledXmax);
     add('full_verify_pending', 'boolean', s.fullVerifyPending);
     add('verify_cursor', 'jsonb', s.verifyCursor === undefined ? undefined : JSON.stringify(s.verifyCursor));
     add('verify_pass_started_at', 'timestamptz', s.verifyPassStartedAt);
