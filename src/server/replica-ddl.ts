@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 
 import { ErrorCode, ProtocolError, toError } from '../shared/errors.js';
-import { ident, isSafeTypeName, qualified, SqlState, sqlstateOf, withTransaction } from '../shared/pg.js';
+import { ident, isSafeTypeName, qualified, SqlState, sqlstateOf, tryUnderLockTimeout } from '../shared/pg.js';
 import {
   type Collation,
   type ColumnSpec,
@@ -68,16 +68,15 @@ export async function upgradeTenantWalls(pool: pg.Pool, warn: (table: string, re
   let upgraded = 0;
   for (const r of rows) {
     const t = qualified(r.schema_name, r.table_name);
+    const label = `${r.schema_name}.${r.table_name}`;
     try {
-      await withTransaction(pool, async (client) => {
-        await client.query(/* sql */ `select set_config('lock_timeout', $1::text, true)`, [WALL_UPGRADE_LOCK_TIMEOUT]);
-        await client.query(/* sql */ `alter policy tidemark_tenant_wall on ${t} using (${TENANT_WALL}) with check (${TENANT_WALL})`);
-      });
-      upgraded++;
+      const sql = /* sql */ `alter policy tidemark_tenant_wall on ${t} using (${TENANT_WALL}) with check (${TENANT_WALL})`;
+      if (await tryUnderLockTimeout(pool, WALL_UPGRADE_LOCK_TIMEOUT, sql)) upgraded++;
+      else warn(label, `its lock was not granted within ${WALL_UPGRADE_LOCK_TIMEOUT}`);
     } catch (e) {
-      const sqlstate = sqlstateOf(e);
-      if (sqlstate !== SqlState.LOCK_NOT_AVAILABLE && sqlstate !== SqlState.INSUFFICIENT_PRIVILEGE) throw e;
-      warn(`${r.schema_name}.${r.table_name}`, toError(e).message);
+      // A table another role owns: the server may not alter its policy.
+      if (sqlstateOf(e) !== SqlState.INSUFFICIENT_PRIVILEGE) throw e;
+      warn(label, toError(e).message);
     }
   }
   return upgraded;

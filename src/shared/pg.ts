@@ -100,6 +100,24 @@ interface PgErrorLike {
   message?: unknown;
 }
 
+/**
+ * Runs one statement (DDL, typically) in its own transaction, waiting at most `lockTimeout` (a
+ * PostgreSQL interval, e.g. '1s') for its locks: an upgrade at start must not queue readers behind
+ * it. False when a lock was not granted in time (nothing changed: the caller tries again later).
+ */
+export async function tryUnderLockTimeout(pool: pg.Pool, lockTimeout: string, sql: string): Promise<boolean> {
+  try {
+    await withTransaction(pool, async (client) => {
+      await client.query(/* sql */ `select set_config('lock_timeout', $1::text, true)`, [lockTimeout]);
+      await client.query(sql);
+    });
+    return true;
+  } catch (e) {
+    if (sqlstateOf(e) === SqlState.LOCK_NOT_AVAILABLE) return false;
+    throw e;
+  }
+}
+
 /** SQLSTATEs that tidemark acts on by name (classified in PG_ERROR_CLASSES below). */
 export const SqlState = {
   UNIQUE_VIOLATION: '23505',

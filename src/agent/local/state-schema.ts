@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 
-import { qualified, SqlState, sqlstateOf, withTransaction } from '../../shared/pg.js';
+import { qualified, tryUnderLockTimeout, withTransaction } from '../../shared/pg.js';
 
 const STATE_SCHEMA_SQL = /* sql */ `
   create schema if not exists tidemark;
@@ -98,16 +98,9 @@ export async function installStateSchema(pool: pg.Pool): Promise<{ notUpgraded: 
   );
   const notUpgraded: string[] = [];
   for (const r of rows) {
-    try {
-      await withTransaction(pool, async (c) => {
-        await c.query(/* sql */ `select set_config('lock_timeout', $1::text, true)`, [UPGRADE_LOCK_TIMEOUT]);
-        // On a partitioned table this reaches every partition.
-        await c.query(/* sql */ `alter table ${qualified(r.schema_name, r.table_name)} enable always trigger tidemark_stamp_version`);
-      });
-    } catch (e) {
-      if (sqlstateOf(e) !== SqlState.LOCK_NOT_AVAILABLE) throw e;
-      notUpgraded.push(`${r.schema_name}.${r.table_name}`);
-    }
+    // On a partitioned table this reaches every partition.
+    const sql = /* sql */ `alter table ${qualified(r.schema_name, r.table_name)} enable always trigger tidemark_stamp_version`;
+    if (!(await tryUnderLockTimeout(pool, UPGRADE_LOCK_TIMEOUT, sql))) notUpgraded.push(`${r.schema_name}.${r.table_name}`);
   }
   return { notUpgraded };
 }
