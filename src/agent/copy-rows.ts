@@ -22,21 +22,15 @@ export function countRows(buf: Buffer): number {
  * `bytes` bytes, or of the first row if it alone is larger. 0 when `buf` holds no complete row.
  */
 export function cutPoint(buf: Buffer, rows: number, bytes: number): number {
-  let end = 0;
-  let n = 0;
-  for (let i = buf.indexOf(NEWLINE); i !== -1 && n < rows; i = buf.indexOf(NEWLINE, i + 1)) {
-    if (n > 0 && i + 1 > bytes) break;
-    end = i + 1;
-    n++;
-  }
-  return end;
+  return cutChunks([buf], rows, bytes).batch.length;
 }
 
 /**
- * `cutPoint` over the text held in `chunks` (in order), without joining them first: the batch (its
- * rows, one buffer) and the chunks left after it, which share memory with `chunks`. Only the batch's
- * bytes are copied, once; the rest is never copied again by a later cut. An empty batch when the
- * chunks hold no complete row.
+ * Cuts the first batch off the text held in `chunks` (in order), where `cutPoint` says, without
+ * joining them first: the batch (its rows, one buffer) and the chunks left after it, which share
+ * memory with `chunks`. Only the batch's bytes are copied, once (none for a batch within one
+ * chunk); the rest is never copied again by a later cut. An empty batch when the chunks hold no
+ * complete row.
  */
 export function cutChunks(chunks: readonly Buffer[], rows: number, bytes: number): { batch: Buffer; rows: number; rest: Buffer[] } {
   let end = 0;
