@@ -85,6 +85,31 @@ function openUpload(
   };
 }
 
+/** Tenant A's upload holds the only slot (admitted, its body left open) until its `finish`. */
+async function holdTheSlot(admission: UploadAdmission, server: TestServer, a: RegisterResult): Promise<ReturnType<typeof openUpload>> {
+  const admitted = once(admission, 'admitted');
+  const holding = openUpload(server, a, 'agent-a', rows(1, 50));
+  await admitted;
+  return holding;
+}
+
+/** Two tenants, acme (A) and globex (B), each with a remote that has declared the table (the caller closes them). */
+async function twoTenants(server: TestServer): Promise<{ a: RegisterResult; b: RegisterResult; remoteA: HttpRemote; remoteB: HttpRemote }> {
+  const a = await server.register('acme');
+  const b = await server.register('globex');
+  const remoteA = remoteOf(server, a, 'agent-a');
+  const remoteB = remoteOf(server, b, 'agent-b');
+  try {
+    await remoteA.declare(TABLE, DECLARATION);
+    await remoteB.declare(TABLE, DECLARATION);
+  } catch (e) {
+    remoteA.close();
+    remoteB.close();
+    throw e;
+  }
+  return { a, b, remoteA, remoteB };
+}
+
 async function tenantRows(server: TestServer, reg: RegisterResult): Promise<number> {
   const [r] = await server.db.query<{ n: number }>(`select count(*)::int as n from public.items where tidemark_database_id = $1::uuid`, [reg.databaseId]);
   return r?.n ?? -1;
@@ -95,17 +120,9 @@ describe('fan-in: admission control of uploads', () => {
     const { timer } = manualTimer();
     const admission = new UploadAdmission({ maxConcurrent: 1, maxWaitMs: 20_000, retryAfterSeconds: 2, timer });
     await using server = await startTestServer({}, { uploadAdmission: admission });
-    const a = await server.register('acme');
-    const b = await server.register('globex');
-    const remoteA = remoteOf(server, a, 'agent-a');
-    const remoteB = remoteOf(server, b, 'agent-b');
+    const { a, b, remoteA, remoteB } = await twoTenants(server);
     try {
-      await remoteA.declare(TABLE, DECLARATION);
-      await remoteB.declare(TABLE, DECLARATION);
-
-      const admittedA = once(admission, 'admitted');
-      const holding = openUpload(server, a, 'agent-a', rows(1, 50));
-      await admittedA;
+      const holding = await holdTheSlot(admission, server, a);
       const queued = once(admission, 'queued');
       const second = remoteB.upload(TABLE, Buffer.from(rows(1, 30)), { insertOnly: true, timeoutMs: TIMEOUT_MS });
       await queued;
@@ -129,16 +146,9 @@ describe('fan-in: admission control of uploads', () => {
     const { timer, fireLast } = manualTimer();
     const admission = new UploadAdmission({ maxConcurrent: 1, maxWaitMs: 20_000, retryAfterSeconds: 2, timer });
     await using server = await startTestServer({}, { uploadAdmission: admission });
-    const a = await server.register('acme');
-    const b = await server.register('globex');
-    const remoteA = remoteOf(server, a, 'agent-a');
-    const remoteB = remoteOf(server, b, 'agent-b');
+    const { a, b, remoteA, remoteB } = await twoTenants(server);
     try {
-      await remoteA.declare(TABLE, DECLARATION);
-      await remoteB.declare(TABLE, DECLARATION);
-      const admittedA = once(admission, 'admitted');
-      const holding = openUpload(server, a, 'agent-a', rows(1, 50));
-      await admittedA;
+      const holding = await holdTheSlot(admission, server, a);
       const queued = once(admission, 'queued');
       // A body larger than the sockets' buffers (~1.5 MB): the 503 is sent before any of it is read,
       // and must reach the agent as an answer, not as a connection reset.
@@ -175,9 +185,7 @@ describe('fan-in: admission control of uploads', () => {
       await remoteA.declare(TABLE, DECLARATION);
       await using agent = await startRecordingAgent(local, server, b);
       await agent.local.tracking.track('items');
-      const admittedA = once(admission, 'admitted');
-      const holding = openUpload(server, a, 'agent-a', rows(1, 50));
-      await admittedA;
+      const holding = await holdTheSlot(admission, server, a);
       // The agent's first batch queues behind A and is shed; its second try queues again, and A finishes.
       let queuedTimes = 0;
       let finished: Promise<{ status: number; body: string }> | undefined;

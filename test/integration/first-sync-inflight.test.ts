@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { describe, expect, it } from 'vitest';
 import { createDatabase, dumpRows, startRecordingAgent, startTestServer, type TestDatabase } from '../support/fixtures.js';
-import type { RemoteCall } from '../support/recording-remote.js';
+import type { RecordingRemote, RemoteCall } from '../support/recording-remote.js';
 
 const TOTAL = 1000;
 const BATCH_ROWS = 100;
@@ -37,6 +37,23 @@ async function setUp(local: TestDatabase): Promise<void> {
 
 const isRowsUpload = (c: RemoteCall): boolean => c.method === 'upload' && (c.rows ?? 0) > 0;
 
+/** Counts the recording remote's uploads of rows in flight at once; returns the most seen so far. */
+function inFlightOf(recording: RecordingRemote): () => number {
+  let inFlight = 0;
+  let most = 0;
+  const wrap = recording.upload.bind(recording);
+  recording.upload = async (table, rows, options) => {
+    const counts = rows.length > 0;
+    if (counts) most = Math.max(most, ++inFlight);
+    try {
+      return await wrap(table, rows, options);
+    } finally {
+      if (counts) inFlight--;
+    }
+  };
+  return () => most;
+}
+
 describe('first sync with several requests in flight', () => {
   it('sends the next batch while the first is in flight, never more than the setting, and converges', async () => {
     await using local = await createDatabase('local');
@@ -48,8 +65,6 @@ describe('first sync with several requests in flight', () => {
     });
     await agent.local.tracking.track('items');
 
-    let inFlight = 0;
-    let maxInFlight = 0;
     let secondArrived: () => void = () => {};
     const second = new Promise<void>((resolve) => {
       secondArrived = resolve;
@@ -64,21 +79,12 @@ describe('first sync with several requests in flight', () => {
       // in flight gets there (one that waits for each answer would wait here for good).
       if (uploads === 1) await second;
     };
-    const wrap = agent.recording.upload.bind(agent.recording);
-    agent.recording.upload = async (table, rows, options) => {
-      const counts = rows.length > 0;
-      if (counts) maxInFlight = Math.max(maxInFlight, ++inFlight);
-      try {
-        return await wrap(table, rows, options);
-      } finally {
-        if (counts) inFlight--;
-      }
-    };
+    const maxInFlight = inFlightOf(agent.recording);
 
     const tick = await agent.agent.tick({ checkCount: true });
     expect(tick.tables[0]?.error).toBeUndefined();
     expect(tick.converged).toBe(true);
-    expect(maxInFlight).toBe(2);
+    expect(maxInFlight()).toBe(2);
     expect(agent.recording.uploads().map((c) => c.rows)).toEqual(Array(TOTAL / BATCH_ROWS).fill(BATCH_ROWS));
     expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
     // Converged: the resume point is gone, and the history has one row per batch.
@@ -191,21 +197,10 @@ describe('first sync with several requests in flight', () => {
     expect((await agent.agent.tick()).converged).toBe(true);
 
     await local.query(`update items set name = name || ' (changed)'`);
-    let inFlight = 0;
-    let maxInFlight = 0;
-    const wrap = agent.recording.upload.bind(agent.recording);
-    agent.recording.upload = async (table, rows, options) => {
-      const counts = rows.length > 0;
-      if (counts) maxInFlight = Math.max(maxInFlight, ++inFlight);
-      try {
-        return await wrap(table, rows, options);
-      } finally {
-        if (counts) inFlight--;
-      }
-    };
+    const maxInFlight = inFlightOf(agent.recording);
     const tick = await agent.agent.tick({ checkCount: true });
     expect(tick.converged).toBe(true);
-    expect(maxInFlight).toBe(1);
+    expect(maxInFlight()).toBe(1);
     expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
   });
 });

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
-import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestDatabase, type TestServer } from '../support/fixtures.js';
+import { createDatabase, dumpRows, startTestAgent, startTestServer, type TestAgent, type TestDatabase, type TestServer } from '../support/fixtures.js';
 
 async function syncedItems(rows: number) {
   const local = await createDatabase('local');
@@ -17,6 +17,26 @@ async function syncedItems(rows: number) {
 
 const same = async (local: TestDatabase, server: TestServer, databaseId: string) =>
   expect(await dumpRows(server.db, 'public.items', { where: `tidemark_database_id = '${databaseId}'` })).toEqual(await dumpRows(local, 'public.items'));
+
+/**
+ * The "backup": the table and tidemark's state in the local database, as a file-level copy holds
+ * them; then half the rows change, 50 are added, and a run sends them.
+ */
+async function backUpThenChange(local: TestDatabase, agent: TestAgent): Promise<void> {
+  await local.query(`create table backup as select id, name, tidemark_version from items`);
+  await local.query(`create table state_backup as select * from tidemark.table_state`);
+  await local.query(`update items set name = 'v2' where id <= 50`);
+  await local.query(`insert into items select i, 'v2' from generate_series(101, 150) i`);
+  expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+}
+
+/** "Restores" the backup: rows and tidemark's state as they were. */
+async function restoreBackup(local: TestDatabase): Promise<void> {
+  await local.query(`alter table items disable trigger tidemark_stamp_version`);
+  await local.query(`delete from items; insert into items (id, name, tidemark_version) select id, name, tidemark_version from backup`);
+  await local.query(`alter table items enable always trigger tidemark_stamp_version`);
+  await local.query(`delete from tidemark.table_state; insert into tidemark.table_state select * from state_backup`);
+}
 
 describe('migrations and restores', () => {
   it('after a move to a new cluster (versions from its xid space), runs again cost what changed, and nothing is skipped', async () => {
@@ -66,18 +86,9 @@ describe('migrations and restores', () => {
     await using _l = local;
     await using _s = server;
     await using _a = agent;
-    // The "backup": the table and tidemark's state in the local database, as a file-level copy holds them.
-    await local.query(`create table backup as select id, name, tidemark_version from items`);
-    await local.query(`create table state_backup as select * from tidemark.table_state`);
-    await local.query(`update items set name = 'v2' where id <= 50`);
-    await local.query(`insert into items select i, 'v2' from generate_series(101, 150) i`);
-    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await backUpThenChange(local, agent);
 
-    // "Restore" it: rows and state as they were.
-    await local.query(`alter table items disable trigger tidemark_stamp_version`);
-    await local.query(`delete from items; insert into items (id, name, tidemark_version) select id, name, tidemark_version from backup`);
-    await local.query(`alter table items enable always trigger tidemark_stamp_version`);
-    await local.query(`delete from tidemark.table_state; insert into tidemark.table_state select * from state_backup`);
+    await restoreBackup(local);
     // A busy database: its transaction ids pass the server's settled horizon before the agent runs.
     const summary = await agent.agent.remote.summary({ schema: 'public', name: 'items' });
     for (;;) {
@@ -107,20 +118,13 @@ describe('migrations and restores', () => {
     await using _l = local;
     await using _s = server;
     await using _a = agent;
-    await local.query(`create table backup as select id, name, tidemark_version from items`);
-    await local.query(`create table state_backup as select * from tidemark.table_state`);
-    await local.query(`update items set name = 'v2' where id <= 50`);
-    await local.query(`insert into items select i, 'v2' from generate_series(101, 150) i`);
-    expect((await agent.agent.tick({ checkCount: true })).converged).toBe(true);
+    await backUpThenChange(local, agent);
     const [held] = await local.query<{ settled: string }>(`select last_settled_version::text as settled from tidemark.table_state`);
     expect(held?.settled).toBe((await local.query<{ settled: string }>(`select last_settled_version::text as settled from state_backup`))[0]?.settled);
     await pin.query('rollback');
     await pin.end();
 
-    await local.query(`alter table items disable trigger tidemark_stamp_version`);
-    await local.query(`delete from items; insert into items (id, name, tidemark_version) select id, name, tidemark_version from backup`);
-    await local.query(`alter table items enable always trigger tidemark_stamp_version`);
-    await local.query(`delete from tidemark.table_state; insert into tidemark.table_state select * from state_backup`);
+    await restoreBackup(local);
 
     const result = await agent.agent.tick({ checkCount: false });
     expect(result.tables[0]?.error).toBeUndefined();
