@@ -8,6 +8,7 @@
 
 import { type BundleStatus, bundleStatusSchema } from '../shared/protocol/bundle.js';
 import { buildPath, errorBodySchema } from '../shared/protocol.js';
+import { humanSeconds } from './human.js';
 
 const STATUS_TIMEOUT_MS = 30_000;
 
@@ -44,21 +45,12 @@ export async function fetchBundleStatus(target: BundleStatusTarget): Promise<{ s
   return parsed.success ? { status: parsed.data } : { unavailable: 'unexpected answer from the server' };
 }
 
-/** "3 d 4 h", "2 h 5 min", "12 min", "40 s". */
-export function formatAge(seconds: number): string {
-  const s = Math.floor(seconds);
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min`;
-  if (s < 86_400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-  return `${Math.floor(s / 86_400)} d ${Math.floor((s % 86_400) / 3600)} h`;
-}
-
 /** The lines `tidemark status` prints: none for a database that never imported a bundle. */
 export function bundleStatusLines(answer: { status: BundleStatus } | { unavailable: string }): string[] {
   if ('unavailable' in answer) return [`offline bundles: unknown (${answer.unavailable})`];
   const last = answer.status.lastImport;
   if (!last) return [];
-  const age = answer.status.ageSeconds === null ? '' : `; the cloud copy is ${formatAge(answer.status.ageSeconds)} old (as exported)`;
+  const age = answer.status.ageSeconds === null ? '' : `; the cloud copy is ${humanSeconds(answer.status.ageSeconds)} old (as exported)`;
   return [
     `offline bundles: last imported ${last.importedAt} (exported ${last.createdAt}, sequence ${last.sequence}): ${last.rows} rows, ${last.deletes} deletes, ${last.bytes} bytes${age}`,
   ];

@@ -17,6 +17,7 @@ import {
 } from '../shared/protocol.js';
 import { adminRequest } from './admin-client.js';
 import { adminConfigFrom, EXIT_USAGE, ExitError } from './common.js';
+import { humanSeconds } from './human.js';
 
 interface FleetFlags {
   config?: string;
@@ -39,16 +40,6 @@ export function formatTable(cells: string[][]): string {
         .trimEnd(),
     )
     .join('\n');
-}
-
-/** A duration for people: 42s, 5m 3s, 2h 10m, 3d 4h. */
-export function humanSeconds(seconds: number | null): string {
-  if (seconds === null) return '-';
-  const s = Math.round(seconds);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
-  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
 function ago(iso: string | null, now: number): string {

@@ -97,7 +97,7 @@ describe('offline sites: status, migration and walls', () => {
     expect(after.stdout).toMatch(/public\.items +300 +300 /);
     expect(after.stdout).toMatch(
       new RegExp(
-        `^offline bundles: last imported \\S+ \\(exported \\S+, sequence ${sequence}\\): 300 rows, 0 deletes, ${bytes} bytes; the cloud copy is \\d+ s old`,
+        `^offline bundles: last imported \\S+ \\(exported \\S+, sequence ${sequence}\\): 300 rows, 0 deletes, ${bytes} bytes; the cloud copy is \\d+s old`,
         'm',
       ),
     );
