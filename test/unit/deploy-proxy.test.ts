@@ -58,6 +58,11 @@ describe('nginx example', () => {
     expect(defaults.listen).toBe('127.0.0.1:8080');
   });
 
+  it('serves the admin API and the console page only to the allowed networks, and never /metrics', () => {
+    for (const prefix of ['/v1/admin/', '/admin']) expect(text).toMatch(new RegExp(`location ${prefix} \\{[^}]*deny all;`));
+    expect(text).toMatch(/location = \/metrics \{\s*return 404;/);
+  });
+
   it('passes nginx -t', async (ctx) => {
     if (!(await requireTool(ctx, 'nginx', ['-v'], 'nginx-light'))) return;
     if (!(await requireTool(ctx, 'openssl', ['version'], 'openssl'))) return;
@@ -89,6 +94,13 @@ describe('Caddy example', () => {
     const timeout = /response_header_timeout (\d+)s/.exec(text)?.[1];
     expect(Number(timeout)).toBeGreaterThan(AGENT_BATCH_TIMEOUT_SECONDS);
     expect(text).toMatch(/reverse_proxy 127\.0\.0\.1:8080/);
+  });
+
+  it('serves the admin API and the console page only to the allowed networks, and never /metrics', () => {
+    const outside = /@admin_outside \{\s*path ([^\n]*)\n\s*not remote_ip/.exec(text)?.[1]?.split(/\s+/);
+    expect(outside).toEqual(['/v1/admin/*', '/admin', '/admin/*']);
+    expect(text).toMatch(/respond @admin_outside 403/);
+    expect(text).toMatch(/respond \/metrics 404/);
   });
 
   it('passes caddy adapt --validate and is formatted as caddy fmt formats it', async (ctx) => {
