@@ -8,7 +8,8 @@
  */
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, type RequestOptions as HttpsRequestOptions, request as httpsRequest } from 'node:https';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { connect as tlsConnect } from 'node:tls';
 
 /** Proxy settings, from the environment (read by the CLI: `proxySettingsFrom(process.env)`). */
@@ -99,6 +100,12 @@ class TunnelAgent extends HttpsAgent {
 
 const AGENT_OPTIONS = { keepAlive: true, maxSockets: 16 } as const;
 
+/** A body streamed from its source with backpressure (a file), of a length known beforehand. */
+export interface StreamBody {
+  stream: Readable;
+  length: number;
+}
+
 export class HttpTransport {
   private readonly httpAgent = new HttpAgent(AGENT_OPTIONS);
   private readonly httpsAgent: HttpsAgent;
@@ -114,13 +121,17 @@ export class HttpTransport {
       proxy && proxy.protocol === 'http:' ? new TunnelAgent(proxy, { ...AGENT_OPTIONS, ...tlsOptions }) : new HttpsAgent({ ...AGENT_OPTIONS, ...tlsOptions });
   }
 
-  /** One exchange: the status, the body as text and any Retry-After. Rejects on network errors and on the timeout (AbortSignal). */
+  /**
+   * One exchange: the status, the body as text and any Retry-After. Rejects on network errors and
+   * on the timeout (AbortSignal; null: none, for an exchange that lasts as long as the server works).
+   * A stream body is read only as fast as the socket takes it (fetch in Node 20 reads it whole first).
+   */
   request(
     method: string,
     url: string,
-    body: Buffer | undefined,
+    body: Buffer | StreamBody | undefined,
     headers: Record<string, string>,
-    timeoutMs: number,
+    timeoutMs: number | null,
   ): Promise<{ status: number; text: string; retryAfter?: string | undefined }> {
     const target = new URL(url);
     const secure = target.protocol === 'https:';
@@ -139,7 +150,7 @@ export class HttpTransport {
             ...headers,
             ...(body ? { 'content-length': String(body.length) } : {}),
           },
-          signal: AbortSignal.timeout(timeoutMs),
+          ...(timeoutMs !== null ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -149,7 +160,8 @@ export class HttpTransport {
         },
       );
       req.on('error', reject);
-      req.end(body);
+      if (body === undefined || Buffer.isBuffer(body)) req.end(body);
+      else pipeline(body.stream, req).catch(reject);
     });
   }
 

@@ -88,7 +88,7 @@ export function listTenants(serverUrl: string, adminKey: string): Promise<Tenant
  * Sends one admin request: an unreachable server is a RetryableError; the answer's body comes back
  * parsed as JSON (undefined when it is not JSON, e.g. a proxy's page).
  */
-export async function fetchAdmin(serverUrl: string, url: string, init: RequestInit): Promise<{ res: Response; json: unknown }> {
+async function fetchAdmin(serverUrl: string, url: string, init: RequestInit): Promise<{ res: Response; json: unknown }> {
   let res: Response;
   try {
     res = await fetch(url, init);

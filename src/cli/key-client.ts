@@ -5,7 +5,7 @@
  */
 import type { z } from 'zod';
 
-import { HttpTransport, type TransportOptions } from '../agent/http-transport.js';
+import { HttpTransport, type StreamBody, type TransportOptions } from '../agent/http-transport.js';
 import { ErrorCode, ProtocolError, RetryableError, TidemarkError } from '../shared/errors.js';
 import {
   type ConfirmKeyResult,
@@ -24,18 +24,27 @@ import { adminRequest } from './admin-client.js';
 
 const KEY_TIMEOUT_MS = 60_000;
 
+/** A POST's body: its bytes (or a stream of them) and their content type. */
+export interface PostBody {
+  bytes: Buffer | StreamBody;
+  contentType: string;
+}
+
 /**
- * One request authenticated by a token or a database key, sent as the agent sends its requests
- * (the environment's proxy, the config's TLS files: http-transport.ts); the answer parsed by `schema`.
+ * One POST authenticated by a bearer credential (an enrollment token, a database key, the admin
+ * key), sent as the agent sends its requests (the environment's proxy, the config's TLS files:
+ * http-transport.ts); the answer parsed by `schema`. `timeoutMs` null: no timeout (an exchange
+ * that lasts as long as the server works on it).
  */
-async function bearerRequest<S extends z.ZodType>(
+export async function bearerPost<S extends z.ZodType>(
   serverUrl: string,
   credential: string,
   path: string,
-  body: unknown,
+  body: PostBody,
   schema: S,
   what: string,
   network: TransportOptions | undefined,
+  timeoutMs: number | null,
 ): Promise<z.output<S>> {
   const transport = new HttpTransport(serverUrl, network);
   let res: { status: number; text: string };
@@ -43,9 +52,9 @@ async function bearerRequest<S extends z.ZodType>(
     res = await transport.request(
       'POST',
       `${serverUrl.replace(/\/+$/, '')}${path}`,
-      Buffer.from(JSON.stringify(body)),
-      { authorization: `Bearer ${credential}`, 'content-type': 'application/json' },
-      KEY_TIMEOUT_MS,
+      body.bytes,
+      { authorization: `Bearer ${credential}`, 'content-type': body.contentType },
+      timeoutMs,
     );
   } catch (e) {
     const err = e as { code?: string; message?: string };
@@ -68,6 +77,20 @@ async function bearerRequest<S extends z.ZodType>(
   const parsed = schema.safeParse(json);
   if (!parsed.success) throw new TidemarkError(ErrorCode.INTERNAL, `${what}: unexpected answer from the server; is it a tidemark server of this version?`);
   return parsed.data;
+}
+
+/** A JSON POST authenticated by a token or a database key. */
+function bearerRequest<S extends z.ZodType>(
+  serverUrl: string,
+  credential: string,
+  path: string,
+  body: unknown,
+  schema: S,
+  what: string,
+  network: TransportOptions | undefined,
+): Promise<z.output<S>> {
+  const json = { bytes: Buffer.from(JSON.stringify(body)), contentType: 'application/json' };
+  return bearerPost(serverUrl, credential, path, json, schema, what, network, KEY_TIMEOUT_MS);
 }
 
 export function createEnrollmentToken(

@@ -5,16 +5,24 @@
  */
 import { createReadStream } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
-import { Readable } from 'node:stream';
 
 import type { Command } from 'commander';
 
 import { exportBundle } from '../agent/bundle-export.js';
-import { ConfigError, ErrorCode, ProtocolError } from '../shared/errors.js';
-import { BUNDLE_CONTENT_TYPE, type BundleReceipt, bundleImportResultSchema, bundleReceiptSchema, bundleStatusSchema } from '../shared/protocol/bundle.js';
-import { adminPaths, CLIENT_ID_PATTERN, errorBodySchema, parseTableName } from '../shared/protocol.js';
-import { adminRequest, fetchAdmin } from './admin-client.js';
+import { proxySettingsFrom } from '../agent/http-transport.js';
+import { ConfigError } from '../shared/errors.js';
+import {
+  BUNDLE_CONTENT_TYPE,
+  type BundleImportResult,
+  type BundleReceipt,
+  bundleImportResultSchema,
+  bundleReceiptSchema,
+  bundleStatusSchema,
+} from '../shared/protocol/bundle.js';
+import { adminPaths, CLIENT_ID_PATTERN, parseTableName } from '../shared/protocol.js';
+import { adminRequest } from './admin-client.js';
 import { adminConfigFrom, localPool, logger, splitList } from './common.js';
+import { bearerPost } from './key-client.js';
 
 interface ExportFlags {
   database?: string;
@@ -43,24 +51,19 @@ async function readReceipt(path: string): Promise<BundleReceipt> {
   return parsed.data;
 }
 
-/** Streams the bundle to the server; the parsed answer. */
-async function postBundle(serverUrl: string, adminKey: string, path: string): Promise<unknown> {
-  const url = `${serverUrl.replace(/\/+$/, '')}${adminPaths.bundles()}`;
-  await stat(path); // a missing file fails here with its name, before any request
-  const { res, json } = await fetchAdmin(serverUrl, url, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${adminKey}`, 'content-type': BUNDLE_CONTENT_TYPE },
-    body: Readable.toWeb(createReadStream(path)) as ReadableStream<Uint8Array>,
-    duplex: 'half',
-  } as RequestInit & { duplex: 'half' });
-  if (res.status === 401) throw new ProtocolError(ErrorCode.AUTH_UNAUTHENTICATED, 401, `admin key not accepted by the server at ${serverUrl}`);
-  if (!res.ok) {
-    const parsed = errorBodySchema.safeParse(json);
-    if (!parsed.success) throw new ProtocolError(ErrorCode.INTERNAL, res.status, `import: server answered ${res.status}`);
-    const code = (Object.values(ErrorCode) as string[]).includes(parsed.data.error.code) ? (parsed.data.error.code as ErrorCode) : ErrorCode.INTERNAL;
-    throw new ProtocolError(code, res.status, parsed.data.error.message);
+/**
+ * Streams the bundle to the server (read from the file only as fast as the socket takes it), with
+ * no timeout: the server answers once it has applied the whole bundle; the parsed answer.
+ */
+async function postBundle(serverUrl: string, adminKey: string, path: string): Promise<BundleImportResult> {
+  let length: number;
+  try {
+    length = (await stat(path)).size;
+  } catch (e) {
+    throw new ConfigError(`cannot read the bundle ${path}: ${(e as Error).message}`);
   }
-  return json;
+  const body = { bytes: { stream: createReadStream(path), length }, contentType: BUNDLE_CONTENT_TYPE };
+  return bearerPost(serverUrl, adminKey, adminPaths.bundles(), body, bundleImportResultSchema, 'import', { proxy: proxySettingsFrom(process.env) }, null);
 }
 
 export function offlineCommands(program: Command): void {
@@ -111,10 +114,7 @@ export function offlineCommands(program: Command): void {
     .requiredOption('--receipt-out <file>', "where to write the receipt for the site's next export")
     .action(async (bundle: string, flags: { config?: string; server?: string; adminKey?: string; receiptOut: string }) => {
       const { serverUrl, adminKey } = adminConfigFrom(flags);
-      const parsed = bundleImportResultSchema.safeParse(await postBundle(serverUrl, adminKey, bundle));
-      if (!parsed.success)
-        throw new ProtocolError(ErrorCode.INTERNAL, 502, 'import: unexpected answer from the server; is it a tidemark server of this version?');
-      const { receipt, ...result } = parsed.data;
+      const { receipt, ...result } = await postBundle(serverUrl, adminKey, bundle);
       await writeFile(flags.receiptOut, `${JSON.stringify(receipt)}\n`);
       process.stdout.write(`${JSON.stringify({ ...result, receiptOut: flags.receiptOut })}\n`);
       if (result.applied && !result.matches)
