@@ -330,22 +330,18 @@ async function loadPhase(
       target: '>= 1000',
       met: idle.runsPerSecond >= 1000,
     });
-    results.ratio(
-      PART,
-      'idle runs/s vs raw select 1/s through a pool',
-      idle.runsPerSecond.toFixed(0),
-      floorSql.runsPerSecond.toFixed(0),
-      idle.runsPerSecond / floorSql.runsPerSecond,
-      '>= 0.25',
-    );
-    results.ratio(
-      PART,
-      'idle runs/s vs GET /healthz/s',
-      idle.runsPerSecond.toFixed(0),
-      floorHttp.runsPerSecond.toFixed(0),
-      idle.runsPerSecond / floorHttp.runsPerSecond,
-      '>= 0.3',
-    );
+    // Floors for reference (what a request or a statement alone costs here), not targets.
+    for (const [metric, floor] of [
+      ['idle runs/s vs raw select 1/s through a pool', floorSql],
+      ['idle runs/s vs GET /healthz/s', floorHttp],
+    ] as const)
+      results.add({
+        part: PART,
+        metric,
+        value: idle.runsPerSecond.toFixed(0),
+        baseline: floor.runsPerSecond.toFixed(0),
+        ratio: idle.runsPerSecond / floor.runsPerSecond,
+      });
     results.ratio(PART, 'idle run p50 ms (baseline: old protocol)', idle.p50Ms.toFixed(1), legacy.p50Ms.toFixed(1), idle.p50Ms / legacy.p50Ms, '<= 0.7');
     results.add({
       part: PART,
