@@ -22,7 +22,6 @@ import {
   BUNDLE_BUCKET_BITS,
   BUNDLE_MAGIC,
   type BundleHeader,
-  type BundleKeys,
   type BundleReceipt,
   type BundleTable,
   type BundleTableEnd,
@@ -195,9 +194,9 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
         const per = options.bucketsPerFrame ?? Math.max(1, Math.floor(KEYS_PER_FRAME / rowsPerBucket));
         // A frame over the import's JSON limit (wide keys, huge buckets) is split in halves, down to one bucket.
         const writeKeys = async (buckets: number[]): Promise<void> => {
-          const answer = await snap.manifest({ ...base, mode: 'count', level: 'rows', buckets });
-          const keys: BundleKeys = { buckets, rows: (answer.rows ?? []).map((r) => [r[0], r[1]]) };
-          const payload = Buffer.from(JSON.stringify(keys));
+          // The frame is a BundleKeys object; its rows as PostgreSQL wrote them (one string, not an object a row).
+          const keys = await snap.keySetJson({ ...base, mode: 'count', level: 'rows', buckets });
+          const payload = Buffer.from(`{"buckets":${JSON.stringify(buckets)},"rows":${keys.json}}`);
           if (payload.length > MAX_BUNDLE_JSON_FRAME_BYTES) {
             if (buckets.length === 1)
               throw new TidemarkError(
@@ -209,7 +208,7 @@ export async function exportBundle(options: ExportOptions): Promise<ExportResult
             await writeKeys(buckets.slice(half));
             return;
           }
-          result.deletes += keys.rows.length;
+          result.deletes += keys.count;
           await writer.frame(FrameType.keys, payload);
         };
         for (let i = 0; i < changed.length; i += per) await writeKeys(changed.slice(i, i + per));

@@ -19,12 +19,11 @@ import {
   type BundleImportResult,
   type BundleReceipt,
   type BundleTable,
-  bundleKeysSchema,
   bundleTableEndSchema,
   bundleTableSchema,
   FrameType,
 } from '../shared/protocol/bundle.js';
-import { type KeyRange, type ManifestRequest, parseTableName, type TableName } from '../shared/protocol.js';
+import { type KeyRange, parseTableName, type TableName } from '../shared/protocol.js';
 import { parseFrame, readFrames } from './bundle-reader.js';
 import type { BundleStore } from './bundle-store.js';
 import type { Tenant, TenantStore } from './tenant-store.js';
@@ -35,10 +34,12 @@ function importAgentId(): string {
 }
 const ALL: KeyRange = { lower: null, upper: null };
 /**
- * Local keys gathered from key-set frames before one check against the cloud: each check is a scan
- * of the cloud table, so fewer is faster; the keys are held in memory (about 100 bytes each).
+ * Bytes of key-set frames gathered before one check against the cloud: each check is a scan of the
+ * cloud table, so fewer is faster. About 100,000 keys of ~30 bytes (the exporter's frames are about
+ * that size: one frame a check); held as the frames' bytes, and PostgreSQL compares them with the
+ * cloud's rows (an anti-join: PgManifests.absentKeys).
  */
-const KEYS_PER_SCAN = 100_000;
+const KEY_BYTES_PER_SCAN = 2 * 1024 * 1024;
 
 export interface ApplyOptions {
   store: TenantStore;
@@ -123,22 +124,17 @@ export async function applyBundle(options: ApplyOptions): Promise<BundleImportRe
     if (again) return again;
     let current: { name: TableName; begin: BundleTable } | null = null;
     // Key sets of several frames are checked together: each check scans the cloud table once.
-    const pendingKeys = { buckets: [] as number[], local: new Set<string>() };
+    // The frames' bytes are passed on as they are (the first pass checked their shape): PostgreSQL
+    // reads the key sets, so they never become JavaScript objects here.
+    const pendingKeys = { frames: [] as Buffer[], bytes: 0 };
     const deleteGone = async (table: { name: TableName; begin: BundleTable }): Promise<void> => {
-      if (pendingKeys.buckets.length === 0) return;
-      const request: ManifestRequest = {
-        mode: 'count',
-        range: ALL,
-        hashKind: 'text',
-        level: 'rows',
-        bucketBits: header.bucketBits,
-        buckets: pendingKeys.buckets,
-      };
-      const cloud = (await store.manifest(tenant, table.name, request)).rows ?? [];
+      if (pendingKeys.frames.length === 0) return;
+      const framesJson = `[${pendingKeys.frames.map((p) => p.toString('utf8')).join(',')}]`;
+      pendingKeys.frames = [];
+      pendingKeys.bytes = 0;
+      const absent = await store.absentKeys(tenant, table.name, header.bucketBits, framesJson);
       const { snapshot } = table.begin;
-      const gone = cloud.filter((r) => !pendingKeys.local.has(JSON.stringify(r[0])) && knownTo(snapshot, r[1])).map((r) => ({ key: r[0], version: r[1] }));
-      pendingKeys.buckets = [];
-      pendingKeys.local.clear();
+      const gone = absent.filter((r) => knownTo(snapshot, r.version));
       if (gone.length > 0) result.deletes += (await store.deleteRows(tenant, table.name, { keys: gone })).rowsDeleted;
     };
     for await (const f of readFrames(options.path, options.maxRowsBytes)) {
@@ -155,10 +151,9 @@ export async function applyBundle(options: ApplyOptions): Promise<BundleImportRe
         const uploaded = await store.upload(tenant, current.name, Readable.from([f.payload]), {});
         result.rows += uploaded.rowsReceived;
       } else if (f.type === FrameType.keys) {
-        const keys = parseFrame(bundleKeysSchema, f, 'key set');
-        for (const b of keys.buckets) pendingKeys.buckets.push(b);
-        for (const k of keys.rows) pendingKeys.local.add(JSON.stringify(k[0]));
-        if (pendingKeys.local.size >= KEYS_PER_SCAN) await deleteGone(current);
+        pendingKeys.frames.push(f.payload);
+        pendingKeys.bytes += f.payload.length;
+        if (pendingKeys.bytes >= KEY_BYTES_PER_SCAN) await deleteGone(current);
       } else if (f.type === FrameType.tableEnd) {
         await deleteGone(current);
         const end = parseFrame(bundleTableEndSchema, f, 'table end');

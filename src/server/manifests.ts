@@ -67,4 +67,42 @@ export class PgManifests {
       { isolation: 'repeatable read', readOnly: true },
     );
   }
+
+  /**
+   * The tenant's rows in the key-hash buckets of these key-set frames whose key no frame lists:
+   * an offline import's deletion check (bundle-import.ts). `framesJson` is a JSON array of the
+   * frames as the bundle holds them (`{"buckets": [...], "rows": [[key, version], ...]}`, key the
+   * text of each key column; checked by the import's first pass). PostgreSQL reads them and makes
+   * the comparison (an anti-join), so the key sets never become JavaScript objects on the server;
+   * only the absent rows come back.
+   */
+  async absentKeys(tenant: Tenant, table: TableName, bucketBits: number, framesJson: string): Promise<{ key: string[]; version: string }[]> {
+    return withTransaction(
+      this.pool,
+      async (client) => {
+        const { hashShape: shape } = await this.catalog.require(client, tenant, table);
+        await enterTenant(client, tenant);
+        const listed = await client.query<{ buckets: number[] }>(
+          /* sql */ `select coalesce(array_agg(distinct b::int), '{}') as buckets
+            from jsonb_array_elements($1::jsonb) as f(frame), jsonb_array_elements_text(f.frame -> 'buckets') as b`,
+          [framesJson],
+        );
+        const buckets = listed.rows[0]?.buckets ?? [];
+        if (buckets.length === 0) return [];
+        const request: ManifestRequest = { mode: 'count', range: { lower: null, upper: null }, hashKind: 'text', level: 'rows', bucketBits, buckets };
+        const query = manifestQuery(shape, request, tenantParams(tenant), tenantWhere());
+        query.values.push(framesJson);
+        const frames = `$${query.values.length}::jsonb`;
+        const { rows } = await client.query<{ k: string[]; v: string }>(
+          /* sql */ `select m.k, m.v from (${query.text}) m
+            where not exists (
+              select from jsonb_array_elements(${frames}) as f(frame), jsonb_array_elements(f.frame -> 'rows') as s(pair)
+               where s.pair -> 0 = to_jsonb(m.k))`,
+          query.values,
+        );
+        return rows.map((r) => ({ key: r.k, version: r.v }));
+      },
+      { isolation: 'repeatable read', readOnly: true },
+    );
+  }
 }

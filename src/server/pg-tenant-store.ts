@@ -139,6 +139,9 @@ export class PgTenantStore implements TenantStore {
   manifest(tenant: Tenant, table: TableName, request: ManifestRequest): Promise<ManifestResponse> {
     return this.manifests.manifest(tenant, table, request);
   }
+  absentKeys(tenant: Tenant, table: TableName, bucketBits: number, framesJson: string): Promise<{ key: string[]; version: string }[]> {
+    return this.manifests.absentKeys(tenant, table, bucketBits, framesJson);
+  }
   requestResync(clientId: string, databaseId: string, tables: TableName[] | null): Promise<string[]> {
     return this.state.requestResync(this.pool, clientId, databaseId, tables);
   }

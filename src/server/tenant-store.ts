@@ -52,6 +52,8 @@ export interface TenantStore {
   /** Recomputes the state row's figures from the rows. */
   recount(tenant: Tenant, table: TableName): Promise<TableSummary>;
   manifest(tenant: Tenant, table: TableName, request: ManifestRequest): Promise<ManifestResponse>;
+  /** The rows of the buckets of these key-set frames (a JSON array of them) whose key no frame lists: an offline import's deletion check. */
+  absentKeys(tenant: Tenant, table: TableName, bucketBits: number, framesJson: string): Promise<{ key: string[]; version: string }[]>;
 
   /** Flags tables (all when null) for a forced resync; returns the flagged names. */
   requestResync(clientId: string, databaseId: string, tables: TableName[] | null): Promise<string[]>;

@@ -160,7 +160,7 @@ describe('offline sites: status, migration and walls', () => {
     }
   });
 
-  it('refuses, whole, a genuine-key bundle whose rows hold an end-of-data line (COPY would drop what follows it)', async () => {
+  it('refuses, whole, a genuine-key bundle whose rows hold an end-of-data line (COPY would drop what follows it), or whose key set is malformed', async () => {
     await using local = await createDatabase('local');
     await using server = await startTestServer();
     await tracked(local);
@@ -180,6 +180,18 @@ describe('offline sites: status, migration and walls', () => {
     expect(r.stderr).toMatch(/bundle refused: a rows frame contains an end-of-data line/);
     const [declared] = await server.db.query<{ n: number }>(`select count(*)::int as n from tidemark.table_state`);
     expect(declared?.n).toBe(0);
+    // A key set of the wrong shape (a version that is no number) is refused whole too: the first pass
+    // checks every key-set frame (in place: isBundleKeys), before the rows frames before it apply.
+    const keysBroken = framesOf(readFileSync(join(dir, 'b1')));
+    const keys = keysBroken.find((f) => f.type === FrameType.keys);
+    if (!keys) throw new Error('no key-set frame');
+    keys.payload = Buffer.from(keys.payload.toString('utf8').replace(/,"(\d+)"\]/, ',"v$1"]'));
+    writeFileSync(join(dir, 'badkeys'), signed(keysBroken, reg.apiKey));
+    const rk = await tidemark(importArgs(server, join(dir, 'badkeys'), join(dir, 'rbadkeys')));
+    expect(rk.code).toBe(1);
+    expect(rk.stderr).toMatch(/bundle refused: its key set is invalid/);
+    const [still] = await server.db.query<{ n: number }>(`select count(*)::int as n from tidemark.table_state`);
+    expect(still?.n).toBe(0);
     // Re-signed unchanged, the same frames apply: only the marker was refused.
     const good = framesOf(readFileSync(join(dir, 'b1')));
     writeFileSync(join(dir, 'resigned'), signed(good, reg.apiKey));

@@ -265,6 +265,21 @@ export class LocalSnapshot {
     return manifestResponse(request, rows);
   }
 
+  /**
+   * The (key, version) of every row of a rows-level request's buckets, as one JSON array text that
+   * PostgreSQL builds (`[[key, version], ...]`, key the text of each key column): an offline
+   * bundle's key set (bundle-export.ts) without a JavaScript object per row.
+   */
+  async keySetJson(request: ManifestRequest): Promise<{ json: string; count: number }> {
+    const q = manifestQuery(this.table.shape, { ...request, level: 'rows' }, [], 'true');
+    const { rows } = await (await this.conn()).query<{ json: string; n: string }>(
+      /* sql */ `select '[' || coalesce(string_agg('[' || array_to_json(m.k)::text || ',"' || m.v || '"]', ','), '') || ']' as json, count(*)::text as n
+        from (${q.text}) m`,
+      q.values,
+    );
+    return { json: rows[0]?.json ?? '[]', count: Number(rows[0]?.n ?? 0) };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
