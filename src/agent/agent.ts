@@ -198,6 +198,11 @@ export class Agent {
             if (e instanceof TidemarkError && e.code === ErrorCode.REPLICA_TABLE_UNKNOWN) return null;
             throw e;
           });
+          // Unless the server refused its declaration: only the last run knows why.
+          if (out.remote === null) {
+            const { lastError } = await this.local.state.read(name);
+            if (lastError) out.error = `the server has not accepted this table; the last run failed: ${lastError}`;
+          }
         } catch (e) {
           out.error = e instanceof TidemarkError ? `${e.message} [${e.code}]` : String(e);
         }

@@ -46,8 +46,10 @@ export class TableSync {
     const log = this.d.log.child({ table: label });
     const result = emptyResult(label);
     initTableMetrics(metrics, label);
+    let lastError: string | null | undefined;
     try {
       const state = await this.d.local.state.read(name);
+      lastError = state.lastError;
       this.restoreLastMatched(label, state);
       await runTable({
         deps: this.d,
@@ -66,12 +68,20 @@ export class TableSync {
         this.lastMatched.set(label, now.getTime());
         await this.d.local.state.markSuccess(name, now);
       }
+      if (lastError) await this.d.local.state.save(name, { lastError: null });
     } catch (e) {
       const err = toError(e);
       const code = errorCodeOf(e);
       result.error = { code, message: err.message };
       metrics.syncErrors.inc({ table: label, code });
       log.warn({ code, error: err.message }, 'table run failed');
+      // Kept for `tidemark status` (agent.ts): written when it changes; not when the local database
+      // itself is what failed (the state could not be read, and the write would fail too).
+      const line = `${err.message} [${code}]`;
+      if (lastError !== undefined && lastError !== line)
+        await this.d.local.state.save(name, { lastError: line }).catch((saveError: unknown) => {
+          log.warn({ error: toError(saveError).message }, 'could not record the failed run in the local state');
+        });
     } finally {
       result.durationSeconds = (performance.now() - started) / 1000;
       metrics.runDuration.observe({ table: label }, result.durationSeconds);

@@ -46,6 +46,8 @@ const STATE_SCHEMA_SQL = /* sql */ `
   alter table tidemark.table_state add column if not exists last_settled_version bigint;
   alter table tidemark.table_state add column if not exists last_settled_xmax bigint;
   alter table tidemark.table_state add column if not exists full_verify_pending boolean not null default false;
+  -- why the table's last run failed ("message [CODE]"), until a run ends without error
+  alter table tidemark.table_state add column if not exists last_error text;
   -- the declaration of each table the server last accepted: what a schema change is compared with
   create table if not exists tidemark.accepted_declaration (
     schema_name text not null,

@@ -32,6 +32,8 @@ export interface TableStateRow {
   verifyRowsDone: number;
   /** When local and remote last matched. */
   lastSuccessAt: Date | null;
+  /** Why the table's last run failed (`message [CODE]`), until a run ends without error; shown by `status` for a table the server never accepted. */
+  lastError: string | null;
   /** Where an upload cut short by the run budget resumes. */
   uploadResume: UploadResume | null;
 }
@@ -64,9 +66,10 @@ export class PgTableStateStore {
       verify_rows_done: string;
       last_success_at: Date | null;
       upload_resume: UploadResume | null;
+      last_error: string | null;
     }>(
       /* sql */ `select last_delete_count::text, last_stats_identity, last_insert_count::text, last_settled_version::text, last_settled_xmax::text, full_verify_pending,
-              verify_cursor, verify_pass_started_at, verify_rows_done::text, last_success_at, upload_resume
+              verify_cursor, verify_pass_started_at, verify_rows_done::text, last_success_at, upload_resume, last_error
          from tidemark.table_state where schema_name = $1::text and table_name = $2::text`,
       [table.schema, table.name],
     );
@@ -83,6 +86,7 @@ export class PgTableStateStore {
       verifyRowsDone: Number(r?.verify_rows_done ?? 0),
       lastSuccessAt: r?.last_success_at ?? null,
       uploadResume: r?.upload_resume ?? null,
+      lastError: r?.last_error ?? null,
     };
   }
 
@@ -102,6 +106,7 @@ export class PgTableStateStore {
     add('verify_cursor', 'jsonb', s.verifyCursor === undefined ? undefined : JSON.stringify(s.verifyCursor));
     add('verify_pass_started_at', 'timestamptz', s.verifyPassStartedAt);
     add('verify_rows_done', 'bigint', s.verifyRowsDone);
+    add('last_error', 'text', s.lastError);
     if (fields.length === 0) return;
     const columns = fields.map((f) => f.column).join(', ');
     const values = fields.map((f, i) => `$${i + 3}::${f.cast}`).join(', ');
