@@ -37,20 +37,20 @@ export function cutChunks(chunks: readonly Buffer[], rows: number, bytes: number
   let n = 0;
   let offset = 0; // of the current chunk in the text
   let at = 0; // the chunk holding the end of the batch
+  let before = 0; // its offset in the text
   scan: for (let c = 0; c < chunks.length; c++) {
     const chunk = chunks[c] as Buffer;
     for (let i = chunk.indexOf(NEWLINE); i !== -1; i = chunk.indexOf(NEWLINE, i + 1)) {
       if (n >= rows || (n > 0 && offset + i + 1 > bytes)) break scan;
       end = offset + i + 1;
       at = c;
+      before = offset;
       n++;
     }
     offset += chunk.length;
     if (n > 0 && offset >= bytes) break;
   }
   if (n === 0) return { batch: Buffer.alloc(0), rows: 0, rest: [...chunks] };
-  let before = 0;
-  for (let c = 0; c < at; c++) before += (chunks[c] as Buffer).length;
   const last = chunks[at] as Buffer;
   const within = end - before;
   const parts = [...chunks.slice(0, at), last.subarray(0, within)];

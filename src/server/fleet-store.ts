@@ -103,6 +103,7 @@ export class PgFleetStore implements FleetStore {
       rowsDeleted: t.rowsDeleted,
     }));
     const key = [tenant.clientId, tenant.databaseId];
+    const tablesJson = JSON.stringify(tables);
     await withTransaction(this.pool, async (client) => {
       await client.query(
         /* sql */ `
@@ -130,7 +131,7 @@ export class PgFleetStore implements FleetStore {
                 rows_behind = excluded.rows_behind, quarantined_rows = excluded.quarantined_rows, quarantined = excluded.quarantined,
                 lag_seconds = excluded.lag_seconds, local_count = excluded.local_count, local_max_version = excluded.local_max_version,
                 remote_count = excluded.remote_count, remote_max_version = excluded.remote_max_version, schema_state = excluded.schema_state`,
-          [...key, JSON.stringify(tables)],
+          [...key, tablesJson],
         );
       // A complete report names every table the agent syncs: the others' last reports (an untracked
       // table that was failing, say) would otherwise count for the database for ever.
@@ -140,7 +141,7 @@ export class PgFleetStore implements FleetStore {
           delete from tidemark.table_report
            where client_id = $1::text and database_id = $2::uuid
              and (schema_name, table_name) not in (select r.schema_name, r.table_name from jsonb_to_recordset($3::jsonb) as r(schema_name text, table_name text))`,
-          [...key, JSON.stringify(tables)],
+          [...key, tablesJson],
         );
       await client.query(
         /* sql */ `insert into tidemark.run_report (client_id, database_id, started_at, duration_seconds, outcome, tables)
