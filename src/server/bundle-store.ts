@@ -6,6 +6,7 @@
  */
 import type pg from 'pg';
 
+import { sqlstateOf } from '../shared/pg.js';
 import type { BundleStatus } from '../shared/protocol/bundle.js';
 import type { Tenant } from './tenant-scope.js';
 
@@ -24,7 +25,33 @@ export interface BundleStore {
   lastImport(tenant: Tenant): Promise<BundleImportRecord | null>;
   /** Records an import; false (nothing recorded) when one with this or a later sequence already is. */
   recordImport(tenant: Tenant, record: Omit<BundleImportRecord, 'importedAt'>): Promise<boolean>;
+  /**
+   * Whether a key-set frame's text has the shape the import reads it in (PgManifests.absentKeys):
+   * `{"buckets": [int, ...], "rows": [[[key text, ...], "version"], ...]}`, read by PostgreSQL's
+   * own JSON parser; 'not json' when it does not parse as jsonb.
+   */
+  checkKeySet(text: string): Promise<'ok' | 'not json' | 'invalid'>;
 }
+
+/**
+ * bundleKeysSchema, as PostgreSQL reads it: buckets are written as plain integers (the import casts
+ * their text to int), versions as decimal strings within bigint, keys as arrays of strings. CASE
+ * guards each function that would raise on a value of another type (AND does not short-circuit).
+ */
+const KEY_SET_SHAPE_SQL = /* sql */ `
+  select case when jsonb_typeof(j) = 'object' and jsonb_typeof(j -> 'buckets') = 'array' and jsonb_typeof(j -> 'rows') = 'array'
+    then not exists (
+           select from jsonb_array_elements(j -> 'buckets') as b(v)
+            where jsonb_typeof(v) <> 'number' or v::text !~ '^[0-9]{1,9}$')
+     and not exists (
+           select from jsonb_array_elements(j -> 'rows') as r(v)
+            where case when jsonb_typeof(v) = 'array' and jsonb_array_length(v) = 2
+                            and jsonb_typeof(v -> 0) = 'array' and jsonb_typeof(v -> 1) = 'string' and (v ->> 1) ~ '^[0-9]{1,19}$'
+                       then (v ->> 1)::numeric > 9223372036854775807
+                         or exists (select from jsonb_array_elements(v -> 0) as k(t) where jsonb_typeof(t) <> 'string')
+                       else true end)
+    else false end as ok
+  from (select $1::jsonb as j) f`;
 
 export class PgBundleStore implements BundleStore {
   constructor(private readonly pool: pg.Pool) {}
@@ -47,6 +74,17 @@ export class PgBundleStore implements BundleStore {
     return r
       ? { sequence: r.sequence, createdAt: r.created_at, importedAt: r.imported_at, rows: Number(r.rows), deletes: Number(r.deletes), bytes: Number(r.bytes) }
       : null;
+  }
+
+  async checkKeySet(text: string): Promise<'ok' | 'not json' | 'invalid'> {
+    try {
+      const { rows } = await this.pool.query<{ ok: boolean }>(KEY_SET_SHAPE_SQL, [text]);
+      return rows[0]?.ok ? 'ok' : 'invalid';
+    } catch (e) {
+      // Class 22 (data exception): the text is not JSON jsonb can hold (a syntax error, U+0000, a lone surrogate).
+      if (sqlstateOf(e)?.startsWith('22')) return 'not json';
+      throw e;
+    }
   }
 
   async recordImport(tenant: Tenant, record: Omit<BundleImportRecord, 'importedAt'>): Promise<boolean> {

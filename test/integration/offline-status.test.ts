@@ -181,7 +181,7 @@ describe('offline sites: status, migration and walls', () => {
     const [declared] = await server.db.query<{ n: number }>(`select count(*)::int as n from tidemark.table_state`);
     expect(declared?.n).toBe(0);
     // A key set of the wrong shape (a version that is no number) is refused whole too: the first pass
-    // checks every key-set frame (in place: isBundleKeys), before the rows frames before it apply.
+    // checks every key-set frame, before the rows frames before it apply.
     const keysBroken = framesOf(readFileSync(join(dir, 'b1')));
     const keys = keysBroken.find((f) => f.type === FrameType.keys);
     if (!keys) throw new Error('no key-set frame');
@@ -192,6 +192,26 @@ describe('offline sites: status, migration and walls', () => {
     expect(rk.stderr).toMatch(/bundle refused: its key set is invalid/);
     const [still] = await server.db.query<{ n: number }>(`select count(*)::int as n from tidemark.table_state`);
     expect(still?.n).toBe(0);
+    // Key sets that JavaScript's JSON reads but the import's reader, PostgreSQL, cannot: a bucket
+    // written 1.0 (cast to int from its text) and a key holding U+0000 (jsonb has no NUL). Checked
+    // before anything applies, by the same reader: refused whole, never halfway through the import.
+    for (const [label, edit] of [
+      ['a bucket written 1.0', (t: string) => t.replace(/"buckets":\s*\[(\d+)/, '"buckets":[$1.0')],
+      ['a key holding U+0000', (t: string) => t.replace(/\[\["/, '[["\\u0000')],
+    ] as const) {
+      const broken = framesOf(readFileSync(join(dir, 'b1')));
+      const set = broken.find((f) => f.type === FrameType.keys);
+      if (!set) throw new Error('no key-set frame');
+      const text = set.payload.toString('utf8');
+      set.payload = Buffer.from(edit(text));
+      expect(set.payload.toString('utf8'), label).not.toBe(text);
+      writeFileSync(join(dir, 'odd'), signed(broken, reg.apiKey));
+      const ro = await tidemark(importArgs(server, join(dir, 'odd'), join(dir, 'rodd')));
+      expect(ro.stderr, label).toMatch(/bundle refused: its key set is (invalid|not JSON)/);
+      expect(ro.code, label).toBe(1);
+      const [none] = await server.db.query<{ n: number }>(`select count(*)::int as n from tidemark.table_state`);
+      expect(none?.n, label).toBe(0);
+    }
     // Re-signed unchanged, the same frames apply: only the marker was refused.
     const good = framesOf(readFileSync(join(dir, 'b1')));
     writeFileSync(join(dir, 'resigned'), signed(good, reg.apiKey));

@@ -16,7 +16,7 @@ import { createHash, createHmac, type Hmac } from 'node:crypto';
 
 import { z } from 'zod';
 
-import { isVersion, versionSchema } from './identifiers.js';
+import { versionSchema } from './identifiers.js';
 import { tableDeclarationSchema, tableSummarySchema } from './table-messages.js';
 
 export const BUNDLE_MAGIC = Buffer.from('TIDEMARK-BUNDLE 1\n', 'latin1');
@@ -86,24 +86,6 @@ export const bundleKeysSchema = z.object({
   rows: z.array(z.tuple([z.array(z.string()), versionSchema])),
 });
 export type BundleKeys = z.infer<typeof bundleKeysSchema>;
-
-/**
- * What bundleKeysSchema accepts, checked in place: a key-set frame holds about 100,000 rows, and a
- * schema parse would copy every one of them (the import checks each frame before applying any).
- */
-export function isBundleKeys(value: unknown): value is BundleKeys {
-  if (typeof value !== 'object' || value === null) return false;
-  const { buckets, rows } = value as Record<string, unknown>;
-  if (!Array.isArray(buckets) || !buckets.every((b) => Number.isInteger(b) && (b as number) >= 0)) return false;
-  if (!Array.isArray(rows)) return false;
-  for (const row of rows as unknown[]) {
-    if (!Array.isArray(row) || row.length !== 2) return false;
-    const [key, version] = row as [unknown, unknown];
-    if (!Array.isArray(key) || !key.every((k) => typeof k === 'string')) return false;
-    if (typeof version !== 'string' || !isVersion(version)) return false;
-  }
-  return true;
-}
 
 export const bundleTableEndSchema = z.object({
   table: z.string(),
