@@ -27,35 +27,50 @@ export function cutPoint(buf: Buffer, rows: number, bytes: number): number {
 
 /**
  * Cuts the first batch off the text held in `chunks` (in order), where `cutPoint` says, without
- * joining them first: the batch (its rows, one buffer) and the chunks left after it, which share
- * memory with `chunks`. Only the batch's bytes are copied, once (none for a batch within one
+ * joining them first: the batch (its rows, one buffer), the chunks left after it, which share
+ * memory with `chunks`, and which limit ended the batch (`end`: the text ended first). Only the batch's bytes are copied, once (none for a batch within one
  * chunk); the rest is never copied again by a later cut. An empty batch when the chunks hold no
  * complete row.
  */
-export function cutChunks(chunks: readonly Buffer[], rows: number, bytes: number): { batch: Buffer; rows: number; rest: Buffer[] } {
+export function cutChunks(
+  chunks: readonly Buffer[],
+  rows: number,
+  bytes: number,
+): { batch: Buffer; rows: number; rest: Buffer[]; bound: 'rows' | 'bytes' | 'end' } {
   let end = 0;
   let n = 0;
   let offset = 0; // of the current chunk in the text
   let at = 0; // the chunk holding the end of the batch
   let before = 0; // its offset in the text
+  let bound: 'rows' | 'bytes' | 'end' = 'end'; // which limit ended the batch; 'end': the text did
   scan: for (let c = 0; c < chunks.length; c++) {
     const chunk = chunks[c] as Buffer;
     for (let i = chunk.indexOf(NEWLINE); i !== -1; i = chunk.indexOf(NEWLINE, i + 1)) {
-      if (n >= rows || (n > 0 && offset + i + 1 > bytes)) break scan;
+      if (n >= rows) {
+        bound = 'rows';
+        break scan;
+      }
+      if (n > 0 && offset + i + 1 > bytes) {
+        bound = 'bytes';
+        break scan;
+      }
       end = offset + i + 1;
       at = c;
       before = offset;
       n++;
     }
     offset += chunk.length;
-    if (n > 0 && offset >= bytes) break;
+    if (n > 0 && offset >= bytes) {
+      bound = 'bytes'; // the next row would end beyond the limit
+      break;
+    }
   }
-  if (n === 0) return { batch: Buffer.alloc(0), rows: 0, rest: [...chunks] };
+  if (n === 0) return { batch: Buffer.alloc(0), rows: 0, rest: [...chunks], bound };
   const last = chunks[at] as Buffer;
   const within = end - before;
   const parts = [...chunks.slice(0, at), last.subarray(0, within)];
   const rest = within < last.length ? [last.subarray(within), ...chunks.slice(at + 1)] : chunks.slice(at + 1);
-  return { batch: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, end), rows: n, rest };
+  return { batch: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, end), rows: n, rest, bound };
 }
 
 /** Key and version of the last row of a batch (`keyWidth` key columns). */

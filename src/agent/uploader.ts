@@ -290,15 +290,29 @@ export class Uploader {
     let halves: { maxRows: number; rows: number }[] = [];
     const maxRows = (): number => Math.min(ctx.suspects.length > 0 ? 1 : Number.POSITIVE_INFINITY, ...halves.map((h) => h.maxRows));
     /**
+     * The largest limits of this upload, in rows and in bytes, that ended a batch the server applied.
+     * A batch cut at limits above both (the first, a step of growth or bisection, the tuner's probe
+     * above its ceiling) goes alone: a size the server refuses is then refused once, not once per
+     * request in flight.
+     */
+    const proven = { rows: 0, bytes: 0 };
+    const limits = (): { rows: number; bytes: number } => {
+      const size = this.d.tuner.size;
+      return { rows: Math.min(size.rows, maxRows()), bytes: Math.min(size.bytes, maxBatchBytes) };
+    };
+    const isProven = (cut: { rows: number; bytes: number }): boolean => cut.rows <= proven.rows || cut.bytes <= proven.bytes;
+    /**
      * Another batch may join those in flight only on the plain path: no suspect, no failure being
      * cut down, and every batch in flight (and the new one) of several rows, so that only a lone
-     * batch ever meets the single-row rules (suspects, skip-ahead).
+     * batch ever meets the single-row rules (suspects, skip-ahead); and only at proven limits.
      */
-    const mayJoin = (): boolean => inflight.length < maxInFlight && ctx.suspects.length === 0 && halves.length === 0 && inflight.every((f) => f.rows > 1);
+    const mayJoin = (): boolean =>
+      inflight.length < maxInFlight && ctx.suspects.length === 0 && halves.length === 0 && inflight.every((f) => f.rows > 1) && isProven(limits());
     /** Cuts the next batch off the pending rows and sends it; false (nothing cut) when it would be a single row joining others. */
     const sendNext = (final: boolean): boolean => {
       const size = this.d.tuner.size;
-      const { batch, rows, rest } = cutChunks(pending, Math.min(size.rows, maxRows()), Math.min(size.bytes, maxBatchBytes));
+      const cut = limits();
+      const { batch, rows, rest, bound } = cutChunks(pending, cut.rows, cut.bytes);
       if (inflight.length > 0 && rows < 2) return false;
       const restBytes = pendingBytes - batch.length;
       // The stream's last rows, sent alone with everything before them through: the settle may go with them.
@@ -316,8 +330,18 @@ export class Uploader {
       pendingBytes = restBytes;
       pendingRows -= rows;
       const outcome = this.attempt(batch, ctx, size);
-      // Surface a failure at the next await without an unhandled rejection meanwhile.
-      outcome.catch(() => {});
+      outcome.then(
+        (o) => {
+          if (o === 'done' && bound !== 'end') proven[bound] = Math.max(proven[bound], cut[bound]);
+          else if (o === 'resend' && isProven(cut)) {
+            // A size known good failed for its size: conditions changed, nothing is proven any more.
+            proven.rows = 0;
+            proven.bytes = 0;
+          }
+        },
+        // Surface a failure at the next await without an unhandled rejection meanwhile.
+        () => {},
+      );
       inflight.push({ batch, rows, outcome });
       return true;
     };

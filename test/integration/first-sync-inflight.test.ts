@@ -65,19 +65,20 @@ describe('first sync with several requests in flight', () => {
     });
     await agent.local.tracking.track('items');
 
-    let secondArrived: () => void = () => {};
-    const second = new Promise<void>((resolve) => {
-      secondArrived = resolve;
+    let thirdArrived: () => void = () => {};
+    const third = new Promise<void>((resolve) => {
+      thirdArrived = resolve;
     });
     let uploads = 0;
     agent.recording.beforeCall = async (call) => {
       if (!isRowsUpload(call)) return;
       await checkResumePoint(local, server);
       uploads++;
-      if (uploads === 2) secondArrived();
-      // The first batch is held until the second request arrives: only an uploader that keeps two
-      // in flight gets there (one that waits for each answer would wait here for good).
-      if (uploads === 1) await second;
+      if (uploads === 3) thirdArrived();
+      // The first batch goes alone (no size is proven yet). The second is held until the third
+      // request arrives: only an uploader that keeps two in flight gets there (one that waits for
+      // each answer would wait here for good).
+      if (uploads === 2) await third;
     };
     const maxInFlight = inFlightOf(agent.recording);
 
@@ -104,34 +105,37 @@ describe('first sync with several requests in flight', () => {
     await agent.local.tracking.track('items');
 
     let uploads = 0;
-    let first: RemoteCall | null = null;
-    let secondArrived: () => void = () => {};
-    const second = new Promise<void>((resolve) => {
-      secondArrived = resolve;
+    let failing: RemoteCall | null = null;
+    let thirdArrived: () => void = () => {};
+    const third = new Promise<void>((resolve) => {
+      thirdArrived = resolve;
     });
     agent.recording.beforeCall = async (call) => {
       if (!isRowsUpload(call)) return;
       await checkResumePoint(local, server);
       uploads++;
-      if (uploads === 2) secondArrived();
-      if (uploads !== 1) return;
-      first = call;
-      // The first batch (rows 1-100) fails as too large only once the second (101-200) is applied.
-      await second;
-      while ((await serverRows(server)) < BATCH_ROWS) await sleep(10);
+      if (uploads === 3) thirdArrived();
+      if (uploads !== 2) return;
+      failing = call;
+      // The first batch (rows 1-100) goes alone and is applied. The second (101-200) fails as too
+      // large only once the third (201-300) is applied.
+      await third;
+      while ((await serverRows(server)) < 2 * BATCH_ROWS) await sleep(10);
     };
-    agent.recording.inject({ match: (c) => c === first, errorClass: 'too_large' });
+    agent.recording.inject({ match: (c) => c === failing, errorClass: 'too_large' });
 
     const tick = await agent.agent.tick({ checkCount: true });
     expect(tick.tables[0]?.error).toBeUndefined();
     expect(tick.converged).toBe(true);
     expect(tick.tables[0]?.quarantined).toBe(0);
     const sent = agent.recording.uploads();
-    expect(sent[0]).toMatchObject({ rows: BATCH_ROWS, failed: 'too_large' });
-    expect(sent[1]).toMatchObject({ rows: BATCH_ROWS });
-    expect(sent[1]?.failed).toBeUndefined();
+    expect(sent[0]).toMatchObject({ rows: BATCH_ROWS });
+    expect(sent[0]?.failed).toBeUndefined();
+    expect(sent[1]).toMatchObject({ rows: BATCH_ROWS, failed: 'too_large' });
+    expect(sent[2]).toMatchObject({ rows: BATCH_ROWS });
+    expect(sent[2]?.failed).toBeUndefined();
     // The failed rows went out again, cut in half (the uploader's bisection), before anything else.
-    expect(sent[2]?.rows).toBeLessThanOrEqual(BATCH_ROWS / 2);
+    expect(sent[3]?.rows).toBeLessThanOrEqual(BATCH_ROWS / 2);
     // Every row arrived exactly once as an applied batch.
     expect(sent.filter((c) => !c.failed).reduce((n, c) => n + (c.rows ?? 0), 0)).toBe(TOTAL);
     expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
@@ -162,6 +166,74 @@ describe('first sync with several requests in flight', () => {
     // The tuner starts at maxBytes (initialBytes), and each batch takes half of it.
     expect(Math.max(...bodies)).toBeLessThanOrEqual(MAX / 2);
     expect(bodies[0]).toBeGreaterThan(MAX / 2 - 200);
+    expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
+  });
+
+  it('sends a batch of a size not yet applied alone: a size the server refuses is refused once, not once per request in flight', async () => {
+    await using local = await createDatabase('local');
+    await using server = await startTestServer();
+    await local.query(`create table items (id int primary key, name text not null)`);
+    // Exactly 100 bytes of COPY text a row (a five-digit id, a tab, 93 letters, a newline), 1 MB in
+    // all: a batch cut at limits a batch the server applied was cut at is never larger than it.
+    await local.query(`insert into items select i, repeat('x', 93) from generate_series(10000, 19999) i`);
+    const reg = await server.register('acme');
+    await using agent = await startRecordingAgent(local, server, reg, {
+      batch: { initialBytes: 16 * 1024, maxBytes: 256 * 1024, minBytes: 4 * 1024, firstSyncInFlight: 2 },
+    });
+    await agent.local.tracking.track('items');
+    // A proxy's body limit: the tuner grows past it, bisects below it and probes above it.
+    const LIMIT = 40_050;
+    agent.recording.inject({ match: (c) => c.method === 'upload' && (c.bytes ?? 0) > LIMIT, errorClass: 'too_large', times: 1000 });
+    // Answers come in pairs: an answer waits while another request of the upload is at the server,
+    // so both reach the uploader together and both slots are free when the tuner's size changes.
+    // Over the limit, at most one request may be waiting for its answer at any time.
+    const wrap = agent.recording.upload.bind(agent.recording);
+    let atServer = 0;
+    let open = 0;
+    let overLimit = 0;
+    let worst = 0;
+    let most = 0;
+    let waiting: (() => void) | null = null;
+    agent.recording.upload = async (table, rows, options) => {
+      if (rows.length === 0) return wrap(table, rows, options);
+      const over = rows.length > LIMIT;
+      atServer++;
+      most = Math.max(most, ++open);
+      if (over) worst = Math.max(worst, ++overLimit);
+      try {
+        let answer: Awaited<ReturnType<typeof wrap>> | undefined;
+        let failure: unknown;
+        try {
+          answer = await wrap(table, rows, options);
+        } catch (e) {
+          failure = e;
+        }
+        atServer--;
+        if (waiting) {
+          const release = waiting;
+          waiting = null;
+          release();
+        } else if (failure === undefined && atServer > 0) {
+          await new Promise<void>((resolve) => {
+            waiting = resolve;
+          });
+        }
+        if (failure !== undefined) throw failure;
+        return answer as Awaited<ReturnType<typeof wrap>>;
+      } finally {
+        open--;
+        if (over) overLimit--;
+      }
+    };
+
+    const tick = await agent.agent.tick({ checkCount: true });
+    expect(tick.tables[0]?.error).toBeUndefined();
+    expect(tick.converged).toBe(true);
+    const failed = agent.recording.uploads().filter((c) => c.failed === 'too_large');
+    expect(failed.length).toBeGreaterThan(0);
+    expect(worst).toBe(1);
+    // Below what was applied, two requests stayed in flight.
+    expect(most).toBe(2);
     expect(await dumpRows(server.db, 'public.items')).toEqual(await dumpRows(local, 'public.items'));
   });
 

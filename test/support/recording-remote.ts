@@ -25,6 +25,8 @@ export interface RemoteCall {
   table: string;
   /** Upload: rows in the batch (0 for a settle without rows). */
   rows?: number;
+  /** Upload: the body's bytes. */
+  bytes?: number;
   /** Upload: carries the horizon; declare: carries an idle settle. */
   settle?: boolean;
   /** Set when the call was failed by a fault. */
@@ -101,7 +103,7 @@ export class RecordingRemote implements Remote {
     return this.call({ method: 'summary', table: table.name }, () => this.inner.summary(table));
   }
   upload(table: TableName, rows: Buffer, options: UploadOptions): Promise<UploadResult> {
-    return this.call({ method: 'upload', table: table.name, rows: countRows(rows), settle: options.settle !== undefined }, () =>
+    return this.call({ method: 'upload', table: table.name, rows: countRows(rows), bytes: rows.length, settle: options.settle !== undefined }, () =>
       this.inner.upload(table, rows, options),
     );
   }

@@ -45,6 +45,13 @@ describe('cutting COPY text into batches', () => {
       expect(cut.batch.toString(), context).toBe(all.subarray(0, end).toString());
       expect(cut.rows, context).toBe(countRows(all.subarray(0, end)));
       expect(Buffer.concat(cut.rest).toString(), context).toBe(all.subarray(end).toString());
+      // Which limit ended the batch: rows (a complete row was left for the next), bytes (the next
+      // row would end beyond the limit), or the text (no complete row left).
+      const next = text.indexOf('\n', end);
+      const nextEnd = next === -1 ? -1 : next + 1;
+      if (cut.bound === 'rows') expect(cut.rows === rows && nextEnd !== -1, context).toBe(true);
+      if (cut.bound === 'bytes') expect(nextEnd === -1 || nextEnd > bytes, context).toBe(true);
+      if (cut.bound === 'end') expect(nextEnd, context).toBe(-1);
       // The rest is views of the chunks, not copies.
       const inside = (r: Buffer, c: Buffer): boolean =>
         r.buffer === c.buffer && r.byteOffset >= c.byteOffset && r.byteOffset + r.length <= c.byteOffset + c.length;
