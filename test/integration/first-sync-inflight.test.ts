@@ -72,13 +72,14 @@ describe('first sync with several requests in flight', () => {
     let uploads = 0;
     agent.recording.beforeCall = async (call) => {
       if (!isRowsUpload(call)) return;
+      // Numbered as they arrive, before anything is awaited: the second and third arrive together.
+      const n = ++uploads;
       await checkResumePoint(local, server);
-      uploads++;
-      if (uploads === 3) thirdArrived();
+      if (n === 3) thirdArrived();
       // The first batch goes alone (no size is proven yet). The second is held until the third
       // request arrives: only an uploader that keeps two in flight gets there (one that waits for
       // each answer would wait here for good).
-      if (uploads === 2) await third;
+      if (n === 2) await third;
     };
     const maxInFlight = inFlightOf(agent.recording);
 
@@ -112,11 +113,12 @@ describe('first sync with several requests in flight', () => {
     });
     agent.recording.beforeCall = async (call) => {
       if (!isRowsUpload(call)) return;
+      // Numbered as they arrive, before anything is awaited: the second and third arrive together.
+      const n = ++uploads;
+      if (n === 2) failing = call;
       await checkResumePoint(local, server);
-      uploads++;
-      if (uploads === 3) thirdArrived();
-      if (uploads !== 2) return;
-      failing = call;
+      if (n === 3) thirdArrived();
+      if (n !== 2) return;
       // The first batch (rows 1-100) goes alone and is applied. The second (101-200) fails as too
       // large only once the third (201-300) is applied.
       await third;
