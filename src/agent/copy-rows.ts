@@ -28,9 +28,9 @@ export function cutPoint(buf: Buffer, rows: number, bytes: number): number {
 /**
  * Cuts the first batch off the text held in `chunks` (in order), where `cutPoint` says, without
  * joining them first: the batch (its rows, one buffer), the chunks left after it, which share
- * memory with `chunks`, and which limit ended the batch (`end`: the text ended first). Only the batch's bytes are copied, once (none for a batch within one
- * chunk); the rest is never copied again by a later cut. An empty batch when the chunks hold no
- * complete row.
+ * memory with `chunks`, and which limit ended the batch (`end`: the text ended first). Only the
+ * batch's bytes are copied, once (none for a batch within one chunk); the rest is never copied
+ * again by a later cut. An empty batch when the chunks hold no complete row.
  */
 export function cutChunks(
   chunks: readonly Buffer[],

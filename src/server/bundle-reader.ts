@@ -107,14 +107,6 @@ async function refuseEndMarker(payload: Buffer): Promise<void> {
   }
 }
 
-function parseJson(frame: Frame, what: string): unknown {
-  try {
-    return JSON.parse(frame.payload.toString('utf8'));
-  } catch {
-    throw refused(`its ${what} is not JSON`);
-  }
-}
-
 /**
  * A key-set frame (about 100,000 rows) is checked by PostgreSQL, which reads it in the import
  * (PgManifests.absentKeys): what it accepts here, the import can read, and the frame never becomes
@@ -127,7 +119,12 @@ async function checkKeys(frame: Frame, bundles: BundleStore): Promise<void> {
 }
 
 export function parseFrame<T>(schema: z.ZodType<T>, frame: Frame, what: string): T {
-  const json = parseJson(frame, what);
+  let json: unknown;
+  try {
+    json = JSON.parse(frame.payload.toString('utf8'));
+  } catch {
+    throw refused(`its ${what} is not JSON`);
+  }
   const r = schema.safeParse(json);
   if (!r.success) throw refused(`its ${what} is invalid (${r.error.issues[0]?.message ?? 'invalid'})`);
   return r.data;
