@@ -271,6 +271,8 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
     let serial: SyncRun | null = null;
     let peakRss = 0;
     let bestRunSeconds = Number.POSITIVE_INFINITY;
+    // The first repetition's inserts (the statement log is on for it) against that repetition's pipe.
+    let serialPath: { inserts: number; run: number; pipe: number } | null = null;
     for (let rep = 0; rep < reps; rep++) {
       await sql(localUrl, 'checkpoint');
       const p = await rawPipe(localUrl, cloudUrl, reg, pgPid);
@@ -300,8 +302,14 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
         log(
           `engine: ${batches.n} batches, ${mb(Number(batches.bytes))} sent (largest ${mb(Number(batches.max_bytes))}), ${batches.secs} s inside upload requests`,
         );
-      if (rep === 0)
+      if (rep === 0) {
         log(`engine: first sync, PostgreSQL time by statement (database: statement; wall time, COPY waits on its peer):\n${statements.top(12).join('\n')}`);
+        // First-sync batches insert one at a time (replica-rows.ts): their inserts are the run's serial path.
+        serialPath = { inserts: statements.seconds(/^bench_cloud: insert into "public"\."bench_items"/), run: f.runSeconds, pipe: p.seconds };
+        log(
+          `engine: first sync's inserts, one at a time, ${secs(serialPath.inserts)} of the table's run ${secs(serialPath.run)} (${((100 * serialPath.inserts) / serialPath.run).toFixed(0)}%); the same repetition's raw pipe ${secs(serialPath.pipe)}`,
+        );
+      }
       const remotePrint = await fingerprint(cloudUrl, 'public.bench_items', tenantWhere);
       if (remotePrint !== localPrint) results.fail(`engine: replica differs from local after the first sync (${localPrint} vs ${remotePrint})`);
       if (!first || f.seconds < first.seconds) first = f;
@@ -353,13 +361,25 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
         baseline: rate(rows, pipe.seconds),
         ratio: pipe.seconds / serial.seconds,
       });
-    results.add({
-      part: PART,
-      metric: "first sync throughput vs logical replication's initial copy",
-      value: rate(rows, first.seconds),
-      baseline: rate(rows, logical.seconds),
-      ratio: logical.seconds / first.seconds,
-    });
+    // Issue 10 asks for at least logical replication's copy. Like for like as with the pipe: the
+    // subscription is timed from CREATE SUBSCRIPTION on a connected client, so the first sync is the
+    // table's run; the process's figure is in the side-by-side line above.
+    results.ratio(
+      PART,
+      "first sync throughput (the table's run in the agent) vs logical replication's initial copy",
+      rate(rows, bestRunSeconds),
+      rate(rows, logical.seconds),
+      logical.seconds / bestRunSeconds,
+      '>= 1.00',
+    );
+    if (serialPath)
+      results.add({
+        part: PART,
+        metric: "first sync's serial path (its inserts, one batch at a time) vs the raw pipe's COPY, first repetition",
+        value: `${secs(serialPath.inserts)} (${((100 * serialPath.inserts) / serialPath.run).toFixed(0)}% of the run)`,
+        baseline: secs(serialPath.pipe),
+        ratio: serialPath.pipe / serialPath.inserts,
+      });
     results.add({
       part: PART,
       metric: "logical replication's initial copy vs raw COPY pipe",

@@ -474,6 +474,13 @@ export class StatementLog {
     this.active = false;
   }
 
+  /** Total seconds of the statements whose key (`database: text`) matches. */
+  seconds(match: RegExp): number {
+    let ms = 0;
+    for (const [k, t] of this.totals) if (match.test(k)) ms += t.ms;
+    return ms / 1000;
+  }
+
   /** The statements with the most total time. */
   top(n = 10): string[] {
     return [...this.totals.entries()]
