@@ -44,11 +44,15 @@ import {
 const PART = 'engine';
 const UPDATED_ROWS = 10_000;
 
-/** Generates the table in slices (one transaction each, so one version per slice once tracked). */
-export async function generateItems(url: string, rows: number): Promise<void> {
+/**
+ * Generates the table in slices (one transaction each, so one version per slice once tracked);
+ * `shuffled`: each slice stored in random key order.
+ */
+export async function generateItems(url: string, rows: number, shuffled = false): Promise<void> {
   await sql(url, ITEMS_DDL);
   const slice = 250_000;
-  for (let lo = 1; lo <= rows; lo += slice) await sql(url, itemsInsert('bench_items', lo, Math.min(rows, lo + slice - 1)));
+  for (let lo = 1; lo <= rows; lo += slice)
+    await sql(url, `${itemsInsert('bench_items', lo, Math.min(rows, lo + slice - 1))}${shuffled ? ' order by md5(i::text)' : ''}`);
   await sql(url, 'vacuum analyze bench_items');
 }
 
@@ -224,7 +228,9 @@ async function resetSync(localUrl: string, cloudUrl: string): Promise<void> {
 export async function engineBench(options: BenchOptions, results: Results): Promise<void> {
   const rows = options.rows;
   const reps = options.quick ? 1 : options.reps;
-  log(`engine: starting an embedded PostgreSQL (${rows.toLocaleString('en-US')} rows, best of ${reps})`);
+  log(
+    `engine: starting an embedded PostgreSQL (${rows.toLocaleString('en-US')} rows${options.shuffled ? ' stored in random key order' : ''}, best of ${reps})`,
+  );
   const statements = new StatementLog();
   // wal_level = logical for the logical replication baseline (it writes the same WAL for inserts as 'replica').
   const cluster = await startEmbeddedCluster({ onLog: statements.onLog, postgresFlags: ['-c', 'wal_level=logical'] });
@@ -240,7 +246,7 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
     const pgPid = await postmasterPid(localUrl);
 
     let t0 = performance.now();
-    await generateItems(localUrl, rows);
+    await generateItems(localUrl, rows, options.shuffled);
     log(`engine: generated ${rows} rows in ${secs((performance.now() - t0) / 1000)}`);
     t0 = performance.now();
     await runCli(['track', 'public.bench_items', '--database', localUrl]);

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- engine|tuner|verify|source|offline|fleet|fanin ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]`
+ * `npm run bench [-- engine|tuner|verify|source|offline|fleet|fanin ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline] [--shuffled]`
  *
  * Prints tidemark's figures as ratios against baselines measured in the same run (never asserting
  * timings), then one results table. Exits non-zero only when data came out wrong. See README.md.
@@ -26,7 +26,7 @@ type Part = keyof typeof PARTS;
 
 function usage(message: string): never {
   process.stderr.write(
-    `${message}\nusage: main.js [engine|tuner|verify|source|offline|fleet|fanin ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline]\n`,
+    `${message}\nusage: main.js [engine|tuner|verify|source|offline|fleet|fanin ...] [--rows N] [--tuner-rows N] [--reps N] [--versions N] [--agent-yaml YAML] [--quick] [--profile] [--no-baseline] [--shuffled]\n`,
   );
   process.exit(2);
 }
@@ -42,6 +42,7 @@ function parseArgs(argv: string[]): { parts: Part[]; options: BenchOptions } {
     reps: 2,
     versions: 1000,
     agentYaml: '',
+    shuffled: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
@@ -60,6 +61,7 @@ function parseArgs(argv: string[]): { parts: Part[]; options: BenchOptions } {
     else if (a === '--profile') options.profile = true;
     else if (a === '--quick') options.quick = true;
     else if (a === '--no-baseline') options.noBaseline = true;
+    else if (a === '--shuffled') options.shuffled = true;
     else usage(`unknown argument ${a}`);
   }
   if (options.quick && !argv.includes('--rows')) options.rows = 200_000;

@@ -37,6 +37,11 @@ export interface BenchOptions {
   versions: number;
   /** YAML lines appended to the engine agent's config file, e.g. 'batch: {maxBytes: 8388608}'. */
   agentYaml: string;
+  /**
+   * The engine's table stored in random key order (as a table with random keys, UUIDs, or one
+   * rewritten by years of updates), where (version, key) order and storage order differ.
+   */
+  shuffled: boolean;
   /** Repetitions of the engine's first sync and raw pipe (best of each is kept). */
   reps: number;
 }
