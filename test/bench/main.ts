@@ -39,7 +39,7 @@ function parseArgs(argv: string[]): { parts: Part[]; options: BenchOptions } {
     profile: false,
     quick: false,
     noBaseline: false,
-    reps: 2,
+    reps: 3,
     versions: 1000,
     agentYaml: '',
     shuffled: false,
