@@ -13,13 +13,14 @@
  *
  * Per round (N = 8 and 32 by default): aggregate rows/s, answers by status (any non-2xx is an
  * error), the server's backends' wait events sampled from pg_stat_activity every 100 ms, WAL bytes
- * per byte sent (pg_current_wal_lsn), and the ratio of the largest N to the smallest, which the
- * target wants at 1.0 or more. Rounds run per variant: `unlimited` (no admission control: every
+ * per byte sent (pg_current_wal_lsn) with the WAL records and full-page images (pg_stat_wal),
+ * and the ratio of the largest N to the smallest, which the target wants at 1.0 or more. Rounds run per variant: `unlimited` (no admission control: every
  * upload loads at once, as before) and `admission` (the server's default), each variant on a fresh
  * server, each round into a fresh replica table.
  *
  * Env TIDEMARK_BENCH_FANIN_: AGENTS (8,32), BATCHES (total batches per round, 32; --quick 16), REPEATS
- * (2: rounds run 8, 32, 32, 8, and each N's rows/s is over its rounds),
+ * (3: rounds run 8, 32, 32, 8, 8, 32, and each N's rows/s is over its rounds; single rounds of one
+ * configuration differ by a tenth and more here),
  * BATCH_BYTES (4 MiB), VARIANTS (unlimited,admission; also `k<K>` for admission with K slots),
  * PG (18; 18,15 adds the system PostgreSQL 15), PG_LOG (a file for the embedded cluster's log).
  */
@@ -163,12 +164,21 @@ interface Round {
   busyBackends: number;
   extendBackends: number;
   walPerByte: number;
+  /** WAL records and full-page images written in the round, the whole cluster's (pg_stat_wal). */
+  walRecords: number;
+  walFpi: number;
   bytesSent: number;
 }
 
 async function walLsn(url: string): Promise<string> {
   const [row] = await sql<{ lsn: string }>(url, `select pg_current_wal_lsn()::text as lsn`);
   return row?.lsn ?? '0/0';
+}
+
+/** Cluster-wide WAL records and full-page images so far (pg_stat_wal). */
+async function walStats(url: string): Promise<{ records: number; fpi: number }> {
+  const [row] = await sql<{ records: string; fpi: string }>(url, `select wal_records::text as records, wal_fpi::text as fpi from pg_stat_wal`);
+  return { records: Number(row?.records ?? 0), fpi: Number(row?.fpi ?? 0) };
 }
 
 async function walSince(url: string, lsn: string): Promise<number> {
@@ -191,7 +201,7 @@ async function round(
     const json = { 'content-type': 'application/json' };
     const tenants: (RegisterResult & { agentId: string })[] = [];
     await pool(agents, 4, async (i) => {
-      const a = await http.send('POST', ROUTES.adminDatabases.replace(':clientId', `${tag}c${i}`), JSON.stringify({ name: `site ${i}` }), {
+      const a = await http.send('POST', ROUTES.adminDatabases.replace(':clientId', `${tag}c${String(i).padStart(3, '0')}`), JSON.stringify({ name: `site ${i}` }), {
         authorization: `Bearer ${adminKey}`,
         ...json,
       });
@@ -249,6 +259,7 @@ async function round(
       }
     };
     const lsn = await walLsn(dbUrl);
+    const stats0 = await walStats(dbUrl);
     const sampler = new WaitSampler(dbUrl);
     const t0 = performance.now();
     const outcomes = await Promise.allSettled(Array.from({ length: agents }, (_, i) => upload(i)));
@@ -257,6 +268,7 @@ async function round(
     for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
     if (lastFailure) log(`  last connection failure: ${lastFailure}`);
     const wal = await walSince(dbUrl, lsn);
+    const stats1 = await walStats(dbUrl);
     const expected = agents * batches.rows;
     const [count] = await sql<{ n: string }>(dbUrl, `select count(*)::text as n from public.${tableName} where tidemark_client_id like $1::text`, [`${tag}c%`]);
     const errors = [...statuses.entries()].filter(([s]) => s < 200 || s >= 300).reduce((s, [, k]) => s + k, 0);
@@ -276,6 +288,8 @@ async function round(
       busyBackends: waits.busy,
       extendBackends: waits.extend,
       walPerByte: wal / bytesSent,
+      walRecords: stats1.records - stats0.records,
+      walFpi: stats1.fpi - stats0.fpi,
       bytesSent,
     };
   } finally {
@@ -296,7 +310,7 @@ export async function faninBench(options: BenchOptions, results: Results): Promi
   const variants = envText('VARIANTS', 'unlimited,admission').split(',');
   const majors = envInts('PG', '18');
   const maxAgents = Math.max(...agentsList);
-  const repeats = envInts('REPEATS', '2')[0] as number;
+  const repeats = envInts('REPEATS', '3')[0] as number;
   /** rows/s by variant and uploaders, for ratios across variants. */
   const rateOf = new Map<string, Map<number, number>>();
   /** A ratio; the target (no collapse: 1.0 or more) is for the server as it is, not for the `unlimited` baseline. */
@@ -327,7 +341,7 @@ export async function faninBench(options: BenchOptions, results: Results): Promi
         if (saved === undefined) delete process.env.TIDEMARK_UPLOAD_MAX_CONCURRENT;
         else process.env.TIDEMARK_UPLOAD_MAX_CONCURRENT = saved;
         try {
-          // Rounds in the order 8, 32, 32, 8 (REPEATS 2): a load that drifts during the run weighs on both alike.
+          // Rounds in the order 8, 32, 32, 8, 8, 32 (REPEATS 3): a load that drifts during the run weighs on both alike.
           const byAgents = new Map<number, Round[]>();
           for (let rep = 0; rep < repeats; rep++) {
             for (const agents of rep % 2 === 0 ? agentsList : [...agentsList].reverse()) {
@@ -336,9 +350,14 @@ export async function faninBench(options: BenchOptions, results: Results): Promi
                 `fanin pg${major} ${variant}: ${agents} uploaders x ${batches.bodies.length} batches of ${batches.rowsPerBatch} rows (load ${loadavg()[0]?.toFixed(1)})`,
               );
               await sql(dbUrl, 'checkpoint');
-              const r = await round(server.url, server.adminKey, dbUrl, agents, `${variant}${agents}r${rep}`, `${TABLE}_${agents}_${rep}`, batches);
+              // Client ids of one length in every round: the id is in every row and both index entries,
+              // and two characters more (c17 in a round of 32 against c3 in one of 8) cost the 32s'
+              // rounds 9% more WAL and about 5% of their rate (an index entry's key crossed an 8-byte
+              // alignment boundary): 32 vs 8 measured 0.88 to 0.95 with it, 1.06 without.
+              const tag = `v${variants.indexOf(variant)}n${String(agents).padStart(3, '0')}r${rep}`;
+              const r = await round(server.url, server.adminKey, dbUrl, agents, tag, `${TABLE}_${agents}_${rep}`, batches);
               log(
-                `  ${Math.round(r.rowsPerSecond).toLocaleString('en-US')} rows/s (${r.rows} rows in ${r.seconds.toFixed(1)} s); answers ${r.statuses}; WAL/byte ${r.walPerByte.toFixed(2)}; backends ${r.waits}`,
+                `  ${Math.round(r.rowsPerSecond).toLocaleString('en-US')} rows/s (${r.rows} rows in ${r.seconds.toFixed(1)} s); answers ${r.statuses}; WAL/byte ${r.walPerByte.toFixed(2)} (${r.walRecords.toLocaleString('en-US')} records, ${r.walFpi.toLocaleString('en-US')} full-page images); backends ${r.waits}`,
               );
               byAgents.set(agents, [...(byAgents.get(agents) ?? []), r]);
             }
