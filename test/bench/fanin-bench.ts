@@ -201,10 +201,15 @@ async function round(
     const json = { 'content-type': 'application/json' };
     const tenants: (RegisterResult & { agentId: string })[] = [];
     await pool(agents, 4, async (i) => {
-      const a = await http.send('POST', ROUTES.adminDatabases.replace(':clientId', `${tag}c${String(i).padStart(3, '0')}`), JSON.stringify({ name: `site ${i}` }), {
-        authorization: `Bearer ${adminKey}`,
-        ...json,
-      });
+      const a = await http.send(
+        'POST',
+        ROUTES.adminDatabases.replace(':clientId', `${tag}c${String(i).padStart(3, '0')}`),
+        JSON.stringify({ name: `site ${i}` }),
+        {
+          authorization: `Bearer ${adminKey}`,
+          ...json,
+        },
+      );
       if (a.status !== 200 && a.status !== 201) throw new Error(`register: ${a.status} ${a.text}`);
       tenants[i] = { ...(JSON.parse(a.text) as RegisterResult), agentId: randomUUID() };
     });
