@@ -38,6 +38,7 @@ import {
   sql,
   startServerChild,
   summariseProfile,
+  WaitSampler,
   withClient,
 } from './support.js';
 
@@ -289,7 +290,10 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
     const paired: { pipe: number; logical: number }[] = [];
     for (let rep = 0; rep < reps; rep++) {
       await sql(localUrl, 'checkpoint');
+      // Where the backends' time goes (sampled every 100 ms), the pipe's beside the first sync's.
+      const pipeWaits = new WaitSampler(localUrl, { label: PART, everyDatabase: true });
       const p = await rawPipe(localUrl, cloudUrl, reg, pgPid);
+      log(`engine: raw pipe, backends (mean): ${(await pipeWaits.stop(8)).text}`);
       log(
         `engine: raw pipe ${rate(rows, p.seconds)} (${secs(p.seconds)}, ${mb(p.bytes)} COPY text, ${(p.bytes / rows).toFixed(0)} B/row; CPU s: postgres ${p.pgCpu.toFixed(1)}, the pipe's node ${p.nodeCpu.toFixed(1)})`,
       );
@@ -303,7 +307,9 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
       if (rep > 0) await resetSync(localUrl, cloudUrl);
       // Every statement's duration goes to the server log, grouped below: where PostgreSQL's time goes.
       if (rep === 0) await statements.enable(localUrl);
+      const syncWaits = new WaitSampler(localUrl, { label: PART, everyDatabase: true });
       const f = await timedSync(args, server.pid, pgPid, options.profile && rep === 0 ? 'engine-agent-first' : undefined);
+      log(`engine: first sync, backends (mean): ${(await syncWaits.stop(8)).text}`);
       if (rep === 0) await statements.disable(localUrl);
       log(`engine: first sync ${rate(rows, f.seconds)} (${secs(f.seconds)}), peak agent RSS ${mb(f.peakRssBytes)}; ${f.stdout}`);
       log(`engine: first sync ${cpuLine(f)}`);

@@ -29,13 +29,11 @@ import { appendFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import pg from 'pg';
-
 import { startEmbeddedCluster } from '../../src/cli/embedded-cluster.js';
 import { COPY_CONTENT_TYPE, type RegisterResult, ROUTES, type TableDeclaration, tablePath } from '../../src/shared/protocol.js';
 import { FleetHttp, pool } from './fleet-load.js';
 import { startPg15Cluster } from './pg15-cluster.js';
-import { type BenchOptions, log, mb, type Results, sql, startServerChild } from './support.js';
+import { type BenchOptions, log, mb, type Results, sql, startServerChild, WaitSampler } from './support.js';
 
 const PART = 'fanin';
 /** Each round loads a fresh table of its own (fanin_items_8, ...): first syncs into an empty replica, rounds alike. */
@@ -88,69 +86,6 @@ function makeBatches(count: number, bytes: number): { bodies: Buffer[]; rowsPerB
     bodies.push(Buffer.from(lines.join('')));
   }
   return { bodies, rowsPerBatch, rows: id };
-}
-
-/** Counts of the server's backends' states, sampled from pg_stat_activity. */
-class WaitSampler {
-  private readonly counts = new Map<string, number>();
-  private readonly extendOn = new Map<string, number>();
-  private samples = 0;
-  private running = true;
-  private readonly done: Promise<void>;
-
-  constructor(url: string) {
-    this.done = this.loop(url);
-  }
-
-  private async loop(url: string): Promise<void> {
-    const c = new pg.Client({ connectionString: url });
-    c.on('error', (e) => log(`fanin: the wait sampler's connection failed: ${e.message}`));
-    await c.connect();
-    try {
-      while (this.running) {
-        const { rows } = await c.query<{ ev: string; n: number }>(
-          /* sql */ `select case when state = 'active' and wait_event is null then 'CPU'
-                              else coalesce(wait_event_type || ':' || wait_event, state) end as ev, count(*)::int as n
-                         from pg_stat_activity
-                        where application_name = 'tidemark-server' and state <> 'idle' and pid <> pg_backend_pid()
-                        group by 1`,
-        );
-        // Which relation the extension waits are for: the heap, or one of its indexes.
-        const ext = await c.query<{ rel: string; n: number }>(
-          /* sql */ `select l.relation::regclass::text as rel, count(*)::int as n from pg_locks l
-                        where l.locktype = 'extend' and not l.granted and l.database = (select oid from pg_database where datname = current_database())
-                        group by 1`,
-        );
-        this.samples++;
-        for (const r of rows) this.counts.set(r.ev, (this.counts.get(r.ev) ?? 0) + r.n);
-        for (const r of ext.rows) this.extendOn.set(r.rel, (this.extendOn.get(r.rel) ?? 0) + r.n);
-        await sleep(100);
-      }
-    } finally {
-      await c.end();
-    }
-  }
-
-  /** The most frequent states, as the mean number of backends in each: "Lock:extend 12.3, CPU 2.0". */
-  async stop(): Promise<{ text: string; busy: number; extend: number; extendOn: string }> {
-    this.running = false;
-    await this.done;
-    const n = Math.max(1, this.samples);
-    const sorted = [...this.counts.entries()].sort((a, b) => b[1] - a[1]);
-    const busy = sorted.reduce((s, [, k]) => s + k, 0) / n;
-    return {
-      text: sorted
-        .slice(0, 5)
-        .map(([ev, k]) => `${ev} ${(k / n).toFixed(1)}`)
-        .join(', '),
-      busy,
-      extend: (this.counts.get('Lock:extend') ?? 0) / n,
-      extendOn: [...this.extendOn.entries()]
-        .sort((a, b) => b[1] - a[1])
-        .map(([rel, k]) => `${rel.replace(/^.*_tm_/, 'tm_')} ${(k / n).toFixed(1)}`)
-        .join(', '),
-    };
-  }
 }
 
 interface Round {
@@ -265,7 +200,7 @@ async function round(
     };
     const lsn = await walLsn(dbUrl);
     const stats0 = await walStats(dbUrl);
-    const sampler = new WaitSampler(dbUrl);
+    const sampler = new WaitSampler(dbUrl, { label: 'fanin' });
     const t0 = performance.now();
     const outcomes = await Promise.allSettled(Array.from({ length: agents }, (_, i) => upload(i)));
     const seconds = (performance.now() - t0) / 1000;

@@ -494,3 +494,75 @@ export class StatementLog {
       .map(([k, t]) => `${(t.ms / 1000).toFixed(2).padStart(7)} s  ${String(t.n).padStart(5)}x  ${k}`);
   }
 }
+
+/**
+ * Counts of backends' states, sampled from pg_stat_activity every 100 ms: by default the tidemark
+ * server's backends; `everyDatabase` takes every client backend of the cluster and names each state
+ * by its database ("bench_cloud CPU"), for a run whose agent and server share one cluster.
+ */
+export class WaitSampler {
+  private readonly counts = new Map<string, number>();
+  private readonly extendOn = new Map<string, number>();
+  private samples = 0;
+  private running = true;
+  private readonly done: Promise<void>;
+
+  constructor(
+    url: string,
+    private readonly options: { label: string; everyDatabase?: boolean },
+  ) {
+    this.done = this.loop(url);
+  }
+
+  private async loop(url: string): Promise<void> {
+    const c = new pg.Client({ connectionString: url });
+    c.on('error', (e) => log(`${this.options.label}: the wait sampler's connection failed: ${e.message}`));
+    const state = `case when state = 'active' and wait_event is null then 'CPU' else coalesce(wait_event_type || ':' || wait_event, state) end`;
+    const which = this.options.everyDatabase ? `backend_type = 'client backend'` : `application_name = 'tidemark-server'`;
+    const named = this.options.everyDatabase ? `datname || ' ' || ${state}` : state;
+    await c.connect();
+    try {
+      while (this.running) {
+        const { rows } = await c.query<{ ev: string; n: number }>(
+          /* sql */ `select ${named} as ev, count(*)::int as n
+                         from pg_stat_activity
+                        where ${which} and state <> 'idle' and pid <> pg_backend_pid()
+                        group by 1`,
+        );
+        // Which relation the extension waits are for: the heap, or one of its indexes.
+        const ext = await c.query<{ rel: string; n: number }>(
+          /* sql */ `select l.relation::regclass::text as rel, count(*)::int as n from pg_locks l
+                        where l.locktype = 'extend' and not l.granted and l.database = (select oid from pg_database where datname = current_database())
+                        group by 1`,
+        );
+        this.samples++;
+        for (const r of rows) this.counts.set(r.ev, (this.counts.get(r.ev) ?? 0) + r.n);
+        for (const r of ext.rows) this.extendOn.set(r.rel, (this.extendOn.get(r.rel) ?? 0) + r.n);
+        await sleep(100);
+      }
+    } finally {
+      await c.end();
+    }
+  }
+
+  /** The most frequent states, as the mean number of backends in each: "Lock:extend 12.3, CPU 2.0". */
+  async stop(top = 5): Promise<{ text: string; busy: number; extend: number; extendOn: string }> {
+    this.running = false;
+    await this.done;
+    const n = Math.max(1, this.samples);
+    const sorted = [...this.counts.entries()].sort((a, b) => b[1] - a[1]);
+    const busy = sorted.reduce((s, [, k]) => s + k, 0) / n;
+    return {
+      text: sorted
+        .slice(0, top)
+        .map(([ev, k]) => `${ev} ${(k / n).toFixed(1)}`)
+        .join(', '),
+      busy,
+      extend: (this.counts.get('Lock:extend') ?? 0) / n,
+      extendOn: [...this.extendOn.entries()]
+        .sort((a, b) => b[1] - a[1])
+        .map(([rel, k]) => `${rel.replace(/^.*_tm_/, 'tm_')} ${(k / n).toFixed(1)}`)
+        .join(', '),
+    };
+  }
+}
