@@ -43,13 +43,13 @@ import {
 } from './support.js';
 
 const PART = 'engine';
+const UPDATED_ROWS = 10_000;
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 }
-const UPDATED_ROWS = 10_000;
 
 /**
  * Generates the table in slices (one transaction each, so one version per slice once tracked);
@@ -69,7 +69,7 @@ async function rawPipe(
   cloudUrl: string,
   tenant: { clientId: string; databaseId: string },
   pgPid: number | null,
-): Promise<{ seconds: number; bytes: number; pgCpu: number; nodeCpu: number }> {
+): Promise<{ seconds: number; bytes: number; pgCpu: number; nodeCpu: number; waits: string }> {
   await sql(
     cloudUrl,
     /* sql */ `
@@ -94,6 +94,8 @@ async function rawPipe(
     const database = pg.escapeLiteral(tenant.databaseId);
     const pg0 = clusterCpu(pgPid);
     const cpu0 = process.cpuUsage();
+    // Where the backends' time goes (sampled every 100 ms), over the copy alone.
+    const waits = new WaitSampler(localUrl, { label: PART, everyDatabase: true });
     const t0 = performance.now();
     await pipeline(
       src.query(copyStreams.to(`copy (select ${client}, ${database}, tidemark_version, id, account, amount, note, created_at from bench_items) to stdout`)),
@@ -103,7 +105,8 @@ async function rawPipe(
     const seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     // Before the connections close: their backends' CPU is counted while they live.
-    return { seconds, bytes, pgCpu: clusterCpu(pgPid) - pg0, nodeCpu: (cpu.user + cpu.system) / 1e6 };
+    const pgCpu = clusterCpu(pgPid) - pg0;
+    return { seconds, bytes, pgCpu, nodeCpu: (cpu.user + cpu.system) / 1e6, waits: (await waits.stop(8)).text };
   } finally {
     await src.end();
     await dst.end();
@@ -278,7 +281,7 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
 
     // Interleaved repetitions, best of each: the raw pipe into a table with the replica's key and
     // indexes, then tidemark's first sync from empty with the agent as a child process.
-    let pipe: { seconds: number; bytes: number; pgCpu: number; nodeCpu: number } | null = null;
+    let pipe: { seconds: number; bytes: number; pgCpu: number; nodeCpu: number; waits: string } | null = null;
     let logical: { seconds: number; pgCpu: number } | null = null;
     let first: SyncRun | null = null;
     let serial: SyncRun | null = null;
@@ -290,10 +293,8 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
     const paired: { pipe: number; logical: number }[] = [];
     for (let rep = 0; rep < reps; rep++) {
       await sql(localUrl, 'checkpoint');
-      // Where the backends' time goes (sampled every 100 ms), the pipe's beside the first sync's.
-      const pipeWaits = new WaitSampler(localUrl, { label: PART, everyDatabase: true });
       const p = await rawPipe(localUrl, cloudUrl, reg, pgPid);
-      log(`engine: raw pipe, backends (mean): ${(await pipeWaits.stop(8)).text}`);
+      log(`engine: raw pipe, backends (mean): ${p.waits}`);
       log(
         `engine: raw pipe ${rate(rows, p.seconds)} (${secs(p.seconds)}, ${mb(p.bytes)} COPY text, ${(p.bytes / rows).toFixed(0)} B/row; CPU s: postgres ${p.pgCpu.toFixed(1)}, the pipe's node ${p.nodeCpu.toFixed(1)})`,
       );
@@ -307,6 +308,7 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
       if (rep > 0) await resetSync(localUrl, cloudUrl);
       // Every statement's duration goes to the server log, grouped below: where PostgreSQL's time goes.
       if (rep === 0) await statements.enable(localUrl);
+      // The pipe's figures beside the first sync's (these include the process's start and exit, ~0.5 s of no backend).
       const syncWaits = new WaitSampler(localUrl, { label: PART, everyDatabase: true });
       const f = await timedSync(args, server.pid, pgPid, options.profile && rep === 0 ? 'engine-agent-first' : undefined);
       log(`engine: first sync, backends (mean): ${(await syncWaits.stop(8)).text}`);

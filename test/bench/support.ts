@@ -498,7 +498,8 @@ export class StatementLog {
 /**
  * Counts of backends' states, sampled from pg_stat_activity every 100 ms: by default the tidemark
  * server's backends; `everyDatabase` takes every client backend of the cluster and names each state
- * by its database ("bench_cloud CPU"), for a run whose agent and server share one cluster.
+ * by its database ("bench_cloud CPU"), for a run whose agent and server share one cluster. The
+ * extension-lock figures (`extend`, `extendOn`) are the sampler's own database's, by default only.
  */
 export class WaitSampler {
   private readonly counts = new Map<string, number>();
