@@ -13,7 +13,6 @@ export function serverCommand(program: Command): void {
     .option('--max-body-bytes <n>', 'largest upload body accepted (default 64 MiB)')
     .option('--log-level <level>', 'debug, info, warn, error or silent')
     .option('--allow-superuser', 'start even as a superuser or BYPASSRLS role (row-level security then does not apply; env TIDEMARK_ALLOW_SUPERUSER=1)')
-    .option('--copy-role <role>', 'a BYPASSRLS role to copy first-sync batches straight into replica tables as (env TIDEMARK_COPY_ROLE; see the README)')
     .option('--metrics-listen <host:port>', 'serve /metrics on its own address instead of the API one (env TIDEMARK_SERVER_METRICS_LISTEN)')
     .action(
       async (flags: {
@@ -24,7 +23,6 @@ export function serverCommand(program: Command): void {
         maxBodyBytes?: string;
         logLevel?: string;
         allowSuperuser?: boolean;
-        copyRole?: string;
         metricsListen?: string;
       }) => {
         const config = loadServerConfig({
@@ -37,7 +35,6 @@ export function serverCommand(program: Command): void {
             maxBodyBytes: flags.maxBodyBytes,
             logLevel: flags.logLevel,
             allowSuperuser: flags.allowSuperuser,
-            copyRole: flags.copyRole,
             metricsListen: flags.metricsListen,
           },
         });

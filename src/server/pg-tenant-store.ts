@@ -30,7 +30,6 @@ import type {
   TenantInfo,
   UploadResult,
 } from '../shared/protocol.js';
-import type { CopyRole } from './copy-role.js';
 import { KeyCache } from './key-cache.js';
 import { type ManifestLimits, PgManifests } from './manifests.js';
 import { PgTenants } from './pg-tenants.js';
@@ -66,12 +65,10 @@ export class PgTenantStore implements TenantStore {
     private readonly now: () => number = Date.now,
     /** The API keys this process authenticated lately (shared with the key store, which forgets a database's on each change). */
     keys: KeyCache = new KeyCache(0),
-    /** The role first-sync batches are copied into replica tables as (server config copyRole), if any. */
-    copyRole: CopyRole | null = null,
   ) {
     this.tenants = new PgTenants(pool, this.state, keys);
     this.catalog = new PgReplicaCatalog(pool, this.state, policy);
-    this.rows = new PgReplicaRows(pool, this.catalog, this.state, copyRole);
+    this.rows = new PgReplicaRows(pool, this.catalog, this.state);
     this.manifests = new PgManifests(pool, this.catalog, limits);
   }
 

@@ -23,11 +23,9 @@ import {
   VERSION_COLUMN,
 } from '../shared/protocol.js';
 import { columnListSql, type RowShape } from '../shared/row-shape.js';
-import type { CopyRole } from './copy-role.js';
 import type { PgReplicaCatalog } from './replica-catalog.js';
 import { inlineStage, parseCopyText, SMALL_BODY_BYTES } from './small-batch.js';
 import { type PgTableState, stateKey, stateMaxVersionSql } from './table-state.js';
-import { tenantLines } from './tenant-lines.js';
 import { enterTenant, type Tenant, tenantParams, tenantWhere } from './tenant-scope.js';
 
 /** Options of an upload (query parameters of POST .../tables/{table}). */
@@ -63,8 +61,6 @@ export class PgReplicaRows {
     private readonly pool: pg.Pool,
     private readonly catalog: PgReplicaCatalog,
     private readonly state: PgTableState,
-    /** When configured, a first sync's batches are copied straight into the replica as this role (copy-role.ts). */
-    private readonly copyRole: CopyRole | null = null,
   ) {}
 
   /**
@@ -80,10 +76,6 @@ export class PgReplicaRows {
    * The state row is locked only by its final update, so batches of one table can load in parallel
    * and take turns only to add their counts; insert-only batches take it before their insert
    * (they stage in parallel and insert in turn).
-   *
-   * With a copy role, an insert-only batch that is not small skips the staging table: it takes its
-   * turn, then is copied straight into the replica as that role, the tenant columns written by the
-   * server in front of every line.
    */
   async upload(tenant: Tenant, table: TableName, body: Readable, options: UploadOptions): Promise<UploadResult> {
     if (options.emptyBody) {
@@ -91,8 +83,6 @@ export class PgReplicaRows {
       const summary = await this.state.settleEmpty(this.pool, tenant, table, { settle: options.settle, maxModified: options.maxModified });
       return { rowsReceived: 0, rowsInserted: 0, rowsUpdated: 0, summary };
     }
-    const isSmall = options.bodyBytes !== undefined && options.bodyBytes <= SMALL_BODY_BYTES;
-    const copyRole = options.insertOnly && !isSmall && this.copyRole && (await this.copyRole.mayCopyInto(table)) ? this.copyRole : null;
     return withTransaction(this.pool, async (client) => {
       const { shape, stageColumns } = await this.catalog.require(client, tenant, table);
       await enterTenant(client, tenant);
@@ -105,19 +95,8 @@ export class PgReplicaRows {
         if (isDataRejection(sqlstate)) throw new ProtocolError(ErrorCode.UPLOAD_REJECTED, 400, `rows rejected: ${(e as Error).message}`, { cause: e });
         throw e;
       };
-      const tenantCols = `${ident(TENANT_CLIENT_COLUMN)}, ${ident(TENANT_DATABASE_COLUMN)}`;
-      if (copyRole) {
-        const copied = await this.copyStraight(client, tenant, table, shape, body, copyRole, rejected);
-        const summary = await this.state.addUpload(client, tenant, table, {
-          inserted: copied.rows,
-          maxVersion: copied.maxVersion,
-          settle: options.settle,
-          maxModified: options.maxModified,
-        });
-        return { rowsReceived: copied.rows, rowsInserted: copied.rows, rowsUpdated: 0, summary };
-      }
       // The rows' staging: a CTE over the parsed values for a small body, else a temporary table fed by COPY.
-      const small = isSmall ? await readSmall(body, shape.columns.length) : null;
+      const small = options.bodyBytes !== undefined && options.bodyBytes <= SMALL_BODY_BYTES ? await readSmall(body, shape.columns.length) : null;
       const values = small?.values ?? null;
       const staged = (firstParam: number): { cte: string; params: unknown[] } =>
         values ? inlineStage(stageColumns, values, firstParam) : { cte: '', params: [] };
@@ -131,6 +110,7 @@ export class PgReplicaRows {
         }
       }
       const stage = staged(3);
+      const tenantCols = `${ident(TENANT_CLIENT_COLUMN)}, ${ident(TENANT_DATABASE_COLUMN)}`;
       const keys = shape.keyColumns.map((k) => ident(k));
       // Key columns too: a key equal under its type or collation but spelled otherwise (citext, a
       // nondeterministic collation) takes the new spelling. An unchanged key keeps the update HOT.
@@ -194,45 +174,6 @@ export class PgReplicaRows {
       // rowsReceived - rowsInserted - rowsUpdated rows were stale: a newer version was already here.
       return { rowsReceived: received, rowsInserted: inserted, rowsUpdated: Number(counts.applied) - inserted, summary };
     });
-  }
-
-  /**
-   * An insert-only batch copied straight into the replica as the copy role: the batch takes its
-   * turn first (the state row), as a staged insert does, so two batches never load into the right
-   * edge of the replica's indexes at once; the role is the transaction's for the COPY alone. Its
-   * rows: the lines the server prefixed with the tenant, which COPY must have read every one of.
-   * The max version afterwards is the tenant's (an index probe): an insert-only batch adds to rows
-   * the replica did not hold, after the batches before it.
-   */
-  private async copyStraight(
-    client: pg.PoolClient,
-    tenant: Tenant,
-    table: TableName,
-    shape: RowShape,
-    body: Readable,
-    copyRole: CopyRole,
-    rejected: (e: unknown) => never,
-  ): Promise<{ rows: number; maxVersion: string | null }> {
-    await this.state.lock(client, tenant, table);
-    await client.query(copyRole.setRoleSql());
-    const lines = tenantLines([tenant.clientId, tenant.databaseId]);
-    const copy = client.query(
-      copyStreams.from(/* sql */ `copy ${shape.table} (${ident(TENANT_CLIENT_COLUMN)}, ${ident(TENANT_DATABASE_COLUMN)}, ${columnListSql(shape)}) from stdin`),
-    );
-    try {
-      await pipeline(body, lines, copy);
-    } catch (e) {
-      rejected(e);
-    }
-    await client.query(/* sql */ `reset role`);
-    if (copy.rowCount !== lines.lines)
-      throw new InvariantError(`COPY into ${shape.table} read ${copy.rowCount} rows of the ${lines.lines} lines the server sent`);
-    const v = ident(VERSION_COLUMN);
-    const { rows } = await client.query<{ max_version: string | null }>(
-      /* sql */ `select max(${v})::text as max_version from ${shape.table} where ${tenantWhere()}`,
-      tenantParams(tenant),
-    );
-    return { rows: copy.rowCount, maxVersion: rows[0]?.max_version ?? null };
   }
 
   /**

@@ -9,7 +9,6 @@ import { classifyPgError, createPool } from '../shared/pg.js';
 import { buildApp } from './app.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { PgBundleStore } from './bundle-store.js';
-import { CopyRole } from './copy-role.js';
 import { PgFleetStore } from './fleet-store.js';
 import { KeyCache } from './key-cache.js';
 import { PgKeyStore } from './key-store.js';
@@ -92,10 +91,6 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
     await upgradeTenantWalls(pool, (table, reason) =>
       log.warn({ table, reason }, 'the tenant wall of this replica table keeps its former (as tight, slower) form until a later start'),
     );
-    const copyRole = config.copyRole
-      ? await CopyRole.open(pool, config.copyRole, (table, reason) => log.warn({ table, reason }, 'the copy role cannot copy into this replica table'))
-      : null;
-    if (copyRole) log.info({ copyRole: copyRole.name }, "first syncs' batches are copied straight into replica tables as the copy role");
     const keyCache = new KeyCache(config.keyCacheSeconds * 1000, options.now);
     const store = new PgTenantStore(
       pool,
@@ -109,7 +104,6 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger, o
       },
       options.now,
       keyCache,
-      copyRole,
     );
     const waitingLimit = options.poolWaitingLimit ?? SHED_WAITING_PER_CONNECTION * config.poolMax;
     const uploads =

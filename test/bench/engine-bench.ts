@@ -19,7 +19,6 @@ import { startEmbeddedCluster } from '../../src/cli/embedded-cluster.js';
 import {
   agentArgs,
   type BenchOptions,
-  COPY_ROLE,
   clusterCpu,
   fingerprint,
   ITEMS_DDL,
@@ -266,14 +265,9 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
     const localPrint = await fingerprint(localUrl, 'bench_items');
     await sql(localUrl, `create publication ${PUBLICATION} for table bench_items`);
 
-    // As the README's set-up for a fleet: a plain role, and the copy role for first syncs' COPY.
-    const server = await startServerChild(cloudUrl, { profileName: options.profile ? 'engine-server' : undefined, copyRole: COPY_ROLE });
+    const server = await startServerChild(cloudUrl, { profileName: options.profile ? 'engine-server' : undefined });
     stops.push(() => server.stop());
     const reg = await server.register('acme', 'bench site');
-    // The same server without the copy role (batches staged, then inserted under row-level security), in the same run.
-    const stagingServer = await startServerChild(cloudUrl);
-    stops.push(() => stagingServer.stop());
-    const stagingReg = await stagingServer.register('acme', 'bench site, no copy role');
     const tenantWhere = `tidemark_database_id = '${reg.databaseId}'`;
     const config = join(work, 'agent.yaml');
     // A run's budget (50 s by default) would split a large first sync over several runs; this measures one.
@@ -284,8 +278,6 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
     const serialConfig = join(work, 'agent-serial.yaml');
     writeFileSync(serialConfig, `runBudgetSeconds: 3600\nbatch: {firstSyncInFlight: 1}\n`);
     const serialArgs = [...agentArgs(localUrl, server.url, reg), '--config', serialConfig];
-    const stagingArgs = [...agentArgs(localUrl, stagingServer.url, stagingReg), '--config', config];
-    const stagingWhere = `tidemark_database_id = '${stagingReg.databaseId}'`;
 
     // Interleaved repetitions, best of each: the raw pipe into a table with the replica's key and
     // indexes, then tidemark's first sync from empty with the agent as a child process.
@@ -293,7 +285,6 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
     let logical: { seconds: number; pgCpu: number } | null = null;
     let first: SyncRun | null = null;
     let serial: SyncRun | null = null;
-    let staging: SyncRun | null = null;
     let peakRss = 0;
     let bestRunSeconds = Number.POSITIVE_INFINITY;
     // The first repetition's inserts (the statement log is on for it) against that repetition's pipe.
@@ -314,14 +305,7 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
       log(`engine: logical replication's initial copy ${rate(rows, l.seconds)} (${secs(l.seconds)}; postgres CPU ${l.pgCpu.toFixed(1)} s)`);
       if (!logical || l.seconds < logical.seconds) logical = l;
 
-      // Without the copy role first, so the repetition ends with the copy role's tenant synced (the incremental run's).
       if (rep > 0) await resetSync(localUrl, cloudUrl);
-      const st = await timedSync(stagingArgs, stagingServer.pid, pgPid, undefined);
-      log(`engine: first sync without the copy role ${rate(rows, st.seconds)} (${secs(st.seconds)}; the table's run ${secs(st.runSeconds)}); ${cpuLine(st)}`);
-      if ((await fingerprint(cloudUrl, 'public.bench_items', stagingWhere)) !== localPrint)
-        results.fail('engine: replica differs from local after the first sync without the copy role');
-      if (!staging || st.runSeconds < staging.runSeconds) staging = st;
-      await resetSync(localUrl, cloudUrl);
       // Every statement's duration goes to the server log, grouped below: where PostgreSQL's time goes.
       if (rep === 0) await statements.enable(localUrl);
       // The pipe's figures beside the first sync's (these include the process's start and exit, ~0.5 s of no backend).
@@ -343,10 +327,9 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
       if (rep === 0) {
         log(`engine: first sync, PostgreSQL time by statement (database: statement; wall time, COPY waits on its peer):\n${statements.top(12).join('\n')}`);
         // First-sync batches insert one at a time (replica-rows.ts): their inserts are the run's serial path.
-        // Its loads: straight COPYs as the copy role (or inserts from staging tables without one).
-        serialPath = { inserts: statements.seconds(/^bench_cloud: (insert into|copy) "public"\."bench_items"/), run: f.runSeconds, pipe: p.seconds };
+        serialPath = { inserts: statements.seconds(/^bench_cloud: insert into "public"\."bench_items"/), run: f.runSeconds, pipe: p.seconds };
         log(
-          `engine: first sync's loads (COPY as the copy role), one at a time, ${secs(serialPath.inserts)} of the table's run ${secs(serialPath.run)} (${((100 * serialPath.inserts) / serialPath.run).toFixed(0)}%); the same repetition's raw pipe ${secs(serialPath.pipe)}`,
+          `engine: first sync's inserts, one at a time, ${secs(serialPath.inserts)} of the table's run ${secs(serialPath.run)} (${((100 * serialPath.inserts) / serialPath.run).toFixed(0)}%); the same repetition's raw pipe ${secs(serialPath.pipe)}`,
         );
       }
       const remotePrint = await fingerprint(cloudUrl, 'public.bench_items', tenantWhere);
@@ -406,21 +389,6 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
       baseline: rate(rows, pipe.seconds),
       ratio: pipe.seconds / first.seconds,
     });
-    if (staging)
-      results.add({
-        part: PART,
-        metric: "first sync without a copy role (each batch staged, then inserted under row-level security), the table's run, vs raw COPY pipe",
-        value: rate(rows, staging.runSeconds),
-        baseline: rate(rows, pipe.seconds),
-        ratio: pipe.seconds / staging.runSeconds,
-      });
-    if (staging)
-      results.add({
-        part: PART,
-        metric: 'first sync without a copy role: CPU s agent/server/postgres',
-        value: `${staging.agentCpu.toFixed(1)}/${staging.serverCpu.toFixed(1)}/${staging.pgCpu.toFixed(1)}`,
-        baseline: `-/-/${pipe.pgCpu.toFixed(1)}`,
-      });
     if (serial)
       results.add({
         part: PART,
@@ -449,7 +417,7 @@ export async function engineBench(options: BenchOptions, results: Results): Prom
     if (serialPath)
       results.add({
         part: PART,
-        metric: "first sync's serial path (its loads, one batch at a time) vs the raw pipe's COPY, first repetition",
+        metric: "first sync's serial path (its inserts, one batch at a time) vs the raw pipe's COPY, first repetition",
         value: `${secs(serialPath.inserts)} (${((100 * serialPath.inserts) / serialPath.run).toFixed(0)}% of the run)`,
         baseline: secs(serialPath.pipe),
         ratio: serialPath.pipe / serialPath.inserts,

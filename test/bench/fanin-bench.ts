@@ -33,7 +33,7 @@ import { startEmbeddedCluster } from '../../src/cli/embedded-cluster.js';
 import { COPY_CONTENT_TYPE, type RegisterResult, ROUTES, type TableDeclaration, tablePath } from '../../src/shared/protocol.js';
 import { FleetHttp, pool } from './fleet-load.js';
 import { startPg15Cluster } from './pg15-cluster.js';
-import { type BenchOptions, COPY_ROLE, log, mb, type Results, sql, startServerChild, WaitSampler } from './support.js';
+import { type BenchOptions, log, mb, type Results, sql, startServerChild, WaitSampler } from './support.js';
 
 const PART = 'fanin';
 /** Each round loads a fresh table of its own (fanin_items_8, ...): first syncs into an empty replica, rounds alike. */
@@ -277,7 +277,7 @@ export async function faninBench(options: BenchOptions, results: Results): Promi
         const saved = process.env.TIDEMARK_UPLOAD_MAX_CONCURRENT;
         if (k) process.env.TIDEMARK_UPLOAD_MAX_CONCURRENT = k;
         else delete process.env.TIDEMARK_UPLOAD_MAX_CONCURRENT;
-        const server = await startServerChild(dbUrl, process.env.TIDEMARK_BENCH_FANIN_COPY_ROLE ? { copyRole: COPY_ROLE } : {});
+        const server = await startServerChild(dbUrl);
         if (saved === undefined) delete process.env.TIDEMARK_UPLOAD_MAX_CONCURRENT;
         else process.env.TIDEMARK_UPLOAD_MAX_CONCURRENT = saved;
         try {

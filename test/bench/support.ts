@@ -311,8 +311,6 @@ export interface ServerChild {
 }
 
 const SERVER_ROLE = 'tidemark_bench_server';
-/** The copy role of the README's set-up (a BYPASSRLS role the server switches to for a first sync's COPY). */
-export const COPY_ROLE = 'tidemark_bench_copy';
 
 /**
  * The URL of `databaseUrl` for the server's own plain role (made once per cluster, given what the
@@ -330,12 +328,6 @@ async function serverRoleUrl(databaseUrl: string): Promise<string> {
         create role ${SERVER_ROLE} login password '${SERVER_ROLE}';
       end if;
     end $$;
-    do $$ begin
-      if not exists (select from pg_roles where rolname = '${COPY_ROLE}') then
-        create role ${COPY_ROLE} nologin bypassrls;
-      end if;
-    end $$;
-    grant ${COPY_ROLE} to ${SERVER_ROLE};
     grant create, connect on database ${pg.escapeIdentifier(database)} to ${SERVER_ROLE};
     grant usage, create on schema public to ${SERVER_ROLE};`,
   );
@@ -345,16 +337,12 @@ async function serverRoleUrl(databaseUrl: string): Promise<string> {
 }
 
 /** `tidemark server` as a child process on a free loopback port; resolves when /readyz answers. */
-export async function startServerChild(
-  databaseUrl: string,
-  options: { profileName?: string | undefined; maxBodyBytes?: number; copyRole?: string } = {},
-): Promise<ServerChild> {
+export async function startServerChild(databaseUrl: string, options: { profileName?: string | undefined; maxBodyBytes?: number } = {}): Promise<ServerChild> {
   const port = await freePort();
   const adminKey = `bench-admin-${randomBytes(12).toString('hex')}`;
   // As in production (README, Running it for real): a plain role, for which row-level security applies.
   const args = ['server', '--database', await serverRoleUrl(databaseUrl), '--listen', `127.0.0.1:${port}`, '--admin-key', adminKey, '--log-level', 'warn'];
   if (options.maxBodyBytes) args.push('--max-body-bytes', String(options.maxBodyBytes));
-  if (options.copyRole) args.push('--copy-role', options.copyRole);
   const run = spawnCli(args, { profileName: options.profileName });
   const url = `http://127.0.0.1:${port}`;
   let exited = false;

@@ -96,15 +96,6 @@ export const serverConfigSchema = z.object({
     .union([z.boolean(), z.enum(['1', 'true', '0', 'false', ''])])
     .default(false)
     .transform((v) => v === true || v === '1' || v === 'true'),
-  /**
-   * A role with BYPASSRLS that the server's role may SET ROLE to (`create role tidemark_copy nologin
-   * bypassrls; grant tidemark_copy to tidemark_server`). When set, a first sync's batches are copied
-   * straight into the replica table as this role, for that one statement, instead of through a
-   * staging table and an insert under row-level security: a first sync costs the database about a
-   * sixth less CPU (docs/scaling.md, First sync). The rows' tenant columns are then written by the
-   * server, never read from the body. Default: none. Flag --copy-role, env TIDEMARK_COPY_ROLE.
-   */
-  copyRole: z.string().min(1).max(63).optional(),
   /** HOST:PORT of a separate listener for /metrics; when set, the API listener does not serve /metrics. Default: none. */
   metricsListen: z.string().optional(),
   /** When set, /metrics requires `Authorization: Bearer <token>` (16+ characters). Default: none. */
@@ -135,7 +126,6 @@ export const SERVER_ENV: EnvMap = {
   TIDEMARK_REPLICA_ADMISSION: ['replicaAdmission'],
   TIDEMARK_REPLICA_DROPPED_COLUMNS: ['replicaDroppedColumns'],
   TIDEMARK_ALLOW_SUPERUSER: ['allowSuperuser'],
-  TIDEMARK_COPY_ROLE: ['copyRole'],
   TIDEMARK_SERVER_METRICS_LISTEN: ['metricsListen'],
   TIDEMARK_METRICS_BEARER_TOKEN: ['metricsBearerToken'],
   TIDEMARK_FLEET_METRICS_PER_DATABASE: ['fleetMetricsPerDatabase'],
