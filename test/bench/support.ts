@@ -499,7 +499,8 @@ export class StatementLog {
  * Counts of backends' states, sampled from pg_stat_activity every 100 ms: by default the tidemark
  * server's backends; `everyDatabase` takes every client backend of the cluster and names each state
  * by its database ("bench_cloud CPU"), for a run whose agent and server share one cluster. The
- * extension-lock figures (`extend`, `extendOn`) are the sampler's own database's, by default only.
+ * extension-lock figures (`extend`, `extendOn`) are the server's, by default only: with
+ * `everyDatabase` the relations' locks are not sampled (one query a sample, not two).
  */
 export class WaitSampler {
   private readonly counts = new Map<string, number>();
@@ -530,15 +531,17 @@ export class WaitSampler {
                         where ${which} and state <> 'idle' and pid <> pg_backend_pid()
                         group by 1`,
         );
-        // Which relation the extension waits are for: the heap, or one of its indexes.
-        const ext = await c.query<{ rel: string; n: number }>(
-          /* sql */ `select l.relation::regclass::text as rel, count(*)::int as n from pg_locks l
-                        where l.locktype = 'extend' and not l.granted and l.database = (select oid from pg_database where datname = current_database())
-                        group by 1`,
-        );
         this.samples++;
         for (const r of rows) this.counts.set(r.ev, (this.counts.get(r.ev) ?? 0) + r.n);
-        for (const r of ext.rows) this.extendOn.set(r.rel, (this.extendOn.get(r.rel) ?? 0) + r.n);
+        if (!this.options.everyDatabase) {
+          // Which relation the extension waits are for: the heap, or one of its indexes.
+          const ext = await c.query<{ rel: string; n: number }>(
+            /* sql */ `select l.relation::regclass::text as rel, count(*)::int as n from pg_locks l
+                          where l.locktype = 'extend' and not l.granted and l.database = (select oid from pg_database where datname = current_database())
+                          group by 1`,
+          );
+          for (const r of ext.rows) this.extendOn.set(r.rel, (this.extendOn.get(r.rel) ?? 0) + r.n);
+        }
         await sleep(100);
       }
     } finally {
